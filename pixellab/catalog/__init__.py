@@ -1,0 +1,247 @@
+"""The model catalog: which models exist, what they cost, and the fallback chain per task.
+
+The catalog is data: TOML files shipped in this package (``pixellab/catalog/*.toml``), then the
+user's files (``$PIXELLAB_HOME/catalog/*.toml`` or any folder passed explicitly), later files
+overriding earlier ones model by model and chain by chain. Adding a model is a TOML edit, never a
+code change. Every file is validated on load; a bad file raises :class:`~pixellab.errors.ConfigError`
+whose one-line message names the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pixellab.errors import ConfigError, UnknownModel
+from pixellab.tasks import Task
+
+PACKAGE_CATALOG_DIR = Path(__file__).parent
+PROVIDERS = ("local", "replicate", "fal", "openai")
+
+PricingUnit = Literal["image", "megapixel", "second", "gpu_second", "token", "call"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pricing(_Strict):
+    """Price per unit, in the provider's credits and in USD.
+
+    ``unit`` is what the provider bills: an output image, an output megapixel, a second of video,
+    a second of GPU time, a token, or a call.
+    """
+
+    unit: PricingUnit = "image"
+    usd_per_unit: float = Field(ge=0)
+    credits_per_unit: float = Field(default=0, ge=0)
+
+
+class Model(_Strict):
+    """One catalog entry. ``id`` is ``provider:slug``; ``endpoint`` is the provider-side name."""
+
+    id: str
+    provider: str
+    slug: str
+    endpoint: str
+    tasks: tuple[Task, ...] = Field(min_length=1)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    pricing: Pricing
+    timeout_s: float = Field(default=120, gt=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    description: str = ""
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown provider {value!r}; expected one of {', '.join(PROVIDERS)}")
+        return value
+
+    def provider_inputs(self, normalized: Mapping[str, Any]) -> dict[str, Any]:
+        """Map normalized inputs (``image``, ``prompt``, ``scale``…) to the provider's names.
+
+        Defaults come first, then every normalized input the model declares in ``inputs``; inputs
+        the model does not declare are dropped, because a provider rejects unknown fields.
+        """
+        mapped = dict(self.defaults)
+        for name, value in normalized.items():
+            if name in self.inputs and value is not None:
+                mapped[self.inputs[name]] = value
+        return mapped
+
+    def estimate_usd(self, *, megapixels: float = 1.0, seconds: float = 0.0,
+                     tokens: int = 0) -> float:
+        """Upper-bound estimate of one call, used to reserve budget before submitting."""
+        return self._units(megapixels, seconds, tokens) * self.pricing.usd_per_unit
+
+    def estimate_credits(self, *, megapixels: float = 1.0, seconds: float = 0.0,
+                         tokens: int = 0) -> float:
+        return self._units(megapixels, seconds, tokens) * self.pricing.credits_per_unit
+
+    def _units(self, megapixels: float, seconds: float, tokens: int) -> float:
+        unit = self.pricing.unit
+        if unit == "megapixel":
+            return math.ceil(megapixels)
+        if unit in ("second", "gpu_second"):
+            return seconds or self.timeout_s
+        if unit == "token":
+            return float(tokens)
+        return 1.0
+
+
+class ProviderSettings(_Strict):
+    """Limits shared by every model of one provider (an account's concurrency quota)."""
+
+    max_concurrency: int = Field(default=8, ge=1)
+
+
+class Catalog(BaseModel):
+    """Models by id and chains by task, after merging every catalog file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    models: dict[str, Model]
+    chains: dict[Task, tuple[str, ...]]
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _chains_reference_models(self) -> Catalog:
+        for task, chain in self.chains.items():
+            for model_id in chain:
+                model = self.models.get(model_id)
+                if model is None:
+                    raise ValueError(f"chains.{task.value}: unknown model {model_id!r}")
+                if task not in model.tasks:
+                    raise ValueError(
+                        f"chains.{task.value}: model {model_id!r} does not serve {task.value}")
+        return self
+
+    def model(self, model_id: str) -> Model:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            raise UnknownModel(f"unknown model {model_id!r}; `pixellab catalog` lists them") from None
+
+    def chain(self, task: Task | str) -> tuple[Model, ...]:
+        task = Task(task)
+        ids = self.chains.get(task)
+        if not ids:
+            raise ConfigError(f"no chain for task {task.value!r}", key=f"chains.{task.value}")
+        return tuple(self.models[i] for i in ids)
+
+    def provider_settings(self, provider: str) -> ProviderSettings:
+        return self.providers.get(provider, ProviderSettings())
+
+    def for_task(self, task: Task | str) -> list[Model]:
+        task = Task(task)
+        return [m for m in self.models.values() if task in m.tasks]
+
+
+def _location(loc: Iterable[Any]) -> str:
+    parts = []
+    for item in loc:
+        text = str(item)
+        parts.append(f'"{text}"' if ":" in text or "/" in text else text)
+    return ".".join(parts)
+
+
+_Parsed = tuple[dict[str, Model], dict[Task, tuple[str, ...]], dict[str, ProviderSettings]]
+
+
+def _parse_file(path: Path) -> _Parsed:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    unknown = set(raw) - {"models", "chains", "providers"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError("unknown top-level table; expected models, chains or providers",
+                          path=str(path), key=key)
+    providers: dict[str, ProviderSettings] = {}
+    for name, body in raw.get("providers", {}).items():
+        key = f"providers.{name}"
+        if name not in PROVIDERS:
+            raise ConfigError(f"unknown provider; expected one of {', '.join(PROVIDERS)}",
+                              path=str(path), key=key)
+        try:
+            providers[name] = ProviderSettings.model_validate(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(err["msg"], path=str(path),
+                              key=f"{key}.{_location(err['loc'])}".rstrip(".")) from None
+    models: dict[str, Model] = {}
+    for model_id, body in raw.get("models", {}).items():
+        key = f'models."{model_id}"'
+        if not isinstance(body, dict):
+            raise ConfigError("must be a table", path=str(path), key=key)
+        provider, sep, slug = model_id.partition(":")
+        if not sep or not provider or not slug:
+            raise ConfigError("model id must look like provider:slug", path=str(path), key=key)
+        data = {"id": model_id, "provider": provider, "slug": slug, "endpoint": slug, **body}
+        try:
+            models[model_id] = Model.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            sub = _location(err["loc"])
+            raise ConfigError(err["msg"], path=str(path),
+                              key=f"{key}.{sub}" if sub else key) from None
+    chains: dict[Task, tuple[str, ...]] = {}
+    for task_name, chain in raw.get("chains", {}).items():
+        key = f"chains.{task_name}"
+        try:
+            task = Task(task_name)
+        except ValueError:
+            raise ConfigError(f"unknown task; expected one of {', '.join(t.value for t in Task)}",
+                              path=str(path), key=key) from None
+        if not isinstance(chain, list) or not all(isinstance(m, str) for m in chain) or not chain:
+            raise ConfigError("must be a non-empty list of model ids", path=str(path), key=key)
+        chains[task] = tuple(chain)
+    return models, chains, providers
+
+
+def catalog_dirs() -> list[Path]:
+    """Where catalog files are read from, in override order (later wins)."""
+    dirs = [PACKAGE_CATALOG_DIR]
+    home = os.environ.get("PIXELLAB_HOME")
+    user_dir = (Path(home) if home else Path(".pixellab")) / "catalog"
+    if user_dir.is_dir():
+        dirs.append(user_dir)
+    extra = os.environ.get("PIXELLAB_CATALOG")
+    if extra:
+        dirs.extend(Path(p) for p in extra.split(os.pathsep) if p)
+    return dirs
+
+
+def load_catalog(*extra_dirs: str | os.PathLike[str], include_defaults: bool = True) -> Catalog:
+    """Read and validate every catalog file; later files override earlier ones by key."""
+    dirs = (catalog_dirs() if include_defaults else []) + [Path(d) for d in extra_dirs]
+    models: dict[str, Model] = {}
+    chains: dict[Task, tuple[str, ...]] = {}
+    providers: dict[str, ProviderSettings] = {}
+    sources: list[str] = []
+    for folder in dirs:
+        files = sorted(folder.glob("*.toml")) if folder.is_dir() else [folder]
+        for path in files:
+            file_models, file_chains, file_providers = _parse_file(path)
+            models.update(file_models)
+            chains.update(file_chains)
+            providers.update(file_providers)
+            sources.append(str(path))
+    try:
+        return Catalog(models=models, chains=chains, providers=providers,
+                       sources=tuple(sources))
+    except ValidationError as exc:
+        raise ConfigError(str(exc.errors()[0]["msg"]).removeprefix("Value error, "),
+                          path=", ".join(sources[-1:]) or None) from None

@@ -1,0 +1,232 @@
+"""The ``pixellab`` command: the same operations as the Python API, for scripts and CI.
+
+Errors a user can fix print as one line (``error: <file>: <key>: <reason>``) with exit code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pixellab.errors import PixellabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Decide, with evidence, which AI model to use per product category and task.")
+sweep_app = typer.Typer(no_args_is_help=True, help="Plan, run and resume sweeps.")
+app.add_typer(sweep_app, name="sweep")
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False
+             ) -> None:
+    _state["debug"] = debug
+
+
+def _progress_bar(desc: str):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="req", dynamic_ncols=True)
+
+    def on_planned(planned: int, todo: int) -> None:
+        bar.total = (bar.total or 0) + todo
+        bar.refresh()
+
+    def on_done(outcome: object) -> None:
+        bar.update(1)
+
+    return bar, on_planned, on_done
+
+
+def _summary_table(results: list) -> Table:  # type: ignore[type-arg]
+    table = Table(title="Sweeps")
+    for column in ("sweep", "planned", "cached", "succeeded", "failed", "stopped",
+                   "provider calls", "scores"):
+        table.add_column(column, justify="right" if column != "sweep" else "left")
+    for r in results:
+        table.add_row(r.sweep_id, str(r.planned), str(r.cached), str(r.succeeded), str(r.failed),
+                      str(r.stopped), str(r.provider_calls), str(r.scores_written))
+    return table
+
+
+def _leaderboard_table(workbench, sweep_ids: list[str]) -> Table:  # type: ignore[no-untyped-def]
+    from pixellab import report
+
+    board = report.leaderboard(report.scored_requests(workbench.ledger, sweep_ids))
+    overall = board.groupby(["task", "arm"]).agg(
+        n=("n", "sum"), passed=("pass_rate", "mean"), score=("mean_score", "mean"),
+        usd=("usd", "sum")).reset_index()
+    table = Table(title="Leaderboard (all categories)")
+    for column in ("task", "model", "n", "pass rate", "mean score", "USD"):
+        table.add_column(column, justify="left" if column in ("task", "model") else "right")
+    for row in overall.itertuples(index=False):
+        score = "—" if row.score != row.score else f"{row.score:.3f}"
+        table.add_row(row.task, row.arm, str(row.n), f"{row.passed:.0%}", score,
+                      f"${row.usd:.2f}")
+    return table
+
+
+@app.command()
+def demo(
+    dataset: Annotated[str, typer.Option(help="Dataset name under datasets/ or a folder.")] = "sample",
+    limit: Annotated[int | None, typer.Option(help="Only the first N products.")] = None,
+    report: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = Path(
+        "reports/demo.html"),
+    home: Annotated[Path | None, typer.Option(help="Data dir (default $PIXELLAB_HOME or "
+                                                   "./.pixellab).")] = None,
+) -> None:
+    """Run the sample dataset through the free local models and write an HTML report."""
+    from pixellab.demo import run_demo
+    from pixellab.workbench import Workbench
+
+    started = time.monotonic()
+    workbench = Workbench(home)
+    bar, on_planned, on_done = _progress_bar("demo")
+    try:
+        result = run_demo(workbench, dataset=dataset, limit=limit, report_path=report,
+                          on_planned=on_planned, progress=on_done)
+    finally:
+        bar.close()
+    console.print(_summary_table(result.sweeps))
+    console.print(_leaderboard_table(workbench, [r.sweep_id for r in result.sweeps]))
+    failed = sum(r.failed for r in result.sweeps)
+    if failed:
+        console.print(f"[yellow]{failed} request(s) failed; the report lists each reason.[/]")
+    console.print(f"Ledger: {workbench.ledger.path}   Outputs: {workbench.store.root}")
+    console.print(f"[bold green]Report:[/] {result.report}   "
+                  f"({time.monotonic() - started:.1f} s)")
+
+
+def _run_sweep(sweep) -> None:  # type: ignore[no-untyped-def]
+    bar, on_planned, on_done = _progress_bar(sweep.sweep_id)
+    try:
+        result = sweep.run(progress=on_done, on_planned=on_planned)
+    finally:
+        bar.close()
+    console.print(_summary_table([result]))
+    if result.stopped_reason:
+        err_console.print(f"[yellow]stopped before exceeding the budget:[/] "
+                          f"{result.stopped_reason}. Raise budget_usd and run "
+                          f"`pixellab sweep resume {result.sweep_id}`.")
+        raise typer.Exit(3)
+
+
+@sweep_app.command("run")
+def sweep_run(
+    file: Annotated[Path, typer.Argument(help="Sweep spec (YAML or TOML).")],
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Plan and run a sweep; requests that already succeeded are reused, not re-run."""
+    from pixellab.sweep import Sweep, SweepSpec
+    from pixellab.workbench import Workbench
+
+    _run_sweep(Sweep(SweepSpec.from_file(file), Workbench(home)))
+
+
+@sweep_app.command("resume")
+def sweep_resume(
+    sweep_id: Annotated[str, typer.Argument(help="The sweep's name.")],
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Run what a sweep has not finished (after a crash, a budget stop, or new products)."""
+    from pixellab.sweep import Sweep
+    from pixellab.workbench import Workbench
+
+    _run_sweep(Sweep.resume(sweep_id, Workbench(home)))
+
+
+@app.command()
+def score(
+    sweep_id: Annotated[str, typer.Argument(help="The sweep's name.")],
+    metrics: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics.")
+                       ] = None,
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Score a sweep's outputs (already scored outputs are skipped)."""
+    from pixellab.sweep import Sweep
+    from pixellab.workbench import Workbench
+
+    written = Sweep.resume(sweep_id, Workbench(home)).score(metrics or None)
+    console.print(f"{written} score row(s) written")
+
+
+@app.command()
+def costs(
+    sweep_id: Annotated[list[str] | None, typer.Argument(help="Sweeps (default: all).")] = None,
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Spend by sweep and model, in credits and USD."""
+    from pixellab import report
+    from pixellab.workbench import Workbench
+
+    frame = report.costs(Workbench(home).ledger, sweep_id or None)
+    table = Table(title="Costs")
+    for column in ("sweep", "provider", "model", "calls", "credits", "USD", "of which estimated"):
+        table.add_column(column)
+    for row in frame.itertuples(index=False):
+        table.add_row(row.sweep_id or "—", row.provider, row.model_id, str(row.calls),
+                      f"{row.credits:.2f}", f"${row.usd:.4f}", f"${row.usd_estimated:.4f}")
+    console.print(table)
+    console.print(f"Total: ${frame['usd'].sum():.4f}")
+
+
+@app.command()
+def catalog(
+    task: Annotated[str | None, typer.Option(help="Only models serving this task.")] = None,
+) -> None:
+    """List the catalog's models and default chains (validates every catalog file)."""
+    from pixellab.catalog import load_catalog
+
+    cat = load_catalog()
+    table = Table(title="Models")
+    for column in ("id", "tasks", "price", "timeout", "concurrency"):
+        table.add_column(column)
+    for model in cat.models.values():
+        if task and task not in model.tasks:
+            continue
+        price = (f"${model.pricing.usd_per_unit:g} / {model.pricing.unit}"
+                 f" ({model.pricing.credits_per_unit:g} credits)")
+        table.add_row(model.id, ", ".join(model.tasks), price, f"{model.timeout_s:g} s",
+                      str(model.max_concurrency))
+    console.print(table)
+    for chain_task, chain in cat.chains.items():
+        console.print(f"chain [bold]{chain_task.value}[/]: {' → '.join(chain)}")
+
+
+def main() -> None:
+    """Entry point: user-fixable errors print one line and exit 2."""
+    try:
+        # standalone_mode=False hands typer.Exit back as a return value, not an exception
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except PixellabError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; `pixellab sweep resume NAME` continues where it stopped")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The one exception hierarchy of pixellab.
+
+Every error a user can meet derives from :class:`PixellabError`. Each class says what the caller
+can do about it: :attr:`ProviderError.retryable` tells the runner whether calling the same model
+again can help, and user-facing messages are one line that names the thing to fix (a file and key,
+a product, a model). Tracebacks are for ``--debug`` only.
+"""
+
+from __future__ import annotations
+
+
+class PixellabError(Exception):
+    """Root of every pixellab error."""
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class ConfigError(PixellabError):
+    """A catalog, prompt, sweep spec or dataset manifest is malformed.
+
+    The message names the file, the key and the reason, so the user can fix it without reading code.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        prefix = ""
+        if path:
+            prefix += f"{path}: "
+        if key:
+            prefix += f"{key}: "
+        super().__init__(prefix + message)
+
+
+class UnknownModel(ConfigError):
+    """A model id is not in the catalog."""
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+class InvalidImage(PixellabError):
+    """Image bytes that must not or cannot be decoded.
+
+    ``reason`` is a stable machine code (``zero_bytes``, ``undecodable``, ``truncated``,
+    ``unsupported_format``, ``too_large``, …) recorded in the ledger; the message is for people.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class InvalidInputImage(InvalidImage):
+    """A product's source image is unusable: the request fails before any provider is called."""
+
+
+# --- money -----------------------------------------------------------------------------------
+
+
+class BudgetExceeded(PixellabError):
+    """Reserving the estimated cost of the next attempt would exceed the sweep's budget.
+
+    Raised before any money is spent; the sweep stops launching work and lets in-flight
+    attempts settle.
+    """
+
+    def __init__(self, message: str, *, cap_usd: float, committed_usd: float,
+                 reserved_usd: float, requested_usd: float) -> None:
+        self.cap_usd = cap_usd
+        self.committed_usd = committed_usd
+        self.reserved_usd = reserved_usd
+        self.requested_usd = requested_usd
+        super().__init__(message)
+
+
+# --- providers -------------------------------------------------------------------------------
+
+
+class ProviderError(PixellabError):
+    """A provider call did not produce a usable output.
+
+    ``retryable`` answers one question for the runner: can calling the *same* model again help?
+    A non-retryable error moves the chain to its next model at once.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, model_id: str | None = None,
+                 provider_job_id: str | None = None) -> None:
+        self.model_id = model_id
+        self.provider_job_id = provider_job_id
+        super().__init__(message)
+
+
+class RateLimited(ProviderError):
+    """429: the provider asks us to slow down; ``retry_after`` seconds if it said how long."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class ProviderTimeout(ProviderError):
+    """The attempt ran past its deadline. Retryable: the job may be cancelled and tried again."""
+
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    """5xx, connection refused, a failed job without a clearer cause: transient by assumption."""
+
+    retryable = True
+
+
+class InvalidRequest(ProviderError):
+    """The provider refused the inputs (400/404/422): the same call will fail again."""
+
+
+class ContentRejected(ProviderError):
+    """A safety filter refused the prompt or the image: the same call will fail again."""
+
+
+class MissingCredentials(ProviderError):
+    """The provider's key is not set; the model is skipped with this reason, not called."""
+
+
+class InvalidOutput(ProviderError):
+    """The provider answered but the output failed validation (corrupt, blank, no-op, wrong size).
+
+    Not retried on the same model by default (most models are deterministic for a given seed); the
+    chain moves on. ``reason`` is the validation code recorded in the ledger.
+    """
+
+    def __init__(self, reason: str, message: str, **kwargs: object) -> None:
+        self.reason = reason
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]

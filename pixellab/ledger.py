@@ -1,0 +1,400 @@
+"""The ledger: one DuckDB file, the only place results and money are recorded.
+
+Reports, routing tables and notebooks are all derived from it.
+
+Concurrency (DuckDB allows one process to hold a file read-write, and while it does no other
+process can open it, not even read-only): the ledger never keeps a connection open between
+operations. Each write opens, commits one transaction and closes, so the file lock is held for
+milliseconds. A sweep funnels its writes through :class:`LedgerWriter`, which groups everything
+that queued up while the previous commit ran into one transaction (group commit), so throughput
+grows with load while every caller still waits for its own write to be durable. A notebook reads
+a running sweep with :meth:`Ledger.query`, which opens read-only, retries briefly if a commit is
+in progress, and closes at once. Do not hold a ``duckdb.connect`` on the file in a notebook: it
+would lock the sweep out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from pixellab.errors import PixellabError
+from pixellab.redact import redact
+
+Statement = tuple[str, Sequence[Any]]
+
+SCHEMA_VERSION = 1
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """create table sweeps (
+            sweep_id varchar primary key, name varchar, task varchar, spec json,
+            budget_usd decimal(18, 6), status varchar, message varchar,
+            created_at timestamp, updated_at timestamp)""",
+        """create table requests (
+            request_key varchar primary key, product_id varchar, category varchar,
+            task varchar, arm varchar, chain json, prompt_id varchar, prompt_hash varchar,
+            prompt_text varchar, params json, seed integer, input_sha256 varchar,
+            status varchar, model_id varchar, output_sha256 varchar, error_class varchar,
+            error_reason varchar, error_message varchar,
+            created_at timestamp, updated_at timestamp)""",
+        """create table sweep_requests (
+            sweep_id varchar, request_key varchar, primary key (sweep_id, request_key))""",
+        """create table attempts (
+            attempt_id varchar primary key, request_key varchar, sweep_id varchar,
+            attempt_no integer, provider varchar, model_id varchar, provider_job_id varchar,
+            status varchar, error_class varchar, error_reason varchar, error_message varchar,
+            retryable boolean, started_at timestamp, finished_at timestamp, latency_s double,
+            credits decimal(18, 6), usd decimal(18, 6), cost_estimated boolean,
+            output_sha256 varchar)""",
+        """create table outputs (
+            sha256 varchar primary key, media_type varchar, width integer, height integer,
+            bytes bigint, created_at timestamp)""",
+        """create table costs (
+            attempt_id varchar primary key, request_key varchar, sweep_id varchar,
+            provider varchar, model_id varchar, credits decimal(18, 6), usd decimal(18, 6),
+            estimated boolean, created_at timestamp)""",
+        """create table scores (
+            output_sha256 varchar, metric varchar, scorer_version varchar, value double,
+            missing_reason varchar, details json, created_at timestamp,
+            primary key (output_sha256, metric, scorer_version))""",
+    ],
+}
+
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+class LedgerError(PixellabError):
+    """The ledger file cannot be opened or written (locked too long, corrupt, newer schema)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def money(value: float | Decimal | None) -> Decimal | None:
+    """USD and credits are stored exactly, to the micro-unit."""
+    if value is None:
+        return None
+    return Decimal(str(value)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class Ledger:
+    """Short-lived connections to one DuckDB file; see the module docstring for why."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False,
+                 lock_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.lock_timeout_s = lock_timeout_s
+        self._write_lock = threading.Lock()
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.migrate()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def open(self, *, read_only: bool | None = None) -> duckdb.DuckDBPyConnection:
+        """A new connection; retries while another process holds the file's lock."""
+        read_only = self.read_only if read_only is None else read_only
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if not any(m in str(exc) for m in _LOCK_MARKERS):
+                    raise LedgerError(f"{self.path}: cannot open ledger: {exc}") from None
+                if time.monotonic() > deadline:
+                    raise LedgerError(
+                        f"{self.path}: still locked by another process after "
+                        f"{self.lock_timeout_s:.0f} s (a notebook holding a connection?)") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.05)
+
+    @contextmanager
+    def connect(self, *, read_only: bool | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open, yield and close."""
+        connection = self.open(read_only=read_only)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def write(self, statements: Sequence[Statement]) -> None:
+        """Run ``statements`` in one transaction: all of them are durable, or none."""
+        if self.read_only:
+            raise LedgerError(f"{self.path}: opened read-only")
+        if not statements:
+            return
+        with self._write_lock, self.connect() as con:
+            self.execute_in_transaction(con, statements)
+
+    @staticmethod
+    def execute_in_transaction(con: duckdb.DuckDBPyConnection,
+                               statements: Sequence[Statement]) -> None:
+        con.execute("begin transaction")
+        try:
+            for sql, params in statements:
+                con.execute(sql, list(params))
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """Run a read query and return a DataFrame; safe while a sweep is writing."""
+        if not self.path.exists():
+            raise LedgerError(f"{self.path}: no ledger here yet (run a sweep first)")
+        with self.connect() as con:
+            return con.execute(sql, list(params)).df()
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self.connect() as con:
+            row = con.execute(sql, list(params)).fetchone()
+        return row[0] if row else None
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Bring the file to :data:`SCHEMA_VERSION`; refuse a file written by a newer pixellab."""
+        with self._write_lock, self.connect(read_only=False) as con:
+            con.execute("create table if not exists schema_migrations ("
+                        "version integer primary key, applied_at timestamp)")
+            current = con.execute("select coalesce(max(version), 0) from schema_migrations"
+                                  ).fetchone()[0]  # type: ignore[index]
+            if current > SCHEMA_VERSION:
+                raise LedgerError(f"{self.path}: schema v{current} is newer than this pixellab "
+                                  f"(v{SCHEMA_VERSION}); upgrade pixellab")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                con.execute("begin transaction")
+                for sql in _MIGRATIONS[version]:
+                    con.execute(sql)
+                con.execute("insert into schema_migrations values (?, ?)", [version, now()])
+                con.execute("commit")
+        return SCHEMA_VERSION
+
+    # -- statements the runner and sweep use ----------------------------------------------------
+    # They return statements instead of executing, so callers can group them in one transaction.
+
+    @staticmethod
+    def upsert_sweep(sweep_id: str, name: str, task: str, spec: dict[str, Any],
+                     budget_usd: float | None, status: str, message: str = "") -> Statement:
+        return (
+            """insert into sweeps values (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               on conflict (sweep_id) do update set spec = excluded.spec,
+                 budget_usd = excluded.budget_usd, status = excluded.status,
+                 message = excluded.message, updated_at = excluded.updated_at""",
+            [sweep_id, name, task, as_json(spec), money(budget_usd), status, message, now(),
+             now()],
+        )
+
+    @staticmethod
+    def set_sweep_status(sweep_id: str, status: str, message: str = "") -> Statement:
+        return ("update sweeps set status = ?, message = ?, updated_at = ? where sweep_id = ?",
+                [status, redact(message), now(), sweep_id])
+
+    @staticmethod
+    def insert_request(row: dict[str, Any]) -> Statement:
+        columns = ["request_key", "product_id", "category", "task", "arm", "chain", "prompt_id",
+                   "prompt_hash", "prompt_text", "params", "seed", "input_sha256"]
+        values = [row[c] if c not in ("chain", "params") else as_json(row[c]) for c in columns]
+        placeholders = ", ".join("?" for _ in columns)
+        return (
+            f"""insert into requests ({", ".join(columns)}, status, created_at, updated_at)
+                values ({placeholders}, 'pending', ?, ?) on conflict (request_key) do nothing""",
+            [*values, now(), now()],
+        )
+
+    @staticmethod
+    def link_request(sweep_id: str, request_key: str) -> Statement:
+        return ("insert into sweep_requests values (?, ?) on conflict do nothing",
+                [sweep_id, request_key])
+
+    @staticmethod
+    def finish_request(request_key: str, *, status: str, model_id: str | None = None,
+                       output_sha256: str | None = None, error_class: str | None = None,
+                       error_reason: str | None = None,
+                       error_message: str | None = None) -> Statement:
+        return (
+            """update requests set status = ?, model_id = ?, output_sha256 = ?, error_class = ?,
+                 error_reason = ?, error_message = ?, updated_at = ? where request_key = ?""",
+            [status, model_id, output_sha256, error_class, error_reason, redact(error_message),
+             now(), request_key],
+        )
+
+    @staticmethod
+    def start_attempt(attempt_id: str, request_key: str, sweep_id: str | None, attempt_no: int,
+                      provider: str, model_id: str) -> Statement:
+        return (
+            """insert into attempts (attempt_id, request_key, sweep_id, attempt_no, provider,
+                 model_id, status, started_at) values (?, ?, ?, ?, ?, ?, 'started', ?)""",
+            [attempt_id, request_key, sweep_id, attempt_no, provider, model_id, now()],
+        )
+
+    @staticmethod
+    def set_provider_job(attempt_id: str, provider_job_id: str) -> Statement:
+        return ("update attempts set provider_job_id = ? where attempt_id = ?",
+                [provider_job_id, attempt_id])
+
+    @staticmethod
+    def finish_attempt(attempt_id: str, *, status: str, latency_s: float | None,
+                       credits: float | None = None, usd: float | None = None,
+                       cost_estimated: bool = False, output_sha256: str | None = None,
+                       provider_job_id: str | None = None, error_class: str | None = None,
+                       error_reason: str | None = None, error_message: str | None = None,
+                       retryable: bool | None = None) -> Statement:
+        return (
+            """update attempts set status = ?, finished_at = ?, latency_s = ?, credits = ?,
+                 usd = ?, cost_estimated = ?, output_sha256 = ?,
+                 provider_job_id = coalesce(?, provider_job_id), error_class = ?,
+                 error_reason = ?, error_message = ?, retryable = ? where attempt_id = ?""",
+            [status, now(), latency_s, money(credits), money(usd), cost_estimated, output_sha256,
+             provider_job_id, error_class, error_reason, redact(error_message), retryable,
+             attempt_id],
+        )
+
+    @staticmethod
+    def record_cost(attempt_id: str, request_key: str, sweep_id: str | None, provider: str,
+                    model_id: str, credits: float, usd: float, estimated: bool) -> Statement:
+        return (
+            "insert into costs values (?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
+            [attempt_id, request_key, sweep_id, provider, model_id, money(credits), money(usd),
+             estimated, now()],
+        )
+
+    @staticmethod
+    def record_output(sha256: str, media_type: str, width: int | None, height: int | None,
+                      size: int) -> Statement:
+        return ("insert into outputs values (?, ?, ?, ?, ?, ?) on conflict do nothing",
+                [sha256, media_type, width, height, size, now()])
+
+    @staticmethod
+    def record_score(output_sha256: str, metric: str, scorer_version: str, value: float | None,
+                     missing_reason: str | None, details: dict[str, Any]) -> Statement:
+        return (
+            """insert into scores values (?, ?, ?, ?, ?, ?, ?)
+               on conflict (output_sha256, metric, scorer_version) do nothing""",
+            [output_sha256, metric, scorer_version, value, missing_reason, as_json(details),
+             now()],
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def succeeded_request_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` already have a stored output: a resumed sweep skips them."""
+        if not keys:
+            return set()
+        frame = self.query("select request_key from requests where status = 'succeeded' "
+                           "and request_key in (select unnest(?))", [list(keys)])
+        return set(frame["request_key"])
+
+    def scored(self, output_sha256: str) -> set[tuple[str, str]]:
+        frame = self.query("select metric, scorer_version from scores where output_sha256 = ?",
+                           [output_sha256])
+        return set(zip(frame["metric"], frame["scorer_version"], strict=True))
+
+
+class LedgerWriter:
+    """Group commit for async code: ``await writer.write([...])`` returns once durable.
+
+    One background thread drains the queue; everything queued while a commit runs goes into the
+    next transaction together, so 64 concurrent attempts cost a handful of commits, not 64. The
+    thread keeps its connection while work keeps coming (opening a DuckDB file costs ~15 ms, a
+    commit ~1 ms) but lets go of the file lock when idle for ``linger_s`` and, under sustained
+    load, for ``release_gap_s`` after every ``max_hold_s``, so a notebook's read gets in.
+    """
+
+    def __init__(self, ledger: Ledger, *, linger_s: float = 0.05, max_hold_s: float = 1.0,
+                 release_gap_s: float = 0.06) -> None:
+        self.ledger = ledger
+        self.linger_s = linger_s
+        self.max_hold_s = max_hold_s
+        self.release_gap_s = release_gap_s
+        self._pending: list[tuple[Sequence[Statement], asyncio.Future[None]]] = []
+        self._condition = threading.Condition()
+        self._closed = False
+        self.commits = 0
+        self._thread = threading.Thread(target=self._drain, name="pixellab-ledger", daemon=True)
+        self._thread.start()
+
+    async def write(self, statements: Sequence[Statement]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._condition:
+            if self._closed:
+                raise LedgerError("ledger writer is closed")
+            self._pending.append((statements, future))
+            self._condition.notify()
+        await future
+
+    def _next_batch(self, holding: bool) -> list[tuple[Sequence[Statement], asyncio.Future[None]]]:
+        with self._condition:
+            if not self._pending and not self._closed:
+                self._condition.wait(timeout=self.linger_s if holding else None)
+            batch, self._pending = self._pending, []
+            return batch
+
+    def _drain(self) -> None:
+        con: duckdb.DuckDBPyConnection | None = None
+        held_since = 0.0
+        try:
+            while True:
+                batch = self._next_batch(holding=con is not None)
+                if not batch:
+                    if con is not None:  # idle: let readers in
+                        con.close()
+                        con = None
+                    if self._closed:
+                        with self._condition:
+                            if not self._pending:
+                                return
+                    continue
+                error: BaseException | None = None
+                try:
+                    if con is None:
+                        con = self.ledger.open(read_only=False)
+                        held_since = time.monotonic()
+                    with self.ledger._write_lock:
+                        Ledger.execute_in_transaction(con, [s for g, _ in batch for s in g])
+                    self.commits += 1
+                except BaseException as exc:  # handed to every waiter below
+                    error = exc
+                for _, future in batch:
+                    future.get_loop().call_soon_threadsafe(_resolve, future, error)
+                if con is not None and time.monotonic() - held_since > self.max_hold_s:
+                    con.close()
+                    con = None
+                    time.sleep(self.release_gap_s)
+        finally:
+            if con is not None:
+                con.close()
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        self._thread.join()
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

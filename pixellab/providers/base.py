@@ -1,0 +1,107 @@
+"""The provider boundary: one small async interface every adapter implements.
+
+Adapters translate; they never decide and never record. The runner calls :meth:`Provider.submit`
+once per attempt, then :meth:`Provider.poll` until the job is terminal, and :meth:`Provider.cancel`
+when it gives up on a job. Adapters raise only :class:`~pixellab.errors.ProviderError` subclasses,
+each saying whether a retry of the same model can help.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from pixellab.catalog import Model
+from pixellab.errors import (
+    ContentRejected,
+    InvalidOutput,
+    InvalidRequest,
+    MissingCredentials,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+
+__all__ = [
+    "ContentRejected", "InvalidOutput", "InvalidRequest", "Job", "JobState", "MissingCredentials",
+    "Output", "Provider", "ProviderError", "ProviderRequest", "ProviderTimeout",
+    "ProviderUnavailable", "RateLimited", "credential_from_env",
+]
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """One call's worth of normalized inputs.
+
+    ``image`` is the source image's bytes (tasks that take one); ``params`` are the normalized,
+    provider-independent inputs (``prompt``, ``scale``, ``seed``, ``size``…) that
+    :meth:`Model.provider_inputs` maps to the provider's own names.
+    """
+
+    request_key: str
+    model: Model
+    image: bytes | None = None
+    image_media_type: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A normalized output: the bytes, their declared media type, and what the provider said."""
+
+    data: bytes
+    media_type: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    reported_cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job's state as the provider reports it. ``output`` is set once SUCCEEDED; ``error`` once
+    FAILED (already mapped to the pixellab hierarchy)."""
+
+    provider_job_id: str
+    state: JobState
+    output: Output | None = None
+    error: ProviderError | None = None
+    queue_position: int | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the runner needs from a provider adapter."""
+
+    name: str
+
+    def missing_credentials(self) -> str | None:
+        """``None`` when the provider can be called, else the reason (``"no REPLICATE_API_TOKEN"``)."""
+
+    async def submit(self, request: ProviderRequest) -> Job:
+        """Create the job. Called once per attempt; must not retry a create on its own."""
+
+    async def poll(self, job: Job) -> Job:
+        """Fetch the job's current state; safe to call any number of times."""
+
+    async def cancel(self, job: Job) -> None:
+        """Best effort: stop a job we no longer want, so it stops costing money."""
+
+
+def credential_from_env(variable: str) -> str | None:
+    """A provider key from the environment only (never from parameters or files we write)."""
+    value = os.environ.get(variable, "").strip()
+    return value or None

@@ -1,0 +1,99 @@
+"""The free, offline ``local`` provider: classical image operations behind the provider interface.
+
+It is every sweep's baseline and the demo's engine. A model's ``endpoint`` names an operation in
+:data:`OPERATIONS`; its ``defaults`` (merged with the request's mapped inputs) are the operation's
+keyword arguments. Work runs in a thread so the event loop never blocks on pixels. Outputs are
+PNG (lossless, and the only allowed format that keeps an alpha channel everywhere).
+
+``identity``, ``solid`` and ``fail`` exist so test catalogs can exercise validation and fallback
+with a real provider: a no-op model, a safety-filter-like blank model, and an unavailable one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+
+from pixellab.errors import InvalidImage, InvalidRequest, ProviderUnavailable
+from pixellab.providers.base import Job, JobState, Output, ProviderRequest
+from pixellab.providers.local import ops
+from pixellab.validate import decode_image
+
+
+def _fail(image: Image.Image, *, message: str = "local model configured to fail") -> Image.Image:
+    raise ProviderUnavailable(message)
+
+
+OPERATIONS: dict[str, Callable[..., Image.Image]] = {
+    "autoenhance": ops.autoenhance,
+    "cutout": ops.cutout,
+    "packshot": ops.packshot,
+    "upscale": ops.upscale,
+    "identity": ops.identity,
+    "solid": ops.solid,
+    "fail": _fail,
+}
+
+
+def _encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+class LocalProvider:
+    """Runs :data:`OPERATIONS` in worker threads; jobs complete inside :meth:`submit`."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    def missing_credentials(self) -> str | None:
+        return None
+
+    async def submit(self, request: ProviderRequest) -> Job:
+        model = request.model
+        operation = OPERATIONS.get(model.endpoint)
+        if operation is None:
+            raise InvalidRequest(f"local provider has no operation {model.endpoint!r}",
+                                 model_id=model.id)
+        if request.image is None:
+            raise InvalidRequest("local operations need an input image", model_id=model.id)
+        kwargs = model.provider_inputs(request.params)
+        accepted = inspect.signature(operation).parameters
+        unknown = sorted(k for k in kwargs if k not in accepted)
+        if unknown:
+            raise InvalidRequest(f"{model.endpoint} does not take {', '.join(unknown)}",
+                                 model_id=model.id)
+        job_id = f"local-{next(self._ids)}"
+        data = await asyncio.to_thread(self._run, operation, request.image, kwargs, model.id)
+        output = Output(data=data, media_type="image/png", metadata={"operation": model.endpoint})
+        return Job(provider_job_id=job_id, state=JobState.SUCCEEDED, output=output)
+
+    @staticmethod
+    def _run(operation: Callable[..., Image.Image], image_bytes: bytes,
+             kwargs: dict[str, Any], model_id: str) -> bytes:
+        try:
+            image = decode_image(image_bytes)
+        except InvalidImage as exc:
+            raise InvalidRequest(f"input image rejected: {exc}", model_id=model_id) from None
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGB")
+        try:
+            result = operation(image, **kwargs)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), model_id=model_id) from None
+        return _encode_png(result)
+
+    async def poll(self, job: Job) -> Job:
+        return job
+
+    async def cancel(self, job: Job) -> None:
+        return None

@@ -1,0 +1,363 @@
+"""Async execution of requests: limits, retries, timeouts, fallback chains, budget.
+
+The runner decides; adapters translate; the ledger records. For each request it walks the chain:
+a model whose credentials are missing is skipped with the reason recorded; otherwise each attempt
+reserves its estimated cost, is recorded *before* the provider is called, runs under a deadline,
+and its output is validated before it counts. A retryable error (rate limit, timeout, 5xx) is
+retried on the same model with backoff that honours ``retry_after``; anything else, or running out
+of retries, moves to the next model. If reserving the next attempt would exceed the budget, the
+runner stops starting work, lets in-flight attempts settle, and reports why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from pixellab.budget import Budget
+from pixellab.catalog import Catalog, Model
+from pixellab.errors import (
+    BudgetExceeded,
+    InvalidImage,
+    InvalidOutput,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+)
+from pixellab.ledger import Ledger, LedgerWriter
+from pixellab.providers.base import Job, Provider, ProviderRequest
+from pixellab.store import Store, sha256_hex
+from pixellab.tasks import Task, expected_output_size
+from pixellab.validate import check_image_output, decode_image
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times one model is tried, and how long to wait in between.
+
+    ``max_retry_after_s`` caps how long we obey a provider's Retry-After: asking us to wait longer
+    is treated like any other failure and the chain moves on rather than stalling the sweep.
+    """
+
+    max_attempts: int = 3
+    initial_wait_s: float = 0.5
+    max_wait_s: float = 20.0
+    max_retry_after_s: float = 60.0
+    poll_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One (product, task, chain, prompt, params, seed): what the runner executes.
+
+    ``request_key`` hashes everything that determines the output (see :mod:`pixellab.sweep`).
+    """
+
+    request_key: str
+    product_id: str
+    category: str
+    task: Task
+    chain: tuple[Model, ...]
+    image_path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    prompt_id: str | None = None
+    prompt_text: str | None = None
+
+
+@dataclass
+class RequestOutcome:
+    request_key: str
+    status: str  # succeeded | failed | stopped
+    model_id: str | None = None
+    output_sha256: str | None = None
+    error_class: str | None = None
+    error_reason: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[RequestOutcome] = field(default_factory=list)
+    stopped_reason: str | None = None
+    provider_calls: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+
+def _error_fields(error: BaseException) -> tuple[str, str | None, str]:
+    reason = getattr(error, "reason", None)
+    return type(error).__name__, reason, str(error) or type(error).__name__
+
+
+class Runner:
+    """Runs requests against providers and records every attempt through ``writer``."""
+
+    def __init__(self, *, catalog: Catalog, providers: dict[str, Provider], writer: LedgerWriter,
+                 store: Store, budget: Budget | None = None, sweep_id: str | None = None,
+                 concurrency: int = 8, retry: RetryPolicy | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 on_done: Callable[[RequestOutcome], None] | None = None) -> None:
+        self.catalog = catalog
+        self.providers = providers
+        self.writer = writer
+        self.store = store
+        self.budget = budget or Budget(None)
+        self.sweep_id = sweep_id
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._on_done = on_done
+        self._stop: BudgetExceeded | None = None
+        self._provider_limits = {
+            name: asyncio.Semaphore(catalog.provider_settings(name).max_concurrency)
+            for name in providers}
+        self._model_limits: dict[str, asyncio.Semaphore] = {}
+        self._backoff = (wait_exponential(multiplier=self.retry.initial_wait_s,
+                                          max=self.retry.max_wait_s)
+                         + wait_random(0, self.retry.initial_wait_s / 2))
+        self.provider_calls = 0
+
+    # -- the sweep level ---------------------------------------------------------------------
+
+    async def run(self, requests: Iterable[Request]) -> RunSummary:
+        """Run every request with at most ``concurrency`` in flight; results stream to the ledger,
+        nothing here grows with the number of requests but the list of outcomes."""
+        summary = RunSummary()
+        iterator = iter(requests)
+
+        async def worker() -> None:
+            for request in iterator:
+                if self._stop is not None:
+                    outcome = RequestOutcome(request.request_key, "stopped",
+                                             error_class="BudgetExceeded",
+                                             error_message=str(self._stop))
+                    await self.writer.write([Ledger.finish_request(
+                        request.request_key, status="stopped", error_class="BudgetExceeded",
+                        error_message=str(self._stop))])
+                else:
+                    outcome = await self.run_request(request)
+                summary.outcomes.append(outcome)
+                if self._on_done is not None:
+                    self._on_done(outcome)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+        summary.stopped_reason = str(self._stop) if self._stop else None
+        summary.provider_calls = self.provider_calls
+        return summary
+
+    # -- one request -------------------------------------------------------------------------
+
+    async def run_request(self, request: Request) -> RequestOutcome:
+        outcome = RequestOutcome(request.request_key, "failed")
+        try:
+            image_bytes = await asyncio.to_thread(_read_bytes, request.image_path)
+            source = await asyncio.to_thread(decode_image, image_bytes)
+        except (OSError, InvalidImage) as exc:
+            reason = getattr(exc, "reason", "unreadable")
+            outcome.error_class = "InvalidInputImage"
+            outcome.error_reason = reason
+            outcome.error_message = f"{request.image_path}: {exc}"
+            await self._finish(request, outcome)
+            return outcome
+        expected = expected_output_size(request.task, source.size, request.params)
+        megapixels = (expected[0] * expected[1] if expected else source.width * source.height) / 1e6
+        last_error: BaseException | None = None
+        for model in request.chain:
+            provider = self.providers.get(model.provider)
+            missing = (f"provider {model.provider!r} is not configured" if provider is None
+                       else provider.missing_credentials())
+            if missing is not None:
+                outcome.attempts += 1
+                await self._record_skip(request, model, outcome.attempts, missing)
+                last_error = ProviderError(f"{model.id} skipped: {missing}", model_id=model.id)
+                continue
+            assert provider is not None
+            provider_request = ProviderRequest(
+                request_key=request.request_key, model=model, image=image_bytes,
+                image_media_type=_media_type(source.format),
+                params={**request.params, "prompt": request.prompt_text})
+            try:
+                digest = await self._attempt_with_retries(
+                    request, model, provider, provider_request, source_bytes=image_bytes,
+                    expected=expected, megapixels=megapixels, outcome=outcome)
+            except BudgetExceeded as exc:
+                self._stop = self._stop or exc
+                outcome.status = "stopped"
+                outcome.error_class, outcome.error_reason, outcome.error_message = (
+                    _error_fields(exc))
+                await self._finish(request, outcome)
+                return outcome
+            except ProviderError as exc:
+                last_error = exc
+                continue
+            outcome.status = "succeeded"
+            outcome.model_id = model.id
+            outcome.output_sha256 = digest
+            await self._finish(request, outcome)
+            return outcome
+        if last_error is not None:
+            outcome.error_class, outcome.error_reason, outcome.error_message = (
+                _error_fields(last_error))
+        else:
+            outcome.error_class, outcome.error_message = "ConfigError", "empty chain"
+        await self._finish(request, outcome)
+        return outcome
+
+    async def _finish(self, request: Request, outcome: RequestOutcome) -> None:
+        await self.writer.write([Ledger.finish_request(
+            request.request_key, status=outcome.status, model_id=outcome.model_id,
+            output_sha256=outcome.output_sha256, error_class=outcome.error_class,
+            error_reason=outcome.error_reason, error_message=outcome.error_message)])
+
+    async def _record_skip(self, request: Request, model: Model, attempt_no: int,
+                           reason: str) -> None:
+        attempt_id = uuid.uuid4().hex
+        await self.writer.write([
+            Ledger.start_attempt(attempt_id, request.request_key, self.sweep_id, attempt_no,
+                                 model.provider, model.id),
+            Ledger.finish_attempt(attempt_id, status="skipped", latency_s=0.0,
+                                  error_class="MissingCredentials", error_message=reason,
+                                  retryable=False),
+        ])
+
+    # -- one model, with retries ---------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff(state))
+
+    def _should_retry(self, error: BaseException) -> bool:
+        if not isinstance(error, ProviderError) or not error.retryable:
+            return False
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after <= self.retry.max_retry_after_s
+        return True
+
+    async def _attempt_with_retries(self, request: Request, model: Model, provider: Provider,
+                                    provider_request: ProviderRequest, **kwargs: Any) -> str:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(self._should_retry),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(request, model, provider, provider_request, **kwargs)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _attempt(self, request: Request, model: Model, provider: Provider,
+                       provider_request: ProviderRequest, *, source_bytes: bytes,
+                       expected: tuple[int, int] | None, megapixels: float,
+                       outcome: RequestOutcome) -> str:
+        estimate_usd = model.estimate_usd(megapixels=megapixels)
+        estimate_credits = model.estimate_credits(megapixels=megapixels)
+        reservation = self.budget.reserve(estimate_usd)
+        outcome.attempts += 1
+        attempt_id = uuid.uuid4().hex
+        await self.writer.write([Ledger.start_attempt(
+            attempt_id, request.request_key, self.sweep_id, outcome.attempts, model.provider,
+            model.id)])
+        started = time.monotonic()
+        job: Job | None = None
+        charged = False
+        try:
+            async with self._provider_limits[model.provider], self._model_limit(model):
+                self.provider_calls += 1
+                try:
+                    async with asyncio.timeout(model.timeout_s):
+                        job = await provider.submit(provider_request)
+                        charged = True
+                        await self.writer.write([Ledger.set_provider_job(
+                            attempt_id, job.provider_job_id)])
+                        while not job.state.terminal:
+                            await self._sleep(self.retry.poll_interval_s)
+                            job = await provider.poll(job)
+                except TimeoutError:
+                    if job is not None:
+                        await provider.cancel(job)
+                    raise ProviderTimeout(f"{model.id} did not finish within {model.timeout_s:g} s",
+                                          model_id=model.id) from None
+            if job.error is not None:
+                raise job.error
+            if job.output is None:
+                raise InvalidOutput("no_output", f"{model.id} finished without an output",
+                                    model_id=model.id)
+            output = job.output
+            check = await asyncio.to_thread(
+                check_image_output, output.data, declared_media_type=output.media_type,
+                expected_size=expected, source=source_bytes,
+                require_alpha=request.task is Task.REMOVE_BACKGROUND)
+            if not check.ok:
+                raise InvalidOutput(check.reason or "invalid", f"{model.id}: {check.message}",
+                                    model_id=model.id, provider_job_id=job.provider_job_id)
+            media_type = check.media_type or output.media_type
+            digest = await asyncio.to_thread(self.store.put, output.data, media_type)
+        except ProviderError as exc:
+            usd = estimate_usd if charged else 0.0
+            credits = estimate_credits if charged else 0.0
+            self.budget.settle(reservation, usd)
+            error_class, reason, message = _error_fields(exc)
+            statements = [Ledger.finish_attempt(
+                attempt_id, status="failed", latency_s=time.monotonic() - started,
+                credits=credits, usd=usd, cost_estimated=True,
+                provider_job_id=job.provider_job_id if job else None, error_class=error_class,
+                error_reason=reason, error_message=message, retryable=exc.retryable)]
+            if charged:
+                statements.append(Ledger.record_cost(attempt_id, request.request_key,
+                                                     self.sweep_id, model.provider, model.id,
+                                                     credits, usd, True))
+            await self.writer.write(statements)
+            raise
+        except BaseException:
+            self.budget.settle(reservation, estimate_usd if charged else 0.0)
+            raise
+        reported = output.reported_cost_usd
+        usd = reported if reported is not None else estimate_usd
+        self.budget.settle(reservation, usd)
+        await self.writer.write([
+            Ledger.record_output(digest, media_type, check.width, check.height, len(output.data)),
+            Ledger.finish_attempt(
+                attempt_id, status="succeeded", latency_s=time.monotonic() - started,
+                credits=estimate_credits, usd=usd, cost_estimated=reported is None,
+                output_sha256=digest, provider_job_id=job.provider_job_id),
+            Ledger.record_cost(attempt_id, request.request_key, self.sweep_id, model.provider,
+                               model.id, estimate_credits, usd, reported is None),
+        ])
+        return digest
+
+    def _model_limit(self, model: Model) -> asyncio.Semaphore:
+        limit = self._model_limits.get(model.id)
+        if limit is None:
+            limit = self._model_limits[model.id] = asyncio.Semaphore(model.max_concurrency)
+        return limit
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _media_type(pil_format: str | None) -> str | None:
+    return {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(pil_format or "")
+
+
+__all__ = ["Request", "RequestOutcome", "RetryPolicy", "RunSummary", "Runner", "sha256_hex"]

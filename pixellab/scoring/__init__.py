@@ -1,0 +1,83 @@
+"""Scoring: which metrics each task gets, computing them, and recording them once per output.
+
+Which metrics a task's outputs get, the metric that ranks models and the gates an accepted output
+must pass are data (``scoring/tasks.toml``). Scoring is a pure computation on decoded images run
+in worker threads; recording is idempotent: an output already scored by the same scorer version
+is skipped, so re-scoring an unchanged sweep writes nothing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixellab.errors import ConfigError
+from pixellab.scoring.base import Score, ScoreContext
+from pixellab.scoring.quality import SCORER_VERSION as QUALITY_VERSION
+from pixellab.scoring.quality import score_blank, score_compliance
+from pixellab.scoring.reference import SCORER_VERSION as REFERENCE_VERSION
+from pixellab.scoring.reference import score_mask_iou, score_psnr
+
+TASKS_FILE = Path(__file__).with_name("tasks.toml")
+
+Scorer = Callable[[ScoreContext], Score]
+
+SCORERS: dict[str, tuple[Scorer, str]] = {
+    "blank": (score_blank, QUALITY_VERSION),
+    "mask_iou": (score_mask_iou, REFERENCE_VERSION),
+    "psnr": (score_psnr, REFERENCE_VERSION),
+}
+COMPLIANCE_PREFIX = "compliance_"
+
+
+class TaskScoring(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics: tuple[str, ...] = Field(min_length=1)
+    primary: str | None = None
+    gates: dict[str, float] = Field(default_factory=dict)
+
+
+def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
+    path = path or TASKS_FILE
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
+    result: dict[str, TaskScoring] = {}
+    for task, body in raw.items():
+        try:
+            result[task] = TaskScoring.model_validate(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(err["msg"], path=str(path), key=f"{task}.{loc}") from None
+        for metric in (*result[task].metrics, *result[task].gates):
+            if metric not in SCORERS and not metric.startswith(COMPLIANCE_PREFIX):
+                raise ConfigError(f"unknown metric {metric!r}", path=str(path), key=task)
+    return result
+
+
+def scorer_version(metric: str) -> str:
+    if metric.startswith(COMPLIANCE_PREFIX):
+        return QUALITY_VERSION
+    return SCORERS[metric][1]
+
+
+def compute(metric: str, ctx: ScoreContext) -> Score:
+    """One metric for one output; a scorer that crashes yields a missing score with the reason."""
+    try:
+        if metric.startswith(COMPLIANCE_PREFIX):
+            return score_compliance(ctx, profile=metric.removeprefix(COMPLIANCE_PREFIX))
+        return SCORERS[metric][0](ctx)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a metric that cannot be computed is missing, never zero
+        return Score.missing(metric, scorer_version(metric), f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["SCORERS", "Score", "ScoreContext", "TaskScoring", "compute", "load_task_scoring",
+           "scorer_version"]

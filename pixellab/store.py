@@ -1,0 +1,69 @@
+"""Content-addressed storage of output bytes.
+
+A file's name is the sha256 of its bytes, so the same output is stored once however many requests
+produce it, and a reader can verify what it got. The store is a local folder by default
+(``<home>/store``) or any fsspec URL (``s3://bucket/pixellab``, ``gs://…``) for teams.
+Writes are atomic on local disk: a crash never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import fsspec
+
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "video/mp4": ".mp4",
+    "application/json": ".json",
+}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Store:
+    """Put and get bytes by their sha256."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = str(root)
+        self._fs, self._base = fsspec.core.url_to_fs(self.root)
+        self._local = isinstance(self._fs, fsspec.implementations.local.LocalFileSystem)
+
+    def path_for(self, digest: str, media_type: str) -> str:
+        """Where an object lives: ``<root>/<first two hex>/<digest><ext>``."""
+        ext = _EXTENSIONS.get(media_type, ".bin")
+        return f"{self._base.rstrip('/')}/{digest[:2]}/{digest}{ext}"
+
+    def put(self, data: bytes, media_type: str) -> str:
+        """Store ``data`` (idempotent) and return its sha256."""
+        digest = sha256_hex(data)
+        path = self.path_for(digest, media_type)
+        if self._fs.exists(path):
+            return digest
+        if self._local:
+            folder = Path(path).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, delete=False, suffix=".part") as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, path)
+        else:
+            self._fs.pipe_file(path, data)
+        return digest
+
+    def get(self, digest: str, media_type: str) -> bytes:
+        data: bytes = self._fs.cat_file(self.path_for(digest, media_type))
+        return data
+
+    def exists(self, digest: str, media_type: str) -> bool:
+        return bool(self._fs.exists(self.path_for(digest, media_type)))
+
+    def local_path(self, digest: str, media_type: str) -> Path | None:
+        """The file on local disk, for reports and notebooks; ``None`` for remote stores."""
+        return Path(self.path_for(digest, media_type)) if self._local else None

@@ -1,0 +1,371 @@
+"""Sweeps: plan products × models (or one chain) × prompts × seeds for one task, run, resume.
+
+``request_key`` is the sha256 of everything that determines an output: the task, the chain's
+models with their endpoints, input mappings and defaults, the source image's bytes, the prompt's
+id, content hash and rendered text, the params and the seed. It is the cache key and the
+idempotency key: a request that already succeeded (in this sweep or any other) is never run
+again, so running the demo twice makes zero provider calls the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import threading
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pixellab.budget import Budget
+from pixellab.catalog import Model
+from pixellab.datasets import Dataset, Product, load_dataset
+from pixellab.errors import ConfigError
+from pixellab.ledger import Ledger, LedgerWriter
+from pixellab.prompts import Prompt, load_prompt
+from pixellab.runner import Request, RequestOutcome, RetryPolicy, Runner
+from pixellab.scoring import ScoreContext, compute, load_task_scoring, scorer_version
+from pixellab.store import sha256_hex
+from pixellab.tasks import Task
+from pixellab.validate import decode_image
+from pixellab.workbench import Workbench
+
+KEY_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
+
+
+class SweepSpec(BaseModel):
+    """What a sweep file (YAML or TOML) or a notebook's parameters describe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    task: Task
+    dataset: str = "sample"
+    categories: list[str] = Field(default_factory=list)
+    products: list[str] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)
+    models: list[str] = Field(default_factory=list)
+    chain: list[str] = Field(default_factory=list)
+    prompts: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    params: dict[str, Any] = Field(default_factory=dict)
+    budget_usd: float | None = Field(default=None, ge=0)
+    concurrency: int = Field(default=8, ge=1, le=1024)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '-', '_' or '.', at most 80 characters")
+        return value
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SweepSpec:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            raw = (tomllib.loads(text) if path.suffix == ".toml"
+                   else yaml.safe_load(text))
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
+        except Exception as exc:
+            raise ConfigError(f"not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}",
+                              path=str(path)) from None
+        return cls.parse(raw, source=str(path))
+
+    @classmethod
+    def parse(cls, raw: Any, *, source: str | None = None) -> SweepSpec:
+        if not isinstance(raw, dict):
+            raise ConfigError("a sweep spec must be a mapping", path=source)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(err["msg"], path=source,
+                              key=".".join(str(p) for p in err["loc"]) or None) from None
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One column of the comparison: a single model, or a whole fallback chain."""
+
+    name: str
+    chain: tuple[Model, ...]
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    planned: int
+    cached: int
+    succeeded: int = 0
+    failed: int = 0
+    stopped: int = 0
+    provider_calls: int = 0
+    scores_written: int = 0
+    stopped_reason: str | None = None
+    outcomes: list[RequestOutcome] = field(default_factory=list)
+
+
+def request_key(*, task: Task, chain: tuple[Model, ...], input_sha256: str,
+                prompt: Prompt | None, prompt_text: str | None, params: dict[str, Any]) -> str:
+    payload = {
+        "v": KEY_VERSION,
+        "task": task.value,
+        "chain": [{"id": m.id, "endpoint": m.endpoint, "inputs": m.inputs,
+                   "defaults": m.defaults} for m in chain],
+        "input": input_sha256,
+        "prompt": None if prompt is None else {"id": prompt.id, "hash": prompt.content_hash,
+                                               "text": prompt_text},
+        "params": params,
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    try:
+        return sha256_hex(path.read_bytes())
+    except OSError as exc:
+        return f"unreadable:{path}:{exc.errno}"
+
+
+class Sweep:
+    """A planned sweep bound to a workbench. ``run()`` executes what is not done yet."""
+
+    def __init__(self, spec: SweepSpec, workbench: Workbench | None = None) -> None:
+        self.spec = spec
+        self.workbench = workbench or Workbench()
+        self.dataset: Dataset = load_dataset(spec.dataset)
+        self.task_scoring = load_task_scoring()
+
+    @property
+    def sweep_id(self) -> str:
+        return self.spec.name
+
+    @classmethod
+    def resume(cls, sweep_id: str, workbench: Workbench | None = None) -> Sweep:
+        workbench = workbench or Workbench()
+        frame = workbench.ledger.query("select spec from sweeps where sweep_id = ?", [sweep_id])
+        if frame.empty:
+            raise ConfigError(f"no sweep {sweep_id!r} in {workbench.ledger.path}")
+        return cls(SweepSpec.parse(json.loads(frame["spec"][0]), source=f"sweep {sweep_id}"),
+                   workbench)
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def arms(self) -> list[Arm]:
+        catalog = self.workbench.catalog
+        task = self.spec.task
+        if self.spec.models and self.spec.chain:
+            raise ConfigError("give either models (compared one by one) or chain, not both",
+                              key="models")
+        if self.spec.chain:
+            chain = tuple(catalog.model(m) for m in self.spec.chain)
+            arms = [Arm("chain:" + ">".join(m.id for m in chain), chain)]
+        elif self.spec.models:
+            arms = [Arm(m, (catalog.model(m),)) for m in self.spec.models]
+        else:
+            chain = catalog.chain(task)
+            arms = [Arm("chain:" + ">".join(m.id for m in chain), chain)]
+        for arm in arms:
+            for model in arm.chain:
+                if task not in model.tasks:
+                    raise ConfigError(f"model {model.id!r} does not serve {task.value!r}",
+                                      key="models")
+        return arms
+
+    def products(self) -> list[Product]:
+        chosen = self.dataset.select(self.spec.categories or None, self.spec.products or None,
+                                     self.spec.limit)
+        if not chosen:
+            raise ConfigError("no products match the sweep's categories/products",
+                              key="categories")
+        return chosen
+
+    def _prompts(self) -> list[Prompt | None]:
+        prompts: list[Prompt | None] = [load_prompt(p) for p in self.spec.prompts]
+        ledger = self.workbench.ledger
+        for prompt in prompts:
+            assert prompt is not None
+            used = ledger.query("select distinct prompt_hash from requests where prompt_id = ?",
+                                [prompt.id])
+            if not used.empty and prompt.content_hash not in set(used["prompt_hash"]):
+                raise ConfigError(f"prompt {prompt.id} was edited after it was used; "
+                                  f"bump its version (e.g. {prompt.name}@"
+                                  f"{_next_version(prompt.version)}) instead", path=str(prompt.path))
+        return prompts or [None]
+
+    def plan(self) -> list[tuple[Request, dict[str, Any]]]:
+        """Every request of the sweep with its ledger row, in a stable order."""
+        task = self.spec.task
+        planned: list[tuple[Request, dict[str, Any]]] = []
+        prompts = self._prompts()
+        arms = self.arms()
+        for product in self.products():
+            input_sha256 = _file_sha256(product.image)
+            for arm in arms:
+                for prompt in prompts:
+                    text = prompt.render(product.fields()) if prompt else None
+                    for seed in self.spec.seeds:
+                        params = {**self.spec.params, "seed": seed}
+                        key = request_key(task=task, chain=arm.chain, input_sha256=input_sha256,
+                                          prompt=prompt, prompt_text=text, params=params)
+                        request = Request(
+                            request_key=key, product_id=product.id, category=product.category,
+                            task=task, chain=arm.chain, image_path=str(product.image),
+                            params=params, prompt_id=prompt.id if prompt else None,
+                            prompt_text=text)
+                        row = {
+                            "request_key": key, "product_id": product.id,
+                            "category": product.category, "task": task.value, "arm": arm.name,
+                            "chain": [m.id for m in arm.chain],
+                            "prompt_id": prompt.id if prompt else None,
+                            "prompt_hash": prompt.content_hash if prompt else None,
+                            "prompt_text": text, "params": params, "seed": seed,
+                            "input_sha256": input_sha256,
+                        }
+                        planned.append((request, row))
+        return planned
+
+    def estimate_usd(self) -> float:
+        """Upper bound of what running every not-yet-succeeded request could cost."""
+        planned = self.plan()
+        done = self.workbench.ledger.succeeded_request_keys([r.request_key for r, _ in planned])
+        return sum(sum(m.estimate_usd() for m in r.chain)
+                   for r, _ in planned if r.request_key not in done)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self, *, progress: Callable[[RequestOutcome], None] | None = None,
+            on_planned: Callable[[int, int], None] | None = None,
+            retry: RetryPolicy | None = None, score: bool = True) -> SweepResult:
+        """Run synchronously; works inside a running event loop too (e.g. a notebook)."""
+        coroutine = self.arun(progress=progress, on_planned=on_planned, retry=retry, score=score)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = asyncio.run(coroutine)
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]  # type: ignore[no-any-return]
+
+    async def arun(self, *, progress: Callable[[RequestOutcome], None] | None = None,
+                   on_planned: Callable[[int, int], None] | None = None,
+                   retry: RetryPolicy | None = None, score: bool = True) -> SweepResult:
+        workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
+        planned = self.plan()
+        ledger.write([
+            Ledger.upsert_sweep(self.sweep_id, spec.name, spec.task.value,
+                                spec.model_dump(mode="json"), spec.budget_usd, "running"),
+            *(Ledger.insert_request(row) for _, row in planned),
+            *(Ledger.link_request(self.sweep_id, r.request_key) for r, _ in planned),
+        ])
+        done = ledger.succeeded_request_keys([r.request_key for r, _ in planned])
+        todo = _unique(r for r, _ in planned if r.request_key not in done)
+        if on_planned is not None:
+            on_planned(len(planned), len(todo))
+        spent = float(ledger.scalar("select coalesce(sum(usd), 0) from costs where sweep_id = ?",
+                                    [self.sweep_id]) or 0)
+        budget = Budget(spec.budget_usd, already_spent_usd=spent)
+        writer = LedgerWriter(ledger)
+        try:
+            runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
+                            writer=writer, store=workbench.store, budget=budget,
+                            sweep_id=self.sweep_id, concurrency=spec.concurrency, retry=retry,
+                            on_done=progress)
+            summary = await runner.run(todo)
+        finally:
+            writer.close()
+        result = SweepResult(sweep_id=self.sweep_id, planned=len(planned),
+                             cached=len(planned) - len(todo), outcomes=summary.outcomes,
+                             succeeded=summary.count("succeeded"), failed=summary.count("failed"),
+                             stopped=summary.count("stopped"),
+                             provider_calls=summary.provider_calls,
+                             stopped_reason=summary.stopped_reason)
+        status = "stopped_budget" if summary.stopped_reason else "finished"
+        ledger.write([Ledger.set_sweep_status(self.sweep_id, status,
+                                              summary.stopped_reason or "")])
+        if score:
+            result.scores_written = await asyncio.to_thread(self.score)
+        return result
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def score(self, metrics: list[str] | None = None) -> int:
+        """Score every succeeded output of this sweep that is not scored yet; returns rows written."""
+        ledger, store = self.workbench.ledger, self.workbench.store
+        task_scoring = self.task_scoring.get(self.spec.task.value)
+        wanted = metrics or (list(task_scoring.metrics) if task_scoring else ["blank"])
+        rows = ledger.query(
+            """select r.product_id, r.output_sha256, o.media_type from requests r
+               join sweep_requests s using (request_key) join outputs o on o.sha256 = r.output_sha256
+               where s.sweep_id = ? and r.status = 'succeeded'""", [self.sweep_id])
+        existing = ledger.query(
+            """select distinct sc.output_sha256, sc.metric, sc.scorer_version from scores sc
+               join requests r on r.output_sha256 = sc.output_sha256
+               join sweep_requests s using (request_key) where s.sweep_id = ?""", [self.sweep_id])
+        have = set(zip(existing["output_sha256"], existing["metric"], existing["scorer_version"],
+                       strict=True))
+        products = {p.id: p for p in self.dataset.products}
+        statements = []
+        seen: set[str] = set()
+        for product_id, digest, media_type in rows.itertuples(index=False):
+            todo = [m for m in wanted if (digest, m, scorer_version(m)) not in have]
+            if not todo or digest in seen or product_id not in products:
+                continue
+            seen.add(digest)
+            ctx = _context(self.spec.task, store.get(digest, media_type), products[product_id])
+            for metric in todo:
+                result = compute(metric, ctx)
+                statements.append(Ledger.record_score(digest, result.metric, result.version,
+                                                      result.value, result.missing_reason,
+                                                      result.details))
+        ledger.write(statements)
+        return len(statements)
+
+
+def _context(task: Task, output: bytes, product: Product) -> ScoreContext:
+    def optional(path: Path | None) -> Any:
+        if path is None:
+            return None
+        try:
+            return decode_image(path.read_bytes())
+        except Exception:
+            return None
+
+    return ScoreContext(task=task.value, output=decode_image(output),
+                        source=optional(product.image), mask=optional(product.mask),
+                        reference=optional(product.reference))
+
+
+def _unique(requests: Iterator[Request] | Any) -> list[Request]:
+    seen: set[str] = set()
+    unique = []
+    for request in requests:
+        if request.request_key not in seen:
+            seen.add(request.request_key)
+            unique.append(request)
+    return unique
+
+
+def _next_version(version: str) -> str:
+    return str(int(version) + 1) if version.isdigit() else f"{version}.1"

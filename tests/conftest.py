@@ -1,0 +1,113 @@
+"""Shared fixtures: real DuckDB files and real images in tmp dirs, made on the fly."""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixellab.catalog import load_catalog
+from pixellab.workbench import Workbench
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def product_photo(seed: int, size: tuple[int, int] = (320, 240)) -> tuple[Image.Image, Image.Image]:
+    """A shaded ellipse 'product' on a coloured gradient, and its exact mask."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = rng.integers(60, 200, 3)
+    background = base[None, None, :] + (yy[..., None] / h * 40)
+    cx, cy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.4, 0.6)
+    rx, ry = w * rng.uniform(0.15, 0.25), h * rng.uniform(0.2, 0.3)
+    inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+    colour = np.array([30, 60, 160]) if base.mean() > 120 else np.array([240, 200, 40])
+    shade = 1 - 0.4 * ((xx - cx + rx) / (2 * rx)).clip(0, 1)
+    product = colour[None, None, :] * shade[..., None]
+    pixels = np.where(inside[..., None], product, background)
+    pixels = pixels + rng.normal(0, 3, pixels.shape)
+    photo = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
+    mask = Image.fromarray((inside * 255).astype(np.uint8), "L")
+    return photo, mask
+
+
+def bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A tiny, valid-looking PNG whose header declares ``width`` × ``height`` pixels."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 8] = width.to_bytes(4, "big")
+    data[ihdr + 8:ihdr + 12] = height.to_bytes(4, "big")
+    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17]))
+    data[ihdr + 17:ihdr + 21] = crc.to_bytes(4, "big")
+    return bytes(data)
+
+
+def write_dataset(root: Path, n: int = 4, categories: tuple[str, ...] = ("kitchen", "jewelry"),
+                  extra_rows: list[dict[str, str]] | None = None) -> Path:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    rows = []
+    for i in range(n):
+        pid = f"p{i:02d}"
+        photo, mask = product_photo(i)
+        photo.save(root / "images" / f"{pid}.png")
+        mask.save(root / "masks" / f"{pid}.png")
+        rows.append({"id": pid, "title": f"Product {i}", "description": f"A test product {i}.",
+                     "category": categories[i % len(categories)],
+                     "image": f"images/{pid}.png", "mask": f"masks/{pid}.png", "reference": ""})
+    rows.extend(extra_rows or [])
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture
+def dataset_dir(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "dataset")
+
+
+TEST_MODELS = """
+[models."local:blank"]
+tasks = ["enhance", "remove_background", "packshot"]
+endpoint = "solid"
+pricing = { unit = "image", usd_per_unit = 0.0 }
+
+[models."local:noop"]
+tasks = ["enhance"]
+endpoint = "identity"
+pricing = { unit = "image", usd_per_unit = 0.0 }
+
+[models."local:broken"]
+tasks = ["enhance", "remove_background", "packshot"]
+endpoint = "fail"
+pricing = { unit = "image", usd_per_unit = 0.0 }
+
+[models."local:autoenhance-paid"]
+tasks = ["enhance"]
+endpoint = "autoenhance"
+pricing = { unit = "image", usd_per_unit = 0.05, credits_per_unit = 2 }
+"""
+
+
+@pytest.fixture
+def test_catalog_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "test-models.toml").write_text(TEST_MODELS)
+    return folder
+
+
+@pytest.fixture
+def workbench(tmp_path: Path, test_catalog_dir: Path) -> Workbench:
+    return Workbench(tmp_path / "home", catalog=load_catalog(test_catalog_dir))
