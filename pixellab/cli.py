@@ -21,7 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Decide, with evidence, which AI model to use per product category and task.")
 sweep_app = typer.Typer(no_args_is_help=True, help="Plan, run and resume sweeps.")
 app.add_typer(sweep_app, name="sweep")
-console = Console()
+# Tables stay readable when output is piped (rich assumes 80 columns there).
+console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 _state = {"debug": False}
 
@@ -32,26 +33,34 @@ def _options(debug: Annotated[bool, typer.Option("--debug", help="Show traceback
     _state["debug"] = debug
 
 
-def _progress_bar(desc: str):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
+class _Progress:
+    """One tqdm bar per sweep, opened when the sweep knows how much is left to run."""
 
-    bar = tqdm(total=0, desc=desc, unit="req", dynamic_ncols=True)
+    def __init__(self) -> None:
+        self.bar = None
 
-    def on_planned(planned: int, todo: int) -> None:
-        bar.total = (bar.total or 0) + todo
-        bar.refresh()
+    def planned(self, sweep_id: str, planned: int, todo: int) -> None:
+        from tqdm import tqdm
 
-    def on_done(outcome: object) -> None:
-        bar.update(1)
+        self.close()
+        self.bar = tqdm(total=todo, desc=f"{sweep_id} ({planned - todo} cached)", unit="req",
+                        dynamic_ncols=True)
 
-    return bar, on_planned, on_done
+    def done(self, outcome: object) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _summary_table(results: list) -> Table:  # type: ignore[type-arg]
     table = Table(title="Sweeps")
-    for column in ("sweep", "planned", "cached", "succeeded", "failed", "stopped",
-                   "provider calls", "scores"):
-        table.add_column(column, justify="right" if column != "sweep" else "left")
+    table.add_column("sweep", no_wrap=True)
+    for column in ("planned", "cached", "ok", "failed", "stopped", "calls", "scores"):
+        table.add_column(column, justify="right")
     for r in results:
         table.add_row(r.sweep_id, str(r.planned), str(r.cached), str(r.succeeded), str(r.failed),
                       str(r.stopped), str(r.provider_calls), str(r.scores_written))
@@ -66,8 +75,10 @@ def _leaderboard_table(workbench, sweep_ids: list[str]) -> Table:  # type: ignor
         n=("n", "sum"), passed=("pass_rate", "mean"), score=("mean_score", "mean"),
         usd=("usd", "sum")).reset_index()
     table = Table(title="Leaderboard (all categories)")
-    for column in ("task", "model", "n", "pass rate", "mean score", "USD"):
-        table.add_column(column, justify="left" if column in ("task", "model") else "right")
+    for column in ("task", "model"):
+        table.add_column(column, no_wrap=True)
+    for column in ("n", "pass", "score", "USD"):
+        table.add_column(column, justify="right")
     for row in overall.itertuples(index=False):
         score = "—" if row.score != row.score else f"{row.score:.3f}"
         table.add_row(row.task, row.arm, str(row.n), f"{row.passed:.0%}", score,
@@ -90,12 +101,12 @@ def demo(
 
     started = time.monotonic()
     workbench = Workbench(home)
-    bar, on_planned, on_done = _progress_bar("demo")
+    progress = _Progress()
     try:
         result = run_demo(workbench, dataset=dataset, limit=limit, report_path=report,
-                          on_planned=on_planned, progress=on_done)
+                          on_planned=progress.planned, progress=progress.done)
     finally:
-        bar.close()
+        progress.close()
     console.print(_summary_table(result.sweeps))
     console.print(_leaderboard_table(workbench, [r.sweep_id for r in result.sweeps]))
     failed = sum(r.failed for r in result.sweeps)
@@ -107,11 +118,11 @@ def demo(
 
 
 def _run_sweep(sweep) -> None:  # type: ignore[no-untyped-def]
-    bar, on_planned, on_done = _progress_bar(sweep.sweep_id)
+    progress = _Progress()
     try:
-        result = sweep.run(progress=on_done, on_planned=on_planned)
+        result = sweep.run(progress=progress.done, on_planned=progress.planned)
     finally:
-        bar.close()
+        progress.close()
     console.print(_summary_table([result]))
     if result.stopped_reason:
         err_console.print(f"[yellow]stopped before exceeding the budget:[/] "
@@ -188,7 +199,8 @@ def catalog(
 
     cat = load_catalog()
     table = Table(title="Models")
-    for column in ("id", "tasks", "price", "timeout", "concurrency"):
+    table.add_column("id", no_wrap=True)
+    for column in ("tasks", "price", "timeout", "concurrency"):
         table.add_column(column)
     for model in cat.models.values():
         if task and task not in model.tasks:

@@ -40,7 +40,7 @@ def demo_sweeps(dataset: str = "sample", limit: int | None = None) -> list[Sweep
 def run_demo(workbench: Workbench, *, dataset: str = "sample", limit: int | None = None,
              report_path: Path = Path("reports/demo.html"),
              notebook_path: Path = Path("notebooks/report.ipynb"),
-             on_planned: Callable[[int, int], None] | None = None,
+             on_planned: Callable[[str, int, int], None] | None = None,
              progress: Callable[[RequestOutcome], None] | None = None,
              with_report: bool = True) -> DemoResult:
     results = []

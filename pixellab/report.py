@@ -103,6 +103,17 @@ def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
                              ascending=[True, True, False]).reset_index(drop=True)
 
 
+def task_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task × arm with every category pooled: the one-glance answer before the details."""
+    if frame.empty:
+        return pd.DataFrame(columns=["task", "arm", "n", "pass_rate", "mean_score", "usd"])
+    table = frame.groupby(["task", "arm"], dropna=False).agg(
+        n=("request_key", "count"), products=("product_id", "nunique"),
+        pass_rate=("passed", "mean"), mean_score=("score", "mean"), usd=("usd", "sum"),
+        latency_p50_s=("latency_s", "median")).reset_index()
+    return table.sort_values(["task", "mean_score"], ascending=[True, False]).reset_index(drop=True)
+
+
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
     """Requests that did not produce an accepted output, with the reason in words."""
     failed = frame[~frame["passed"]].copy()

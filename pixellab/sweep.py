@@ -245,7 +245,7 @@ class Sweep:
     # -- running -----------------------------------------------------------------------------
 
     def run(self, *, progress: Callable[[RequestOutcome], None] | None = None,
-            on_planned: Callable[[int, int], None] | None = None,
+            on_planned: Callable[[str, int, int], None] | None = None,
             retry: RetryPolicy | None = None, score: bool = True) -> SweepResult:
         """Run synchronously; works inside a running event loop too (e.g. a notebook)."""
         coroutine = self.arun(progress=progress, on_planned=on_planned, retry=retry, score=score)
@@ -269,7 +269,7 @@ class Sweep:
         return box["result"]  # type: ignore[no-any-return]
 
     async def arun(self, *, progress: Callable[[RequestOutcome], None] | None = None,
-                   on_planned: Callable[[int, int], None] | None = None,
+                   on_planned: Callable[[str, int, int], None] | None = None,
                    retry: RetryPolicy | None = None, score: bool = True) -> SweepResult:
         workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
         planned = self.plan()
@@ -282,7 +282,7 @@ class Sweep:
         done = ledger.succeeded_request_keys([r.request_key for r, _ in planned])
         todo = _unique(r for r, _ in planned if r.request_key not in done)
         if on_planned is not None:
-            on_planned(len(planned), len(todo))
+            on_planned(self.sweep_id, len(planned), len(todo))
         spent = float(ledger.scalar("select coalesce(sum(usd), 0) from costs where sweep_id = ?",
                                     [self.sweep_id]) or 0)
         budget = Budget(spec.budget_usd, already_spent_usd=spent)
