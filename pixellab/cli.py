@@ -18,7 +18,8 @@ from rich.table import Table
 from pixellab.errors import PixellabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Decide, with evidence, which AI model to use per product category and task.")
+                  help="Decide, with evidence, which AI model to use per product category "
+                       "and task.")
 sweep_app = typer.Typer(no_args_is_help=True, help="Plan, run and resume sweeps.")
 app.add_typer(sweep_app, name="sweep")
 # Tables stay readable when output is piped (rich assumes 80 columns there).
@@ -88,7 +89,8 @@ def _leaderboard_table(workbench, sweep_ids: list[str]) -> Table:  # type: ignor
 
 @app.command()
 def demo(
-    dataset: Annotated[str, typer.Option(help="Dataset name under datasets/ or a folder.")] = "sample",
+    dataset: Annotated[str, typer.Option(help="Dataset name under datasets/ or a folder.")
+                       ] = "sample",
     limit: Annotated[int | None, typer.Option(help="Only the first N products.")] = None,
     report: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = Path(
         "reports/demo.html"),

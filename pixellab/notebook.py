@@ -37,7 +37,8 @@ def execute(notebook: str | os.PathLike[str], output: str | os.PathLike[str],
     try:
         import papermill
     except ImportError:
-        raise NotebookError("papermill is not installed: pip install 'pixellab[notebooks]'") from None
+        raise NotebookError(
+            "papermill is not installed: pip install 'pixellab[notebooks]'") from None
     _refuse_secrets(parameters)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

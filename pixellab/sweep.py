@@ -200,7 +200,8 @@ class Sweep:
             if not used.empty and prompt.content_hash not in set(used["prompt_hash"]):
                 raise ConfigError(f"prompt {prompt.id} was edited after it was used; "
                                   f"bump its version (e.g. {prompt.name}@"
-                                  f"{_next_version(prompt.version)}) instead", path=str(prompt.path))
+                                  f"{_next_version(prompt.version)}) instead",
+                                  path=str(prompt.path))
         return prompts or [None]
 
     def plan(self) -> list[tuple[Request, dict[str, Any]]]:
@@ -311,13 +312,14 @@ class Sweep:
     # -- scoring -----------------------------------------------------------------------------
 
     def score(self, metrics: list[str] | None = None) -> int:
-        """Score every succeeded output of this sweep that is not scored yet; returns rows written."""
+        """Score the sweep's outputs not scored yet; returns the number of rows written."""
         ledger, store = self.workbench.ledger, self.workbench.store
         task_scoring = self.task_scoring.get(self.spec.task.value)
         wanted = metrics or (list(task_scoring.metrics) if task_scoring else ["blank"])
         rows = ledger.query(
             """select r.product_id, r.output_sha256, o.media_type from requests r
-               join sweep_requests s using (request_key) join outputs o on o.sha256 = r.output_sha256
+               join sweep_requests s using (request_key)
+               join outputs o on o.sha256 = r.output_sha256
                where s.sweep_id = ? and r.status = 'succeeded'""", [self.sweep_id])
         existing = ledger.query(
             """select distinct sc.output_sha256, sc.metric, sc.scorer_version from scores sc

@@ -34,7 +34,8 @@ def test_plan_is_products_times_models_times_prompts_times_seeds(
 def test_request_key_changes_with_anything_that_determines_the_output(
         workbench: Workbench, dataset_dir: Path) -> None:
     def key(**fields: object) -> str:
-        return Sweep(spec(dataset_dir, products=["p00"], **fields), workbench).plan()[0][0].request_key
+        sweep = Sweep(spec(dataset_dir, products=["p00"], **fields), workbench)
+        return sweep.plan()[0][0].request_key
 
     base = key(models=["local:autoenhance"])
     assert base == key(models=["local:autoenhance"])

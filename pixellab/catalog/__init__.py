@@ -3,8 +3,8 @@
 The catalog is data: TOML files shipped in this package (``pixellab/catalog/*.toml``), then the
 user's files (``$PIXELLAB_HOME/catalog/*.toml`` or any folder passed explicitly), later files
 overriding earlier ones model by model and chain by chain. Adding a model is a TOML edit, never a
-code change. Every file is validated on load; a bad file raises :class:`~pixellab.errors.ConfigError`
-whose one-line message names the file, the key and the reason.
+code change. Every file is validated on load; a bad file raises
+:class:`~pixellab.errors.ConfigError` whose one-line message names the file, the key and the reason.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ class Catalog(BaseModel):
         try:
             return self.models[model_id]
         except KeyError:
-            raise UnknownModel(f"unknown model {model_id!r}; `pixellab catalog` lists them") from None
+            raise UnknownModel(
+                f"unknown model {model_id!r}; `pixellab catalog` lists them") from None
 
     def chain(self, task: Task | str) -> tuple[Model, ...]:
         task = Task(task)

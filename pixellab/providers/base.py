@@ -89,7 +89,7 @@ class Provider(Protocol):
     name: str
 
     def missing_credentials(self) -> str | None:
-        """``None`` when the provider can be called, else the reason (``"no REPLICATE_API_TOKEN"``)."""
+        """``None`` when the provider can be called, else why not (``"no REPLICATE_API_TOKEN"``)."""
 
     async def submit(self, request: ProviderRequest) -> Job:
         """Create the job. Called once per attempt; must not retry a create on its own."""

@@ -1,0 +1,54 @@
+"""The bundled sample dataset and the manifest loader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pixellab.datasets import load_dataset
+from pixellab.errors import ConfigError
+from pixellab.validate import load_input_image
+from tests.conftest import REPO
+
+SAMPLE = REPO / "datasets" / "sample"
+
+
+def test_the_sample_dataset_passes_its_own_integrity_check() -> None:
+    result = subprocess.run([sys.executable, str(SAMPLE / "generate.py"), "--check"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_sample_has_enough_products_and_categories_for_a_meaningful_demo() -> None:
+    dataset = load_dataset(SAMPLE)
+    assert len(dataset.products) >= 24
+    assert len(dataset.categories) >= 4
+    assert all(sum(p.category == c for p in dataset.products) >= 4 for c in dataset.categories)
+
+
+def test_every_sample_image_decodes_and_every_mask_matches_its_photo() -> None:
+    for product in load_dataset(SAMPLE).products:
+        photo = load_input_image(product.image)
+        if product.mask is not None:
+            assert load_input_image(product.mask).size == photo.size, product.id
+
+
+def test_most_sample_products_have_ground_truth() -> None:
+    products = load_dataset(SAMPLE).products
+    assert sum(p.mask is not None for p in products) >= 0.8 * len(products)
+
+
+def test_a_manifest_without_a_required_column_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "manifest.csv").write_text("id,title,category,image\nx,X,kitchen,x.png\n")
+    with pytest.raises(ConfigError, match="manifest.csv: missing column"):
+        load_dataset(tmp_path)
+
+
+def test_a_duplicate_product_id_names_the_row(tmp_path: Path) -> None:
+    (tmp_path / "manifest.csv").write_text(
+        "id,title,description,category,image\nx,X,,kitchen,a.png\nx,Y,,kitchen,b.png\n")
+    with pytest.raises(ConfigError, match="row 3: duplicate id 'x'"):
+        load_dataset(tmp_path)
