@@ -9,13 +9,18 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from tqdm import tqdm
 
 from pixellab.errors import PixellabError
+
+if TYPE_CHECKING:  # the CLI imports heavy modules lazily so `--help` stays instant
+    from pixellab.sweep import Sweep, SweepResult
+    from pixellab.workbench import Workbench
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Decide, with evidence, which AI model to use per product category "
@@ -38,11 +43,9 @@ class _Progress:
     """One tqdm bar per sweep, opened when the sweep knows how much is left to run."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: tqdm[object] | None = None
 
     def planned(self, sweep_id: str, planned: int, todo: int) -> None:
-        from tqdm import tqdm
-
         self.close()
         self.bar = tqdm(total=todo, desc=f"{sweep_id} ({planned - todo} cached)", unit="req",
                         dynamic_ncols=True)
@@ -57,7 +60,7 @@ class _Progress:
             self.bar = None
 
 
-def _summary_table(results: list) -> Table:  # type: ignore[type-arg]
+def _summary_table(results: list[SweepResult]) -> Table:
     table = Table(title="Sweeps")
     table.add_column("sweep", no_wrap=True)
     for column in ("planned", "cached", "ok", "failed", "stopped", "calls", "scores"):
@@ -68,7 +71,7 @@ def _summary_table(results: list) -> Table:  # type: ignore[type-arg]
     return table
 
 
-def _leaderboard_table(workbench, sweep_ids: list[str]) -> Table:  # type: ignore[no-untyped-def]
+def _leaderboard_table(workbench: Workbench, sweep_ids: list[str]) -> Table:
     from pixellab import report
 
     board = report.leaderboard(report.scored_requests(workbench.ledger, sweep_ids))
@@ -119,7 +122,7 @@ def demo(
                   f"({time.monotonic() - started:.1f} s)")
 
 
-def _run_sweep(sweep) -> None:  # type: ignore[no-untyped-def]
+def _run_sweep(sweep: Sweep) -> None:
     progress = _Progress()
     try:
         result = sweep.run(progress=progress.done, on_planned=progress.planned)

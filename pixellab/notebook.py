@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,17 @@ def execute(notebook: str | os.PathLike[str], output: str | os.PathLike[str],
     _refuse_secrets(parameters)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    from traitlets.config import Config
+
     try:
-        papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
-                                   kernel_name="python3", cwd=str(cwd or os.getcwd()),
-                                   progress_bar=progress, report_mode=True)
+        # IPC sockets (files in a private temp dir) instead of TCP on loopback: nothing listens
+        # on a port, and ipykernel has no reason to warn about unencrypted traffic.
+        with tempfile.TemporaryDirectory(prefix="pixellab-kernel-") as ipc:
+            config = Config({"KernelManager": {"transport": "ipc",
+                                               "ip": str(Path(ipc) / "kernel")}})
+            papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
+                                       kernel_name="python3", cwd=str(cwd or os.getcwd()),
+                                       progress_bar=progress, report_mode=True, config=config)
     except papermill.PapermillExecutionError as exc:
         raise NotebookError(f"{notebook}: cell {exc.exec_count} raised {exc.ename}: "
                             f"{redact(exc.evalue)} (executed copy: {output})") from None

@@ -267,7 +267,8 @@ class Sweep:
         thread.join()
         if "error" in box:
             raise box["error"]
-        return box["result"]  # type: ignore[no-any-return]
+        result: SweepResult = box["result"]
+        return result
 
     async def arun(self, *, progress: Callable[[RequestOutcome], None] | None = None,
                    on_planned: Callable[[str, int, int], None] | None = None,

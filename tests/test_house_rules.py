@@ -1,0 +1,41 @@
+"""House rules that a reviewer would otherwise check by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def test_ruff_finds_nothing() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    result = subprocess.run([ruff, "check", "pixellab", "tests", "benchmarks", "datasets"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.slow
+def test_mypy_finds_nothing_in_the_package() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy", "pixellab"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_notebooks_are_committed_without_outputs() -> None:
+    for path in (REPO / "notebooks").glob("*.ipynb"):
+        cells = json.loads(path.read_text())["cells"]
+        assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), path.name
+
+
+def test_the_ci_script_runs_the_readme_test_command() -> None:
+    readme = (REPO / "README.md").read_text()
+    command = ('python3 -m venv .venv && .venv/bin/pip install -e ".[dev,notebooks]" && '
+               ".venv/bin/python -m pytest")
+    assert command in readme
+    assert command in (REPO / ".ci" / "run").read_text()
