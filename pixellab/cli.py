@@ -63,7 +63,7 @@ class _Progress:
 def _summary_table(results: list[SweepResult]) -> Table:
     table = Table(title="Sweeps")
     table.add_column("sweep", no_wrap=True)
-    for column in ("planned", "cached", "ok", "failed", "stopped", "calls", "scores"):
+    for column in ("planned", "reused", "new ok", "failed", "stopped", "calls", "new scores"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(r.sweep_id, str(r.planned), str(r.cached), str(r.succeeded), str(r.failed),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -31,9 +32,11 @@ def _background(w: int, h: int, kind: str, rng: np.random.Generator) -> np.ndarr
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     if kind == "gradient":
         t = (yy / h)[..., None]
-        return (1 - t) * np.array([205, 222, 240]) + t * np.array([120, 138, 170]) + (
-            xx / w
-        )[..., None] * np.array([18, 0, -18])
+        return (
+            (1 - t) * np.array([205, 222, 240])
+            + t * np.array([120, 138, 170])
+            + (xx / w)[..., None] * np.array([18, 0, -18])
+        )
     if kind == "dark":
         return np.array([35.0, 40.0, 52.0]) + rng.normal(0, 2, (h, w, 3))
     if kind == "textured":
@@ -85,8 +88,6 @@ def channel_spread(image: Image.Image) -> float:
 
 
 def lightness_std(image: Image.Image) -> float:
-    import cv2
-
     lab = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2LAB)
     return float(lab[..., 0].std())
 
@@ -110,7 +111,7 @@ def textured_scene() -> tuple[Image.Image, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def small_offcentre_scene() -> tuple[Image.Image, np.ndarray]:
-    return product_scene("gradient", centre=(0.24, 0.72), radii=(0.08, 0.1), colour=(30, 110, 60))
+    return product_scene("textured", centre=(0.24, 0.72), radii=(0.08, 0.1), colour=(30, 110, 60))
 
 
 # --- autoenhance -----------------------------------------------------------------------------
@@ -145,7 +146,9 @@ def test_autoenhance_leaves_a_coloured_backdrop_coloured_when_something_is_neutr
 
 def test_autoenhance_raises_the_contrast_of_a_flat_image(gradient_scene):
     image, _ = gradient_scene
-    flat = Image.fromarray((128 + (np.asarray(image).astype(np.float64) - 128) * 0.35).astype(np.uint8))
+    flat = Image.fromarray(
+        (128 + (np.asarray(image).astype(np.float64) - 128) * 0.35).astype(np.uint8)
+    )
 
     assert lightness_std(autoenhance(flat)) > 1.3 * lightness_std(flat)
 
@@ -212,9 +215,15 @@ def test_cutout_finds_a_small_off_centre_product(small_offcentre_scene, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_cutout_keeps_a_product_that_runs_off_the_bottom_edge(method):
+    image, mask = product_scene("gradient", centre=(0.5, 0.85), radii=(0.25, 0.4), seed=5)
+    assert iou(alpha_of(cutout(image, method=method)), mask) >= 0.9
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_cutout_downscales_for_work_and_still_fits_the_full_resolution_edge(method):
     image, mask = product_scene("gradient", size=(900, 700), seed=2)
-    assert iou(alpha_of(cutout(image, method=method, work_size=256)), mask) >= 0.95
+    assert iou(alpha_of(cutout(image, method=method, work_size=256)), mask) >= 0.99
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -326,6 +335,12 @@ def test_packshot_uses_the_alpha_of_an_rgba_input():
     shot = packshot(rgba, size=500, shadow=False)
     x0, y0, x1, y1 = nonwhite_bbox(shot)
     assert (y1 - y0, x1 - x0) == (round(0.87 * 500), round(0.87 * 500 * 60 / 100))
+
+
+def test_packshot_of_a_photo_with_no_product_frames_the_whole_photo():
+    blank = Image.new("RGB", (300, 200), (90, 120, 150))
+    x0, y0, x1, y1 = nonwhite_bbox(packshot(blank, size=500, shadow=False))
+    assert (x1 - x0, y1 - y0) == (round(0.87 * 500), round(0.87 * 500 * 200 / 300))
 
 
 def test_packshot_is_deterministic(gradient_scene):

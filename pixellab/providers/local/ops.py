@@ -17,11 +17,12 @@ does, so every task the AI models are compared on has a baseline here:
 They are also the engine of the offline demo (no keys, no network), and two trivial "models",
 :func:`identity` and :func:`solid`, let test catalogs exercise output validation and fallback.
 
-Contract shared by every function here: pure (no I/O, no global state kept between calls; GrabCut's
-random seed is set before each use so results do not depend on call order), deterministic (the
-same input gives byte-identical output), the input image is never modified, and a new image is
-always returned. Sizes are about 0.1-0.7 s per op on a 1000x800 photo on two CPU cores; OpenCV's
-thread count is left to the caller.
+Contract shared by every function here: pure (no I/O, nothing kept between calls; the only
+side effect is ``cv2.setRNGSeed`` right before GrabCut, which fixes OpenCV's per-thread RNG so
+results do not depend on call order or on other threads), deterministic (the same input gives
+byte-identical output, whatever OpenCV's thread count), the input image is never modified and a
+new image is always returned. On a 1000x800 photo with two CPU cores each op takes about 0.1-0.5 s;
+OpenCV's thread count is left to the caller.
 """
 
 from __future__ import annotations
@@ -84,54 +85,57 @@ def _noise_sigma(rgb: np.ndarray) -> float:
     return float(np.median(np.sqrt(np.maximum(p10, 0.0)))) / 0.867
 
 
-def _denoise(rgb: np.ndarray, sigma: float, k: float = 0.85, floor: float = 2.0) -> np.ndarray:
+def _denoise(rgb: np.ndarray, sigma: float) -> np.ndarray:
     """Non-local means with a strength matched to the noise ``sigma``; no-op on clean images."""
-    if sigma < floor:
+    if sigma < 1.0:
         return rgb
-    h = float(min(max(k * sigma, 1.0), 15.0))
-    # chroma noise is the uglier and chroma detail the less important: filter it harder.
-    # 5x5 patches in an 11x11 search window: ~3x faster than the 7/21 default and, on photos,
-    # as good (RMSE against the clean image).
+    h = float(min(0.85 * sigma, 15.0))
+    # Chroma noise is the uglier and chroma detail the less important: filter it harder.
+    # 5x5 patches in an 11x11 search window: ~3x faster than the 7/21 default and as good here.
     return cv2.fastNlMeansDenoisingColored(rgb, None, h, min(1.2 * h, 18.0), 5, 11)
 
 
 def _white_balance_gains(rgb: np.ndarray) -> np.ndarray:
     """Per-channel gains, in linear light, that neutralise the illuminant (3 floats, min 1).
 
-    Grey-pixel white balance: the illuminant is the mean linear colour of the pixels that are
-    nearly neutral (sRGB saturation (max - min) / max below 0.25 - a grey under a typical camera
-    cast stays below it), re-selected three times as the correction converges. Large saturated
-    regions (an orange backdrop, a red product, wood) never take part, so they are not mistaken
-    for a cast, the classic failure of grey-world. With too few candidates (< 1 % of the usable
-    pixels) the estimate stops where it is. Gains are normalised so the smallest is 1 (clipped
-    whites stay white) and capped at 2 (about 1.37x in sRGB values): a stronger cast is corrected
-    only partly, because it is more likely a coloured scene than a camera error.
+    Least-saturated-pixels white balance: the illuminant is the mean linear colour of the 5 %
+    of (not too dark, unclipped) pixels that are closest to neutral, re-selected three times as
+    the correction converges. Under a cast every neutral object (a white backdrop, a grey
+    mortar line, a steel ring) is among the least saturated pixels, so it defines the
+    correction; large coloured regions (an orange backdrop, a red product, wood) do not take part
+    as long as something in the frame is closer to neutral, which avoids grey-world's classic
+    failure. Pixels with sRGB saturation (max - min) / max above 0.5 are never used. Gains are
+    normalised so the smallest is 1 (clipped whites stay white) and capped at 3 (about 1.65x in
+    sRGB values).
     """
     lin_lut = _srgb_to_linear(np.arange(256) / 255.0)
-    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))
+    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 60_000)))
     sub = rgb[::step, ::step].reshape(-1, 3)
-    usable = (sub.max(axis=1) < 250) & (sub.max(axis=1) > 40)
+    brightest = np.maximum(np.maximum(sub[:, 0], sub[:, 1]), sub[:, 2])
+    usable = (brightest < 250) & (brightest > 40)
     gains = np.ones(3)
     if usable.sum() < 64:
         return gains
     lin = lin_lut[sub[usable]]  # (N, 3) linear RGB
     for _ in range(3):
         srgb = _linear_to_srgb(np.minimum(lin * gains, 1.0))
-        mx = srgb.max(axis=1)
-        grey = (mx - srgb.min(axis=1)) < 0.25 * mx
-        if grey.sum() < max(32, 0.01 * len(lin)):
+        r, g, b = srgb[:, 0], srgb[:, 1], srgb[:, 2]
+        mx = np.maximum(np.maximum(r, g), b)
+        sat = (mx - np.minimum(np.minimum(r, g), b)) / np.maximum(mx, 1e-6)
+        grey = (sat <= np.percentile(sat, 5)) & (sat < 0.5)
+        if grey.sum() < 32:
             break
         est = (lin[grey] * gains).mean(axis=0)
         gains = gains * (est.max() / np.maximum(est, 1e-6))
-        gains = np.clip(gains / gains.min(), 1.0, 2.0)
+        gains = np.clip(gains / gains.min(), 1.0, 3.0)
     return gains
 
 
-def _stretch_levels(L: np.ndarray, amount: float, cap: float = 2.5) -> tuple[np.ndarray, float]:
+def _stretch_levels(L: np.ndarray, amount: float) -> tuple[np.ndarray, float]:
     """Global levels on L (0-100): widen a compressed tonal range, never narrow it.
 
     The 0.5th and 99.5th percentiles move ``amount`` of the way towards 0 and 100, with the
-    slope capped at 2.5 so a flat image is not blown apart. Returns the new L and the slope.
+    slope capped at 2 so a flat image is not blown apart. Returns the new L and the slope.
     """
     if amount <= 0:
         return L, 1.0
@@ -140,7 +144,7 @@ def _stretch_levels(L: np.ndarray, amount: float, cap: float = 2.5) -> tuple[np.
     if hi - lo < 1.0:
         return L, 1.0
     t_lo, t_hi = lo * (1.0 - amount), hi + amount * (100.0 - hi)
-    gain = min((t_hi - t_lo) / (hi - lo), cap)
+    gain = min((t_hi - t_lo) / (hi - lo), 2.0)
     if gain <= 1.0:
         return L, 1.0
     mid, t_mid = (lo + hi) / 2.0, (t_lo + t_hi) / 2.0
@@ -160,17 +164,19 @@ def _enhance_array(
     *,
     denoise: bool = True,
     white_balance: bool = True,
-    stretch: float = 0.5,
-    clahe_clip: float = 1.5,
-    sharpen: float = 0.5,
-    denoise_k: float = 0.85,
-    denoise_floor: float = 2.0,
-    stretch_cap: float = 2.5,
-    chroma: bool = True,
+    stretch: float = 0.3,
+    clahe_clip: float = 1.2,
+    sharpen: float = 0.3,
 ) -> np.ndarray:
-    """The enhancement pipeline on a uint8 RGB array; float32 [0, 1] RGB out."""
+    """The enhancement pipeline on a uint8 RGB array; float32 [0, 1] RGB out.
+
+    Defaults were chosen on pixellab's sample dataset (30 degraded photos with clean references):
+    mean PSNR 19.5 -> 21.8 dB, SSIM 0.857 -> 0.883 (0.887 without the grain put back, which
+    leaves visible blotches on flat backdrops). Stronger settings (stretch 0.5-0.8, CLAHE clip
+    1.5-2 or on the raw L, sharpen 0.5) and grey-world white balance all scored worse there.
+    """
     sigma = _noise_sigma(rgb) if min(rgb.shape[:2]) >= 8 else 0.0
-    work = _denoise(rgb, sigma, denoise_k, denoise_floor) if denoise else rgb
+    work = _denoise(rgb, sigma) if denoise else rgb
 
     lin_lut = _srgb_to_linear(np.arange(256) / 255.0)
     gains = _white_balance_gains(work) if white_balance else np.ones(3)
@@ -179,15 +185,21 @@ def _enhance_array(
         balanced[..., c] = _linear_to_srgb(lin_lut * gains[c]).astype(_F32)[work[..., c]]
 
     lab = cv2.cvtColor(balanced, cv2.COLOR_RGB2Lab)  # float: L in [0, 100], a/b about +-100
-    L, gain = _stretch_levels(lab[..., 0], stretch, stretch_cap)
-    if gain > 1.0 and chroma:
-        lab[..., 1:] *= math.sqrt(gain)  # a faded image has faded colours too
+    L, gain = _stretch_levels(lab[..., 0], stretch)
+    if gain > 1.0:
+        lab[..., 1:] = lab[..., 1:] * min(math.sqrt(gain), 1.25)  # faded colours too
     if clahe_clip > 0:
         L8 = np.clip(np.rint(L * 2.55), 0, 255).astype(np.uint8)
         h, w = L8.shape
         clahe = cv2.createCLAHE(clipLimit=clahe_clip, tileGridSize=_clahe_grid(h, w))
-        # apply CLAHE's 8-bit tone curve as a delta so the float L keeps its precision
-        L = L + (clahe.apply(L8).astype(_F32) - L8.astype(_F32)) / 2.55
+        # CLAHE's tone curve is taken on an edge-preserving base layer and applied as an offset:
+        # large-scale contrast is raised while noise and fine texture are not amplified (on
+        # flat areas CLAHE's slope is about 1 + clip limit), and float L keeps its precision.
+        # The offset is softly limited to +-6 L: CLAHE otherwise lifts a flat dark backdrop by
+        # up to ~20 L next to a bright product, a visible glow.
+        base = cv2.bilateralFilter(L8, 9, 12.0, 5.0)
+        offset = (clahe.apply(base).astype(_F32) - base.astype(_F32)) / 2.55
+        L = L + 6.0 * np.tanh(offset / 6.0)
 
     if sharpen > 0:
         detail = L - cv2.GaussianBlur(L, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
@@ -196,19 +208,27 @@ def _enhance_array(
         detail *= np.minimum(np.abs(detail) / threshold, 1.0)
         L = L + sharpen * detail
     lab[..., 0] = np.clip(L, 0.0, 100.0)
-    return np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), 0.0, 1.0)
+    out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    if work is not rgb:
+        # Put back 30 % of the removed grain, after the contrast steps so it is not amplified:
+        # NLM leaves faint low-frequency blotches on flat backdrops, and fine grain masks them.
+        out = out + 0.3 * (rgb.astype(_F32) - work.astype(_F32)) / 255.0
+    return np.clip(out, 0.0, 1.0)
 
 
 def autoenhance(image: Image.Image, *, strength: float = 1.0, denoise: bool = True) -> Image.Image:
     """Classical auto-enhance: denoise, white balance, tone, local contrast, light sharpening.
 
     Steps, in order: non-local-means denoise with a strength matched to the measured noise
-    (skipped when the noise is below ~2 grey levels, or with ``denoise=False``); grey-pixel white
-    balance in linear light (near-neutral pixels define the cast; saturated regions are ignored;
-    whites stay white); a gentle global levels stretch of L in CIELAB when the tonal range is
-    compressed (never a compression); CLAHE on L (clip limit 1.5, ~8x8 tiles); unsharp mask on L
-    (sigma 1 px, amount 0.5, with a noise-scaled threshold). Hue is untouched; chroma only scales
-    with the levels stretch.
+    (skipped when the noise is below ~1 grey level, or with ``denoise=False``; 30 % of the removed
+    grain is put back at the end, unamplified, to mask NLM's blotches on flat backdrops); white
+    balance in linear light from the least saturated pixels (a cast is corrected; a coloured
+    backdrop or product is not mistaken for one as long as something in the frame is near
+    neutral; whites stay white); a gentle global levels stretch of L in CIELAB when the tonal
+    range is compressed (never a compression); CLAHE on L (clip limit 1.2, ~8x8 tiles, taken on an
+    edge-preserving base layer so noise is not amplified, offset limited to +-6 L so flat
+    backdrops do not glow); unsharp mask on L (sigma 1 px, amount 0.3, noise-scaled threshold).
+    Hue is untouched; chroma only scales (at most 1.25x) with the levels stretch.
 
     Guarantees: returns a new RGB image of the input's size (other modes are converted to RGB;
     alpha is dropped). ``strength`` in [0, 1] blends the enhanced result with the input linearly;
@@ -293,23 +313,21 @@ def _background_distance(small: np.ndarray, band: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum(diff * diff, axis=-1)).astype(_F32)
 
 
-def _foreground_threshold(dist: np.ndarray, region: np.ndarray, band: np.ndarray) -> float:
+def _foreground_threshold(dist: np.ndarray, band: np.ndarray) -> float:
     """Distance above which a pixel is foreground.
 
-    Otsu on log(1 + distance) inside ``region``, never below 3 background units, and raised to
-    the 99th percentile of the border band's distances, so the background's own texture (mortar
-    lines, grain, clutter) stays below it. That raise is capped at half the typical foreground
-    distance (90th percentile of what is above Otsu), so a product touching the border cannot
-    push the threshold above itself.
+    Otsu on log(1 + distance), never below 3 background units, and raised to the 99th percentile
+    of the border band's distances, so the background's own texture (mortar lines, grain,
+    clutter) stays below it. That raise is capped at half the typical foreground distance (90th
+    percentile of what is above Otsu), so a product touching the border cannot push the
+    threshold above itself.
     """
-    vals = np.log1p(np.minimum(dist[region], 60.0))
-    if vals.size == 0:
-        return 3.0
     top = math.log1p(60.0)
+    vals = np.log1p(np.minimum(dist, 60.0))
     v8 = np.clip(np.rint(vals / top * 255.0), 0, 255).astype(np.uint8).reshape(1, -1)
     t8, _ = cv2.threshold(v8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     t = max(math.expm1(t8 / 255.0 * top), 3.0)
-    above = dist[region & (dist > t)]
+    above = dist[dist > t]
     if above.size:
         texture = float(np.percentile(dist[band], 99))
         t = max(t, min(texture, 0.5 * float(np.percentile(above, 90))))
@@ -319,30 +337,42 @@ def _foreground_threshold(dist: np.ndarray, region: np.ndarray, band: np.ndarray
 def _clean_mask(fg: np.ndarray, dist: np.ndarray, band: np.ndarray) -> np.ndarray:
     """Keep the product's components, fill its holes unless they show the background.
 
-    Components at least 10 % the size of the largest are kept (so a pair of earrings survives,
-    specks do not). A hole is filled if it is smaller than 3 % of the kept area, or if it does
-    not look like the background: its mean distance from the background model is above 4x the
-    border band's median (a white product's body on a white backdrop, ringed by its darker rim).
-    Large holes that do look like the background (a mug's handle, a ring) stay holes.
+    Components that touch the frame are dropped when some component that does not touch it
+    covers at least 0.5 % of the frame: products are normally shot whole, clutter runs off the
+    edges (the boundary-connectivity prior of salient-object detection). Of the rest, components
+    at least 10 % the size of the largest are kept (a pair of earrings survives, specks do not).
+    A hole is filled if it is smaller than 3 % of the kept area, or if it does not look like the
+    background: its median distance from the background model is above 4x the border band's
+    median (a white product's body on a white backdrop, ringed by its darker rim). Large holes
+    that do look like the background (a mug's handle, a ring) stay holes.
     """
     fg = fg.astype(np.uint8)
+    h, w = fg.shape
     n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     if n <= 1:
         return np.zeros(fg.shape, dtype=bool)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    keep_ids = np.flatnonzero(areas >= max(0.10 * areas.max(), 4)) + 1
+    x, y, bw, bh, areas = (stats[1:, i] for i in range(5))
+    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    candidates = areas >= 4
+    if (areas[inside] >= 0.005 * h * w).any():
+        candidates &= inside
+    if not candidates.any():
+        return np.zeros(fg.shape, dtype=bool)
+    keep_ids = np.flatnonzero(candidates & (areas >= 0.10 * areas[candidates].max())) + 1
     keep = np.isin(labels, keep_ids)
     total = int(keep.sum())
 
     bg = (~keep).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(bg, connectivity=4)
-    h, w = fg.shape
     x, y, bw, bh, area = (stats[1:, i] for i in range(5))
-    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
-    hole_dist = np.bincount(labels.ravel(), weights=dist.ravel(), minlength=n)[1:]
-    hole_dist = hole_dist / np.maximum(area, 1)
-    not_background = hole_dist > max(4.0 * float(np.median(dist[band])), 1.0)
-    holes = np.flatnonzero(inside & ((area < 0.03 * total) | not_background)) + 1
+    enclosed = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    fill = enclosed & (area < 0.03 * total)
+    background_level = max(4.0 * float(np.median(dist[band])), 1.0)
+    for i in np.flatnonzero(enclosed & ~fill):  # few: only large holes get this check
+        sl = (slice(y[i], y[i] + bh[i]), slice(x[i], x[i] + bw[i]))
+        hole = labels[sl] == i + 1
+        fill[i] = float(np.median(dist[sl][hole])) > background_level
+    holes = np.flatnonzero(fill) + 1
     if holes.size:
         keep |= np.isin(labels, holes)
     return keep
@@ -360,16 +390,16 @@ def _guided_upsample(
     ``guide_*`` are float32 RGB in [0, 1]; ``p_small`` the float32 mask at working size. Edges of
     the output follow colour edges of the full-resolution guide.
     """
-    I = guide_small
-    mI = _box(I, r)
+    g = guide_small
+    mg = _box(g, r)
     mp = _box(p_small, r)
-    cov = _box(I * p_small[..., None], r) - mI * mp[..., None]
-    rr = _box(I[..., 0] * I[..., 0], r) - mI[..., 0] ** 2 + eps
-    rg = _box(I[..., 0] * I[..., 1], r) - mI[..., 0] * mI[..., 1]
-    rb = _box(I[..., 0] * I[..., 2], r) - mI[..., 0] * mI[..., 2]
-    gg = _box(I[..., 1] * I[..., 1], r) - mI[..., 1] ** 2 + eps
-    gb = _box(I[..., 1] * I[..., 2], r) - mI[..., 1] * mI[..., 2]
-    bb = _box(I[..., 2] * I[..., 2], r) - mI[..., 2] ** 2 + eps
+    cov = _box(g * p_small[..., None], r) - mg * mp[..., None]
+    rr = _box(g[..., 0] * g[..., 0], r) - mg[..., 0] ** 2 + eps
+    rg = _box(g[..., 0] * g[..., 1], r) - mg[..., 0] * mg[..., 1]
+    rb = _box(g[..., 0] * g[..., 2], r) - mg[..., 0] * mg[..., 2]
+    gg = _box(g[..., 1] * g[..., 1], r) - mg[..., 1] ** 2 + eps
+    gb = _box(g[..., 1] * g[..., 2], r) - mg[..., 1] * mg[..., 2]
+    bb = _box(g[..., 2] * g[..., 2], r) - mg[..., 2] ** 2 + eps
     # inverse of the symmetric 3x3 covariance, by cofactors
     i_rr = gg * bb - gb * gb
     i_rg = gb * rb - rg * bb
@@ -387,7 +417,7 @@ def _guided_upsample(
         ],
         axis=-1,
     ).astype(_F32)
-    b = (mp - np.sum(a * mI, axis=-1)).astype(_F32)
+    b = (mp - np.sum(a * mg, axis=-1)).astype(_F32)
     ma, mb = _box(a, r), _box(b, r)
     H, W = guide_full.shape[:2]
     if (H, W) != p_small.shape:
@@ -413,9 +443,7 @@ def _alpha_from_mask(
     if not hard.any():
         return hard
     r = 2
-    soft = _guided_upsample(
-        rgb.astype(_F32) / 255.0, small.astype(_F32) / 255.0, p, r=r, eps=1e-3
-    )
+    soft = _guided_upsample(rgb.astype(_F32) / 255.0, small.astype(_F32) / 255.0, p, r=r, eps=1e-3)
     k = 2 * math.ceil(factor * (r + 1)) + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     edge = cv2.dilate(hard, kernel) != cv2.erode(hard, kernel)
@@ -424,7 +452,9 @@ def _alpha_from_mask(
     alpha = np.where(edge, soft, hard).astype(_F32)
     if feather_px > 0:
         sigma = feather_px / 2.0  # 10-90 % ramp of ~1.3 * feather_px pixels
-        alpha = cv2.GaussianBlur(alpha, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        alpha = np.asarray(
+            cv2.GaussianBlur(alpha, (0, 0), sigma, borderType=cv2.BORDER_REFLECT), dtype=_F32
+        )
     return np.clip(alpha, 0.0, 1.0)
 
 
@@ -441,14 +471,14 @@ def _decontaminate(rgb: np.ndarray, alpha: np.ndarray, radius: float) -> np.ndar
     soft = (alpha > 0.0) & (alpha < 1.0)
     if not soft.any():
         return rgb.copy()
-    I = rgb.astype(_F32) / 255.0
-    solid = (alpha >= 0.98).astype(_F32)
-    num = cv2.GaussianBlur(I * solid[..., None], (0, 0), radius, borderType=cv2.BORDER_REFLECT)
-    den = cv2.GaussianBlur(solid, (0, 0), radius, borderType=cv2.BORDER_REFLECT)
+    obs = rgb.astype(_F32) / 255.0
+    opaque = (alpha >= 0.98).astype(_F32)
+    num = cv2.GaussianBlur(obs * opaque[..., None], (0, 0), radius, borderType=cv2.BORDER_REFLECT)
+    den = cv2.GaussianBlur(opaque, (0, 0), radius, borderType=cv2.BORDER_REFLECT)
     local_fg = num / np.maximum(den, 1e-6)[..., None]
     keep_observed = np.clip((alpha - 0.9) / 0.1, 0.0, 1.0)  # 0 below alpha 0.9, 1 at alpha 1
     keep_observed = np.where(den > 1e-4, keep_observed, 1.0)[..., None]
-    out = np.where(soft[..., None], local_fg + (I - local_fg) * keep_observed, I)
+    out = np.where(soft[..., None], local_fg + (obs - local_fg) * keep_observed, obs)
     return _to_uint8(out)
 
 
@@ -488,19 +518,16 @@ def _segment_grabcut(small: np.ndarray, dist: np.ndarray, band: np.ndarray, b: i
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0x5EED)  # GrabCut's GMM init uses k-means++: seed it for determinism
-    cv2.grabCut(small, mask, None, bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(small, mask, (0, 0, 0, 0), bgd, fgd, 4, cv2.GC_INIT_WITH_MASK)  # rect unused
     return _snap_rim((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), dist)
 
 
-def _segment_threshold(dist: np.ndarray, band: np.ndarray, t: float | None = None) -> np.ndarray:
-    if t is None:
-        t = _foreground_threshold(dist, np.ones(dist.shape, dtype=bool), band)
-    fg = _snap_rim(dist > t, dist).astype(np.uint8)
+def _segment_threshold(dist: np.ndarray, band: np.ndarray) -> np.ndarray:
+    fg = _snap_rim(dist > _foreground_threshold(dist, band), dist).astype(np.uint8)
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
     k5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, k3)
-    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, k5)
-    return fg.astype(bool)
+    opened = cv2.morphologyEx(fg, cv2.MORPH_OPEN, k3)
+    return np.asarray(cv2.morphologyEx(opened, cv2.MORPH_CLOSE, k5)).astype(bool)
 
 
 def cutout(
@@ -512,28 +539,39 @@ def cutout(
 ) -> Image.Image:
     """Remove the background: RGBA of the input's size whose alpha is the product.
 
-    Both methods model the background from the frame's border band (a quadratic colour surface in
-    CIELAB, so flat, gradient and vignetted backgrounds are handled) and measure each pixel's
-    distance from it in units of the background's own variability.
+    Both methods model the background from the frame's border band (3 % of the shorter side): a
+    quadratic colour surface in CIELAB fitted robustly, so flat, gradient and vignetted
+    backgrounds are handled and a product touching the frame does not bend the fit. Each pixel's
+    distance from that model is measured in units of the background's own variability, and the
+    foreground threshold is raised above the band's texture (grain, tile grout, wood).
 
-    * ``"grabcut"``: OpenCV GrabCut (4 iterations) initialised from that distance map - the border
-      band is definite background, pixels far from the background model are probable foreground,
-      the rest probable background. Handles an off-centre or small product and busy backgrounds
-      better than the threshold method; ~3-5x slower.
-    * ``"threshold"``: Otsu threshold on the distance map, opening/closing, components.
+    * ``"grabcut"`` (default): OpenCV GrabCut, 4 iterations, initialised with a mask - border
+      band definite background, the main components that stand out from the model probable
+      foreground, everything else probable background (so stray clutter trains the background
+      colour model). Best on shaded products and textured backgrounds.
+    * ``"threshold"``: the distance map thresholded, opened and closed. About 2.5x faster; loses
+      parts of a product whose colour is close to the background's.
 
-    Both segment at ``work_size`` (longest side; smaller images are used as they are), keep the
-    components at least 10 % the size of the largest and fill their small holes, then upsample
-    the mask with an edge-aware (guided filter) refinement at full resolution and feather it with
-    a Gaussian of ``feather_px`` pixels (0 for none). Colour spill from the background is removed
-    from the RGB of soft edge pixels, so compositing the result gives no coloured or dark fringe.
+    Both segment at ``work_size`` (longest side; smaller images are used as they are), move the
+    boundary to the 50 % point of the colour transition, keep the product's components (those not
+    running off the frame are preferred; each kept one is at least 10 % the size of the largest),
+    fill holes that are small or do not look like the background, then upsample the mask with an
+    edge-aware refinement (fast guided filter on the full-resolution image) and feather it with a
+    Gaussian of sigma ``feather_px / 2`` (0 for none; the 10-90 % ramp is ~1.3 x ``feather_px``
+    pixels). Background colour spill is removed from the RGB of soft edge pixels, so compositing
+    the result over any colour gives no coloured or dark fringe.
 
-    Guarantees: returns a new RGBA image of the input's size (input converted to RGB first).
-    Alpha is 255 on the product, 0 on the background, in between only on a thin edge. If nothing
-    is found, alpha is 0 everywhere (callers decide what to do). Deterministic.
+    Guarantees: returns a new RGBA image of the input's size (the input is converted to RGB
+    first). Alpha is 255 on the product and 0 on the background, in between only on a thin edge.
+    If nothing stands out from the background, alpha is 0 everywhere. Deterministic (GrabCut's
+    k-means seeding is fixed with ``cv2.setRNGSeed`` before each call).
 
-    Limits: the product must not cover most of the border band; a product of the same colour as
-    its background, or a background with large high-contrast objects, defeats both methods.
+    Limits: the border must show the background (a product covering most of the border band,
+    or multi-coloured clutter all over the frame, defeats both methods); cast shadows on the
+    backdrop are usually kept as part of the product; a product of nearly the backdrop's colour
+    (white on white) is cut along its visible edges only; enclosed backdrop-coloured regions
+    under 3 % of the product's area (a small label of the backdrop's colour) are filled, larger
+    ones (a mug handle) are kept transparent.
 
     Raises:
         ValueError: unknown ``method``, ``work_size`` < 64, ``feather_px`` < 0, image smaller
@@ -574,14 +612,12 @@ def cutout(
 _BORDER_FRAC = 0.02  # Amazon-style pure-white border band, per side
 
 
-def _contact_shadow(
-    size: int, alpha: np.ndarray, x0: int, y0: int, limit: int
-) -> np.ndarray:
+def _contact_shadow(size: int, alpha: np.ndarray, x0: int, y0: int, limit: int) -> np.ndarray:
     """Shadow opacity map (size x size float32, 0-1) for a product placed at (x0, y0).
 
-    Two soft elliptical Gaussians centred on the product's footprint (the columns its bottom few
-    rows cover): a tight contact core and a wider ambient one. Everything is clipped to the square
-    ``limit .. size - limit`` so the white border band stays untouched.
+    Two soft elliptical Gaussians centred on the bottom edge of the product's footprint (the
+    columns its bottom 4 % of rows cover): a tight contact core and a wider, fainter ambient one.
+    Everything is clipped to the square ``limit .. size - limit`` so the border band stays white.
     """
     ph, pw = alpha.shape
     rows = max(2, round(0.04 * ph))
@@ -597,13 +633,16 @@ def _contact_shadow(
     room = max(size - limit - bottom, 1)  # free rows below the product, inside the band
 
     shadow = np.zeros((size, size), _F32)
-    #      (half width, vertical sigma, opacity) - sigmas are capped so 3 sigma fits the room
+    # (horizontal sigma, vertical sigma, peak opacity). Kept compact: what is visibly off-white
+    # (> 10 levels) ends ~1.5 % of the canvas below the product and inside its width, so
+    # marketplace fill checks that measure non-white pixels see the product, not its shadow.
+    # Vertical sigmas are capped so 3 sigma fits the room above the border band.
     layers = (
-        (half_w * 1.05, min(0.012 * pw + 1.0, room / 3.5), 0.32),
-        (half_w * 1.35, min(0.030 * pw + 2.0, room / 3.0), 0.16),
+        (0.40 * half_w, min(0.004 * size + 1.0, room / 3.0), 0.30),  # contact core
+        (0.675 * half_w, min(0.009 * size + 1.0, room / 3.0), 0.12),  # ambient
     )
-    for hw, sy, opacity in layers:
-        sx = max(hw / 2.0, 1.0)  # ~95 % of the footprint width is within 2 sigma
+    for sx, sy, opacity in layers:
+        sx = max(sx, 1.0)
         x_lo = max(int(cx - 3 * sx), limit)
         x_hi = min(int(cx + 3 * sx) + 1, size - limit)
         y_lo = max(int(bottom - 3 * sy), limit)
@@ -632,8 +671,12 @@ def packshot(
     a non-opaque alpha, which is then taken as the product's mask. It is cropped to its alpha
     bounding box (alpha >= 10 %), scaled so the box's longer side is ``fill * size`` pixels and
     centred on the canvas; it is composited with premultiplied alpha (no dark or coloured
-    fringes) over a ``size`` x ``size`` canvas of (255, 255, 255). With ``shadow=True`` a soft
-    grey contact shadow (peak ~40 % darkening) is drawn under the product's footprint.
+    fringes) over a ``size`` x ``size`` canvas of (255, 255, 255). A product enlarged more than
+    1.5x has its alpha edge re-steepened so it does not turn blurry. With ``shadow=True`` a soft
+    neutral-grey contact shadow (about 35 % darkening at the contact line) is drawn under the
+    product's footprint; its visibly off-white part (> 10 levels) ends about 1.5 % of the canvas
+    below the product and stays within the product's width, so a fill measured on non-white
+    pixels grows by at most that much.
 
     Guarantees: returns a new RGB image, ``size`` x ``size``; the outer 2 % of the canvas on every
     side (``ceil(0.02 * size)`` pixels) is exactly (255, 255, 255) - the shadow never reaches it;
@@ -652,7 +695,7 @@ def packshot(
     if cutout_method not in _CUTOUT_METHODS:
         raise ValueError(f"cutout_method must be one of {_CUTOUT_METHODS}, got {cutout_method!r}")
 
-    if image.mode == "RGBA" and image.getextrema()[3][0] < 255:
+    if image.mode == "RGBA" and int(np.asarray(image.getchannel("A")).min()) < 255:
         rgba = np.array(image, dtype=np.uint8)
     else:
         rgba = np.array(cutout(image, method=cutout_method), dtype=np.uint8)
@@ -733,9 +776,7 @@ def upscale(image: Image.Image, *, scale: int = 2, sharpen: float = 0.3) -> Imag
         im = im.convert("RGBA" if "transparency" in im.info or "A" in im.getbands() else "RGB")
     out = im.resize((im.width * scale, im.height * scale), Image.Resampling.LANCZOS)
     if sharpen > 0:
-        usm = ImageFilter.UnsharpMask(
-            radius=0.5 * scale, percent=round(sharpen * 100), threshold=2
-        )
+        usm = ImageFilter.UnsharpMask(radius=0.5 * scale, percent=round(sharpen * 100), threshold=2)
         if out.mode in ("RGBA", "LA"):
             *colour, alpha = out.split()
             base = Image.merge("RGB" if out.mode == "RGBA" else "L", colour)
@@ -757,5 +798,5 @@ def identity(image: Image.Image) -> Image.Image:
 
 
 def solid(image: Image.Image, *, color: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
-    """What a safety-filtered model returns: a uniform RGB image of the input's size in ``color``."""
+    """What a safety-filtered model returns: a uniform RGB image, the input's size, in ``color``."""
     return Image.new("RGB", image.size, tuple(int(c) for c in color))
