@@ -304,11 +304,6 @@ class Ledger:
                            "and request_key in (select unnest(?))", [list(keys)])
         return set(frame["request_key"])
 
-    def scored(self, output_sha256: str) -> set[tuple[str, str]]:
-        frame = self.query("select metric, scorer_version from scores where output_sha256 = ?",
-                           [output_sha256])
-        return set(zip(frame["metric"], frame["scorer_version"], strict=True))
-
 
 class LedgerWriter:
     """Group commit for async code: ``await writer.write([...])`` returns once durable.

@@ -41,7 +41,7 @@ from pixellab.ledger import Ledger, LedgerWriter
 from pixellab.providers.base import Job, Provider, ProviderRequest
 from pixellab.store import Store, sha256_hex
 from pixellab.tasks import Task, expected_output_size
-from pixellab.validate import check_image_output, decode_image
+from pixellab.validate import MEDIA_TYPES, check_image_output, decode_image
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class Runner:
             assert provider is not None
             provider_request = ProviderRequest(
                 request_key=request.request_key, model=model, image=image_bytes,
-                image_media_type=_media_type(source.format),
+                image_media_type=MEDIA_TYPES.get(source.format or ""),
                 params={**request.params, "prompt": request.prompt_text})
             try:
                 digest = await self._attempt_with_retries(
@@ -354,10 +354,6 @@ class Runner:
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
-
-
-def _media_type(pil_format: str | None) -> str | None:
-    return {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}.get(pil_format or "")
 
 
 __all__ = ["Request", "RequestOutcome", "RetryPolicy", "RunSummary", "Runner", "sha256_hex"]

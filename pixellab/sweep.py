@@ -236,13 +236,6 @@ class Sweep:
                         planned.append((request, row))
         return planned
 
-    def estimate_usd(self) -> float:
-        """Upper bound of what running every not-yet-succeeded request could cost."""
-        planned = self.plan()
-        done = self.workbench.ledger.succeeded_request_keys([r.request_key for r, _ in planned])
-        return sum(sum(m.estimate_usd() for m in r.chain)
-                   for r, _ in planned if r.request_key not in done)
-
     # -- running -----------------------------------------------------------------------------
 
     def run(self, *, progress: Callable[[RequestOutcome], None] | None = None,

@@ -72,6 +72,22 @@ def write_dataset(root: Path, n: int = 4, categories: tuple[str, ...] = ("kitche
     return root
 
 
+BAD_INPUTS = {"corrupt": "truncated", "empty": "zero_bytes", "bomb": "too_large"}
+
+
+def write_dataset_with_bad_inputs(root: Path) -> Path:
+    """Four good products plus a truncated PNG, a 0-byte file and a decompression bomb; the
+    values of :data:`BAD_INPUTS` are the reasons each must be rejected with."""
+    rows = [{"id": name, "title": name.title(), "description": "", "category": "kitchen",
+             "image": f"images/{name}.png", "mask": "", "reference": ""} for name in BAD_INPUTS]
+    write_dataset(root, extra_rows=rows)
+    good = (root / "images" / "p00.png").read_bytes()
+    (root / "images" / "corrupt.png").write_bytes(good[: len(good) // 2])
+    (root / "images" / "empty.png").write_bytes(b"")
+    (root / "images" / "bomb.png").write_bytes(bomb_png())
+    return root
+
+
 @pytest.fixture
 def dataset_dir(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "dataset")

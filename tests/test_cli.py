@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pixellab.ledger import Ledger
-from tests.conftest import REPO, bomb_png, write_dataset
+from tests.conftest import BAD_INPUTS, REPO, write_dataset_with_bad_inputs
 
 
 def pixellab(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None
@@ -64,18 +64,7 @@ def test_sweep_run_stops_on_budget_with_a_clear_message_and_exit_3(
 
 @pytest.mark.slow
 def test_demo_writes_the_report_and_a_second_run_makes_no_provider_calls(tmp_path: Path) -> None:
-    dataset = write_dataset(tmp_path / "data", n=4, extra_rows=[
-        {"id": "corrupt", "title": "Broken", "description": "", "category": "kitchen",
-         "image": "images/corrupt.png", "mask": "", "reference": ""},
-        {"id": "empty", "title": "Empty", "description": "", "category": "kitchen",
-         "image": "images/empty.png", "mask": "", "reference": ""},
-        {"id": "bomb", "title": "Bomb", "description": "", "category": "jewelry",
-         "image": "images/bomb.png", "mask": "", "reference": ""},
-    ])
-    good = (dataset / "images" / "p00.png").read_bytes()
-    (dataset / "images" / "corrupt.png").write_bytes(good[: len(good) // 2])
-    (dataset / "images" / "empty.png").write_bytes(b"")
-    (dataset / "images" / "bomb.png").write_bytes(bomb_png())
+    dataset = write_dataset_with_bad_inputs(tmp_path / "data")
     home, report = tmp_path / "home", tmp_path / "out" / "demo.html"
     args = ("demo", "--dataset", str(dataset), "--home", str(home), "--report", str(report))
 
@@ -83,7 +72,7 @@ def test_demo_writes_the_report_and_a_second_run_makes_no_provider_calls(tmp_pat
     assert first.returncode == 0, first.stderr
     html = report.read_text()
     assert html.count("data:image/") >= 4 * 6  # inputs and outputs embedded
-    for reason in ("too_large", "zero_bytes", "truncated"):
+    for reason in BAD_INPUTS.values():
         assert reason in html
     ledger = Ledger(home / "ledger.duckdb", read_only=True)
     attempts = ledger.scalar("select count(*) from attempts")

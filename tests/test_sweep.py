@@ -10,7 +10,7 @@ import pytest
 from pixellab.errors import ConfigError
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench
-from tests.conftest import bomb_png, write_dataset
+from tests.conftest import BAD_INPUTS, write_dataset_with_bad_inputs
 
 
 def spec(dataset: Path, **fields: object) -> SweepSpec:
@@ -126,27 +126,14 @@ def test_sweep_resume_reloads_the_spec_from_the_ledger(
 
 def test_bad_input_images_fail_alone_with_a_clear_reason(
         workbench: Workbench, tmp_path: Path) -> None:
-    root = tmp_path / "bad"
-    bad = [
-        {"id": "corrupt", "title": "c", "description": "", "category": "kitchen",
-         "image": "images/corrupt.png", "mask": "", "reference": ""},
-        {"id": "empty", "title": "e", "description": "", "category": "kitchen",
-         "image": "images/empty.png", "mask": "", "reference": ""},
-        {"id": "bomb", "title": "b", "description": "", "category": "kitchen",
-         "image": "images/bomb.png", "mask": "", "reference": ""},
-    ]
-    write_dataset(root, extra_rows=bad)
-    good = (root / "images" / "p00.png").read_bytes()
-    (root / "images" / "corrupt.png").write_bytes(good[: len(good) // 2])
-    (root / "images" / "empty.png").write_bytes(b"")
-    (root / "images" / "bomb.png").write_bytes(bomb_png())
+    root = write_dataset_with_bad_inputs(tmp_path / "bad")
     result = Sweep(spec(root, models=["local:autoenhance"]), workbench).run()
     assert (result.succeeded, result.failed) == (4, 3)
     frame = workbench.ledger.query(
         "select product_id, error_class, error_reason, error_message from requests "
         "where status = 'failed' order by product_id")
     reasons = dict(zip(frame["product_id"], frame["error_reason"], strict=True))
-    assert reasons == {"bomb": "too_large", "corrupt": "truncated", "empty": "zero_bytes"}
+    assert reasons == BAD_INPUTS
     assert set(frame["error_class"]) == {"InvalidInputImage"}
     assert workbench.ledger.scalar("select count(*) from attempts where request_key in "
                                    "(select request_key from requests where status='failed')") == 0
