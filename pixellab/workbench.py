@@ -21,6 +21,21 @@ def default_home() -> Path:
     return Path(os.environ.get("PIXELLAB_HOME") or ".pixellab")
 
 
+def default_providers() -> dict[str, Provider]:
+    """Every provider pixellab knows; those without credentials skip their models with a reason.
+
+    Keys come from the environment only (``REPLICATE_API_TOKEN``, ``FAL_KEY``,
+    ``OPENAI_API_KEY``); base URLs from the SDKs' own variables (``REPLICATE_BASE_URL``,
+    ``OPENAI_BASE_URL``) or ``PIXELLAB_FAL_*_URL``, which is how a dry run targets the emulator.
+    """
+    from pixellab.providers.fal import FalProvider
+    from pixellab.providers.openai import OpenAIProvider
+    from pixellab.providers.replicate import ReplicateProvider
+
+    return {"local": LocalProvider(), "replicate": ReplicateProvider(), "fal": FalProvider(),
+            "openai": OpenAIProvider()}
+
+
 class Workbench:
     def __init__(self, home: str | os.PathLike[str] | None = None, *,
                  catalog: Catalog | None = None, store_url: str | None = None,
@@ -30,7 +45,7 @@ class Workbench:
         self.ledger = Ledger(self.home / "ledger.duckdb")
         self.store = Store(store_url or os.environ.get("PIXELLAB_STORE") or self.home / "store")
         self.catalog = catalog if catalog is not None else load_catalog()
-        self.providers: dict[str, Provider] = providers or {"local": LocalProvider()}
+        self.providers: dict[str, Provider] = providers or default_providers()
 
     def __repr__(self) -> str:
         return f"Workbench(home={str(self.home)!r}, store={self.store.root!r})"

@@ -41,6 +41,9 @@ class Pricing(_Strict):
     unit: PricingUnit = "image"
     usd_per_unit: float = Field(ge=0)
     credits_per_unit: float = Field(default=0, ge=0)
+    units_per_call: float | None = Field(default=None, gt=0)
+    """Upper bound of billed units in one call (GPU-seconds, seconds of video, tokens) used to
+    reserve budget; without it seconds are bounded by the model's timeout."""
 
 
 class Model(_Strict):
@@ -88,6 +91,8 @@ class Model(_Strict):
 
     def _units(self, megapixels: float, seconds: float, tokens: int) -> float:
         unit = self.pricing.unit
+        if self.pricing.units_per_call is not None and unit not in ("image", "call"):
+            return self.pricing.units_per_call
         if unit == "megapixel":
             return math.ceil(megapixels)
         if unit in ("second", "gpu_second"):

@@ -80,6 +80,8 @@ class Job:
     output: Output | None = None
     error: ProviderError | None = None
     queue_position: int | None = None
+    context: dict[str, str] = field(default_factory=dict)
+    """Adapter-private facts needed to poll or cancel (e.g. fal's application id)."""
 
 
 @runtime_checkable

@@ -1,0 +1,138 @@
+"""OpenAI adapter on the official ``openai`` SDK (async client, images API).
+
+Wire facts that shape it (shared/research/providers.md §3):
+- The SDK retries every POST twice by default (timeouts, 429, 5xx) and sends no idempotency key,
+  so the client is built with ``max_retries=0``: pixellab's runner is the only retry loop, and a
+  timed-out image edit is never silently paid for twice.
+- Image calls are synchronous: the job is complete when :meth:`submit` returns; GPT image models
+  answer ``b64_json``, never a URL.
+- Rate limits carry ``retry-after-ms`` / ``retry-after``; both are passed on as ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from typing import Any
+
+import openai
+
+from pixellab.errors import (
+    ContentRejected,
+    InvalidOutput,
+    InvalidRequest,
+    MissingCredentials,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+from pixellab.providers.base import Job, JobState, Output, ProviderRequest, credential_from_env
+
+_CONTENT_CODES = ("moderation_blocked", "content_policy_violation")
+_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) / scale
+            except ValueError:
+                continue
+    return None
+
+
+def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
+    """Translate an SDK exception into the pixellab hierarchy."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout(f"{model_id}: openai timed out", model_id=model_id)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderUnavailable(f"{model_id}: openai unreachable", model_id=model_id)
+    if isinstance(exc, openai.APIStatusError):
+        code = getattr(exc, "code", None)
+        message = f"{model_id}: openai {exc.status_code}: {getattr(exc, 'message', exc)}"
+        if exc.status_code == 429:
+            return RateLimited(message, retry_after=_retry_after(exc), model_id=model_id)
+        if code in _CONTENT_CODES:
+            return ContentRejected(message, model_id=model_id)
+        if exc.status_code in (401, 403):
+            return MissingCredentials(message, model_id=model_id)
+        if exc.status_code >= 500 or exc.status_code in (408, 409):
+            return ProviderUnavailable(message, model_id=model_id)
+        return InvalidRequest(message, model_id=model_id)
+    return ProviderUnavailable(f"{model_id}: {type(exc).__name__}: {exc}", model_id=model_id)
+
+
+class OpenAIProvider:
+    """OpenAI image edits (with an input image) and generations (prompt only)."""
+
+    name = "openai"
+
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
+        self._key = api_key
+        self._base_url = base_url
+        self._client: openai.AsyncOpenAI | None = None
+        self._ids = itertools.count(1)
+
+    def _key_value(self) -> str | None:
+        return self._key or credential_from_env("OPENAI_API_KEY")
+
+    def missing_credentials(self) -> str | None:
+        return None if self._key_value() else "no OPENAI_API_KEY"
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(api_key=self._key_value(), base_url=self._base_url,
+                                              max_retries=0, timeout=120.0)
+        return self._client
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(base_url={self._base_url!r})"
+
+    async def submit(self, request: ProviderRequest) -> Job:
+        model = request.model
+        arguments: dict[str, Any] = {"model": model.endpoint,
+                                     **model.provider_inputs(request.params)}
+        arguments.setdefault("prompt", request.params.get("prompt") or "Improve this photo.")
+        try:
+            if request.image is not None:
+                extension = "png" if request.image_media_type == "image/png" else "jpg"
+                raw = await self.client.images.with_raw_response.edit(
+                    image=(f"input.{extension}", request.image,
+                           request.image_media_type or "image/png"),
+                    timeout=model.timeout_s, **arguments)
+            else:
+                raw = await self.client.images.with_raw_response.generate(
+                    timeout=model.timeout_s, **arguments)
+            response = raw.parse()
+        except Exception as exc:
+            raise map_error(exc, model.id) from None
+        job_id = raw.headers.get("x-request-id") or f"openai-{next(self._ids)}"
+        if not response.data or not response.data[0].b64_json:
+            return Job(job_id, JobState.FAILED, error=InvalidOutput(
+                "no_output", f"{model.id}: response carried no image", model_id=model.id))
+        try:
+            data = base64.b64decode(response.data[0].b64_json, validate=True)
+        except ValueError:
+            return Job(job_id, JobState.FAILED, error=InvalidOutput(
+                "undecodable", f"{model.id}: b64_json is not base64", model_id=model.id))
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "total_tokens", None)
+        reported = (tokens * model.pricing.usd_per_unit
+                    if model.pricing.unit == "token" and isinstance(tokens, int) else None)
+        media_type = _FORMATS.get(getattr(response, "output_format", None) or "png", "image/png")
+        return Job(job_id, JobState.SUCCEEDED, output=Output(
+            data=data, media_type=media_type, reported_cost_usd=reported,
+            metadata={"total_tokens": tokens}))
+
+    async def poll(self, job: Job) -> Job:
+        return job
+
+    async def cancel(self, job: Job) -> None:
+        return None
