@@ -219,6 +219,30 @@ def catalog(
         console.print(f"chain [bold]{chain_task.value}[/]: {' → '.join(chain)}")
 
 
+@app.command()
+def emulate(
+    latency: Annotated[float, typer.Option(help="Seconds each emulated job takes.")] = 0.5,
+) -> None:
+    """Serve the loopback Replicate/fal/OpenAI emulator for a zero-cost dry run.
+
+    Prints the environment to export in the shell that runs the sweep; Ctrl-C stops it.
+    """
+    from pixellab.emulator import Emulator
+
+    with Emulator(latency_s=latency) as emulator:
+        for name, value in emulator.env().items():
+            console.print(f"export {name}={value}", highlight=False, soft_wrap=True)
+        console.print("export REPLICATE_API_TOKEN=r8_dryrun FAL_KEY=dry:run "
+                      "OPENAI_API_KEY=sk-dryrun   # any value; the emulator bills nothing",
+                      highlight=False, soft_wrap=True)
+        console.print("[green]emulator running on 127.0.0.1; Ctrl-C to stop[/]")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopped")
+
+
 def main() -> None:
     """Entry point: user-fixable errors print one line and exit 2."""
     try:

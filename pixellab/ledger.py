@@ -35,7 +35,7 @@ from pixellab.redact import redact
 
 Statement = tuple[str, Sequence[Any]]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
         """create table sweeps (
@@ -70,6 +70,8 @@ _MIGRATIONS: dict[int, list[str]] = {
             missing_reason varchar, details json, created_at timestamp,
             primary key (output_sha256, metric, scorer_version))""",
     ],
+    # What an adapter needs to poll a job again after a crash (e.g. fal's status/result URLs).
+    2: ["alter table attempts add column provider_context json"],
 }
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
@@ -248,9 +250,10 @@ class Ledger:
         )
 
     @staticmethod
-    def set_provider_job(attempt_id: str, provider_job_id: str) -> Statement:
-        return ("update attempts set provider_job_id = ? where attempt_id = ?",
-                [provider_job_id, attempt_id])
+    def set_provider_job(attempt_id: str, provider_job_id: str,
+                         context: dict[str, str] | None = None) -> Statement:
+        return ("update attempts set provider_job_id = ?, provider_context = ? "
+                "where attempt_id = ?", [provider_job_id, as_json(context or {}), attempt_id])
 
     @staticmethod
     def finish_attempt(attempt_id: str, *, status: str, latency_s: float | None,
@@ -295,6 +298,21 @@ class Ledger:
         )
 
     # -- reads -------------------------------------------------------------------------------
+
+    def unfinished_attempt(self, request_key: str) -> dict[str, Any] | None:
+        """The latest attempt of ``request_key`` that reached a provider (its job id is known)
+        but never finished: a crash or kill after submit. Resuming polls it instead of paying for
+        a second job."""
+        frame = self.query(
+            """select attempt_id, attempt_no, model_id, provider_job_id, provider_context
+               from attempts where request_key = ? and status = 'started'
+                 and provider_job_id is not null
+               order by started_at desc limit 1""", [request_key])
+        if frame.empty:
+            return None
+        row = frame.iloc[0].to_dict()
+        row["provider_context"] = json.loads(row["provider_context"] or "{}")
+        return row
 
     def succeeded_request_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` already have a stored output: a resumed sweep skips them."""

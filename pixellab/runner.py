@@ -38,7 +38,7 @@ from pixellab.errors import (
     RateLimited,
 )
 from pixellab.ledger import Ledger, LedgerWriter
-from pixellab.providers.base import Job, Provider, ProviderRequest
+from pixellab.providers.base import Job, JobState, Provider, ProviderRequest
 from pixellab.store import Store, sha256_hex
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import MEDIA_TYPES, check_image_output, decode_image
@@ -174,8 +174,8 @@ class Runner:
             outcome.error_message = f"{request.image_path}: {exc}"
             await self._finish(request, outcome)
             return outcome
-        expected = expected_output_size(request.task, source.size, request.params)
-        megapixels = (expected[0] * expected[1] if expected else source.width * source.height) / 1e6
+        unfinished = await asyncio.to_thread(self.writer.ledger.unfinished_attempt,
+                                             request.request_key)
         last_error: BaseException | None = None
         for model in request.chain:
             provider = self.providers.get(model.provider)
@@ -187,14 +187,20 @@ class Runner:
                 last_error = ProviderError(f"{model.id} skipped: {missing}", model_id=model.id)
                 continue
             assert provider is not None
+            expected = expected_output_size(request.task, source.size, request.params,
+                                            preserves_size=model.preserves_size)
+            megapixels = (expected[0] * expected[1] if expected
+                          else source.width * source.height) / 1e6
             provider_request = ProviderRequest(
                 request_key=request.request_key, model=model, image=image_bytes,
                 image_media_type=MEDIA_TYPES.get(source.format or ""),
                 params={**request.params, "prompt": request.prompt_text})
             try:
+                resume = (unfinished if unfinished and unfinished["model_id"] == model.id
+                          else None)
                 digest = await self._attempt_with_retries(
                     request, model, provider, provider_request, source_bytes=image_bytes,
-                    expected=expected, megapixels=megapixels, outcome=outcome)
+                    expected=expected, megapixels=megapixels, outcome=outcome, resume=resume)
             except BudgetExceeded as exc:
                 self._stop = self._stop or exc
                 outcome.status = "stopped"
@@ -259,35 +265,45 @@ class Runner:
             sleep=self._sleep,
             reraise=True,
         )
+        resume = kwargs.pop("resume", None)
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(request, model, provider, provider_request, **kwargs)
+                pending, resume = resume, None
+                return await self._attempt(request, model, provider, provider_request,
+                                           resume=pending, **kwargs)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _attempt(self, request: Request, model: Model, provider: Provider,
                        provider_request: ProviderRequest, *, source_bytes: bytes,
                        expected: tuple[int, int] | None, megapixels: float,
-                       outcome: RequestOutcome) -> str:
+                       outcome: RequestOutcome, resume: dict[str, Any] | None = None) -> str:
         estimate_usd = model.estimate_usd(megapixels=megapixels)
         estimate_credits = model.estimate_credits(megapixels=megapixels)
         reservation = self.budget.reserve(estimate_usd)
         outcome.attempts += 1
-        attempt_id = uuid.uuid4().hex
-        await self.writer.write([Ledger.start_attempt(
-            attempt_id, request.request_key, self.sweep_id, outcome.attempts, model.provider,
-            model.id)])
         started = time.monotonic()
         job: Job | None = None
         charged = False
+        if resume is not None:  # a job created before a crash: poll it, never create a second
+            attempt_id = resume["attempt_id"]
+            job = Job(resume["provider_job_id"], JobState.RUNNING,
+                      context=resume["provider_context"])
+            charged = True
+        else:
+            attempt_id = uuid.uuid4().hex
+            await self.writer.write([Ledger.start_attempt(
+                attempt_id, request.request_key, self.sweep_id, outcome.attempts,
+                model.provider, model.id)])
         try:
             async with self._provider_limits[model.provider], self._model_limit(model):
-                self.provider_calls += 1
                 try:
                     async with asyncio.timeout(model.timeout_s):
-                        job = await provider.submit(provider_request)
-                        charged = True
-                        await self.writer.write([Ledger.set_provider_job(
-                            attempt_id, job.provider_job_id)])
+                        if job is None:
+                            self.provider_calls += 1
+                            job = await provider.submit(provider_request)
+                            charged = True
+                            await self.writer.write([Ledger.set_provider_job(
+                                attempt_id, job.provider_job_id, job.context)])
                         while not job.state.terminal:
                             await self._sleep(self.retry.poll_interval_s)
                             job = await provider.poll(job)

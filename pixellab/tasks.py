@@ -25,17 +25,19 @@ class Task(StrEnum):
 
 
 def expected_output_size(task: Task | str, source_size: tuple[int, int],
-                         params: dict[str, object]) -> tuple[int, int] | None:
-    """The exact (width, height) a valid output must have, or ``None`` when the task leaves it
-    to the model (e.g. lifestyle scenes).
+                         params: dict[str, object], *,
+                         preserves_size: bool = False) -> tuple[int, int] | None:
+    """The exact (width, height) a valid output must have, or ``None`` when the model picks it.
 
-    Same-size tasks keep the source's size; ``upscale`` multiplies it by ``scale``; ``packshot``
-    is a square of the requested ``size`` when the request names one.
+    A model that preserves size (``preserves_size`` in the catalog) must return the source's size
+    for same-size tasks; ``upscale`` multiplies it by ``scale``; ``packshot`` is a square of the
+    requested ``size`` when the request names one. Generative models choose their own size for
+    enhance and cut-outs, so no exact size is demanded of them.
     """
     task = Task(task)
     width, height = source_size
     if task in (Task.ENHANCE, Task.REMOVE_BACKGROUND):
-        return width, height
+        return (width, height) if preserves_size else None
     if task is Task.UPSCALE:
         scale = params.get("scale")
         return (width * int(scale), height * int(scale)) if isinstance(scale, int) else None

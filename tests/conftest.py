@@ -98,16 +98,19 @@ TEST_MODELS = """
 tasks = ["enhance", "remove_background", "packshot"]
 endpoint = "solid"
 pricing = { unit = "image", usd_per_unit = 0.0 }
+preserves_size = true
 
 [models."local:noop"]
 tasks = ["enhance"]
 endpoint = "identity"
 pricing = { unit = "image", usd_per_unit = 0.0 }
+preserves_size = true
 
 [models."local:broken"]
 tasks = ["enhance", "remove_background", "packshot"]
 endpoint = "fail"
 pricing = { unit = "image", usd_per_unit = 0.0 }
+preserves_size = true
 
 [models."local:autoenhance-paid"]
 tasks = ["enhance"]

@@ -32,13 +32,18 @@ async def run(model: Model, params: dict[str, object] | None = None) -> bytes:
     return job.output.data
 
 
+def test_every_local_model_promises_to_preserve_size() -> None:
+    assert all(m.preserves_size for m in LOCAL_MODELS)
+
+
 @pytest.mark.parametrize("model", LOCAL_MODELS, ids=lambda m: m.id)
 async def test_each_local_model_returns_a_valid_output_of_the_right_size(model: Model) -> None:
     task = model.tasks[0]
     params = PARAMS.get(task, {})
     data = await run(model, params)
     check = check_image_output(data, declared_media_type="image/png",
-                               expected_size=expected_output_size(task, (400, 300), params),
+                               expected_size=expected_output_size(
+                                   task, (400, 300), params, preserves_size=True),
                                source=photo_bytes(),
                                require_alpha=task is Task.REMOVE_BACKGROUND)
     assert check.ok, check.message

@@ -59,6 +59,9 @@ class Model(_Strict):
     pricing: Pricing
     timeout_s: float = Field(default=120, gt=0)
     max_concurrency: int = Field(default=4, ge=1)
+    preserves_size: bool = False
+    """The output has exactly the input's size (classical ops, most cut-out services), so a
+    different size is an invalid output. Generative models pick their own size."""
     description: str = ""
 
     @field_validator("provider")

@@ -1,0 +1,397 @@
+"""Job state shared by the three providers: billing and the job life cycle.
+
+A job is created (and billed) when a create call is accepted, then runs as an asyncio task on the
+emulator's loop: ``queued`` for the first part of its simulated time (plus what is left of the
+model's cold start), ``processing`` for the rest while the image is made in a worker
+thread, then ``succeeded``, ``failed`` or ``canceled``. Provider modules only translate this state
+into their wire shapes (Replicate ``starting/processing/...``, fal ``IN_QUEUE/IN_PROGRESS/
+COMPLETED``, OpenAI's synchronous response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from pixellab.emulator.faults import Fault
+from pixellab.emulator.files import FileStore, StoredFile
+from pixellab.emulator.imaging import (
+    EmulatedModelError,
+    blank_like,
+    choose_operation,
+    corrupt_png,
+    encode,
+    render,
+)
+
+__all__ = [
+    "OPERATION_PRICES",
+    "MODEL_PRICES",
+    "JobEngine",
+    "Job",
+    "JobRecord",
+    "Listener",
+    "price_usd",
+]
+
+OPERATION_PRICES: dict[str, float] = {
+    "cutout": 0.01,
+    "upscale": 0.02,
+    "packshot": 0.04,
+    "enhance": 0.02,
+    "generate": 0.04,
+    "video": 0.50,
+    "chat": 0.001,
+}
+"""Emulated price in USD per output image (per call for ``chat``), by operation."""
+
+MODEL_PRICES: tuple[tuple[str, float], ...] = (
+    ("flux-schnell", 0.003),
+    ("flux-dev", 0.025),
+    ("flux-pro", 0.05),
+    ("flux-kontext", 0.04),
+    ("gpt-image", 0.04),
+    ("dall-e", 0.04),
+)
+"""Per-image overrides for well-known model names (first substring match wins)."""
+
+_CONTENT_ERRORS = {
+    "replicate": "NSFW content detected. Try running it again, or try a different prompt.",
+    "fal": "The content could not be processed because it was flagged by a content policy "
+           "checker (content policy violation).",
+    "openai": "Your request was rejected by the safety system (moderation_blocked).",
+}
+
+
+def price_usd(model: str, operation: str) -> float:
+    """What one output of ``model`` doing ``operation`` costs in the emulator's price table."""
+    if operation != "chat":
+        name = model.lower().replace("/", "-")  # fal's "fal-ai/flux/dev" is "flux-dev" too
+        for word, price in MODEL_PRICES:
+            if word in name:
+                return price
+    return OPERATION_PRICES.get(operation, 0.02)
+
+
+def _is_file_ref(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("data:", "http://", "https://"))
+
+
+def find_input_url(params: dict[str, Any]) -> str | None:
+    """The URL of the input image in a request's input, if it has one.
+
+    Any string value (or list element) that is a ``data:``/``http(s):`` URL counts; keys that
+    name a mask or a reference come after the others, so ``image``/``image_url``/``input_image``
+    win over ``mask``.
+    """
+    found: list[tuple[int, str]] = []
+    for key, value in params.items():
+        rank = 1 if any(word in key.lower() for word in ("mask", "reference", "style")) else 0
+        values = value if isinstance(value, list) else [value]
+        found.extend((rank, v) for v in values if _is_file_ref(v))
+    found.sort(key=lambda item: item[0])
+    return found[0][1] if found else None
+
+
+def sanitize(value: Any) -> Any:
+    """A JSON-able copy of a request input with payloads elided (data URIs, bytes)."""
+    if isinstance(value, dict):
+        return {str(k): sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitize(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str) and value.startswith("data:") and len(value) > 80:
+        header = value.partition(",")[0]
+        return f"{header},<{len(value)} chars>"
+    return value
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A billed job, as :meth:`Emulator.creates` reports it.
+
+    ``status`` uses one vocabulary for every provider: ``queued``, ``processing``, ``succeeded``,
+    ``failed``, ``canceled``. ``input`` is the request input with data URIs and bytes elided.
+    ``fault`` names the fault action the create call consumed, if any.
+    """
+
+    provider: str
+    job_id: str
+    model: str
+    input: dict[str, Any]
+    status: str
+    created_at: float
+    cost_usd: float
+    fault: str | None = None
+
+
+Listener = Callable[["Job"], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Job:
+    """Live state of one job (mutated only on the emulator's event loop)."""
+
+    id: str
+    provider: str
+    model: str
+    operation: str
+    input: dict[str, Any]
+    params: dict[str, Any]
+    fault: Fault | None
+    n_outputs: int
+    output_format: str
+    cost_usd: float
+    created_at: float
+    source_url: str | None = None
+    status: str = "queued"
+    started_at: float | None = None
+    completed_at: float | None = None
+    outputs: list[StoredFile] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = None  # "failure" | "content" | "canceled"
+    logs: list[str] = field(default_factory=list)
+    queue_s: float = 0.0
+    run_s: float = 0.0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    listeners: list[Listener] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def action(self) -> str | None:
+        """The fault action this job carries, if any."""
+        return self.fault.action if self.fault else None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has finished (succeeded, failed or canceled)."""
+        return self.status in ("succeeded", "failed", "canceled")
+
+    @property
+    def predict_time(self) -> float | None:
+        """Simulated processing time in seconds, once the job has finished."""
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return round(self.completed_at - self.started_at, 4)
+
+    def record(self) -> JobRecord:
+        """A frozen snapshot for :meth:`Emulator.creates`."""
+        return JobRecord(self.provider, self.id, self.model, self.input, self.status,
+                         self.created_at, self.cost_usd, self.action)
+
+
+class JobEngine:
+    """Creates, bills, runs and cancels jobs; owns the simulated clock.
+
+    Timing of a job: ``latency_s`` + uniform(0, ``jitter_s``), plus whatever is left of the
+    model's ``cold_start_s`` boot (started by its first job; spent while queued). The first 30 %
+    of the warm time (and the boot) is the queued phase, the rest is processing; the image is
+    made in a worker thread during processing, and the job finishes when both the simulated time
+    and the real work are over.
+    """
+
+    def __init__(self, files: FileStore, *, latency_s: float, jitter_s: float,
+                 cold_start_s: float, seed: int) -> None:
+        self.files = files
+        self.latency_s = latency_s
+        self.jitter_s = jitter_s
+        self.cold_start_s = cold_start_s
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.jobs: list[Job] = []
+        self.by_id: dict[str, Job] = {}
+        self._ready_at: dict[str, float] = {}  # model -> monotonic time it is booted
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = threading.Lock()
+        self.stopping: asyncio.Event | None = None
+
+    # --- helpers for provider modules ------------------------------------------------------
+
+    def new_id(self, prefix: str = "") -> str:
+        """A fresh job/request id (hex, or prefixed)."""
+        return prefix + uuid.UUID(int=self.rng.getrandbits(128), version=4).hex
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a tracked task (cancelled when the emulator stops)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the emulator is stopping."""
+        if self.stopping is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), max(seconds, 0.0))
+
+    async def wait_done(self, job: Job, timeout: float | None) -> bool:
+        """Wait until ``job`` is terminal, at most ``timeout`` s (None: no limit) and never past
+        the emulator's shutdown; whether it is terminal."""
+        if job.terminal:
+            return True
+        waiters = [asyncio.ensure_future(job.done.wait())]
+        if self.stopping is not None:
+            waiters.append(asyncio.ensure_future(self.stopping.wait()))
+        _, pending = await asyncio.wait(waiters, timeout=timeout,
+                                        return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+        return job.terminal
+
+    def simulated_seconds(self, model: str) -> tuple[float, float]:
+        """(queued seconds, processing seconds) for the next job of ``model``.
+
+        The first job of a model boots it (``cold_start_s``); jobs that arrive while it boots
+        stay queued until it is up, as on a real cold worker.
+        """
+        warm = self.latency_s + (self.rng.uniform(0.0, self.jitter_s) if self.jitter_s else 0.0)
+        now = time.monotonic()
+        ready_at = self._ready_at.setdefault(model, now + self.cold_start_s)
+        return max(0.0, ready_at - now) + 0.3 * warm, 0.7 * warm
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    def create(self, provider: str, model: str, params: dict[str, Any], *,
+               fault: Fault | None, operation: str | None = None, n_outputs: int = 1,
+               output_format: str = "png", source: bytes | None = None,
+               job_id: str | None = None, start: bool = True) -> Job:
+        """Accept (and bill) a job; it starts running at once unless ``start`` is false."""
+        source_url = find_input_url(params) if source is None else None
+        if operation is None:
+            operation = choose_operation(model, source is not None or source_url is not None)
+        job = Job(
+            id=job_id or self.new_id(),
+            provider=provider,
+            model=model,
+            operation=operation,
+            input=sanitize(params),
+            params=params,
+            fault=fault,
+            n_outputs=max(1, n_outputs),
+            output_format=output_format,
+            cost_usd=round(price_usd(model, operation) * max(1, n_outputs), 6),
+            created_at=time.time(),
+            source_url=source_url,
+        )
+        job.extra["source"] = source
+        job.queue_s, job.run_s = self.simulated_seconds(model)
+        with self._lock:
+            self.jobs.append(job)
+            self.by_id[job.id] = job
+        if start:
+            self.start(job)
+        return job
+
+    def start(self, job: Job) -> None:
+        """Start running a job made with ``create(..., start=False)`` (listeners attached)."""
+        self.spawn(self._run(job))
+
+    def discard(self, job: Job) -> None:
+        """Un-bill a job: for calls that fail synchronously (OpenAI), nothing is charged."""
+        with self._lock:
+            if job in self.jobs:
+                self.jobs.remove(job)
+            self.by_id.pop(job.id, None)
+
+    def records(self, provider: str | None = None) -> list[JobRecord]:
+        """Snapshots of every billed job (of one provider), oldest first."""
+        with self._lock:
+            jobs = list(self.jobs)
+        return [j.record() for j in jobs if provider is None or j.provider == provider]
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel a job that has not finished; whether it was cancelled."""
+        if job.terminal:
+            return False
+        task = job.extra.get("task")
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+        self.finish(job, "canceled", error=None, kind="canceled")
+        return True
+
+    async def shutdown(self) -> None:
+        """Cancel every job and webhook task (the emulator is stopping)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def finish(self, job: Job, status: str, *, error: str | None = None,
+               kind: str | None = None) -> None:
+        """Move ``job`` to a terminal ``status`` (once) and notify its listeners."""
+        if job.terminal:
+            return
+        job.status = status
+        job.error = error
+        job.error_kind = kind
+        job.completed_at = time.time()
+        if job.started_at is None:
+            job.started_at = job.completed_at
+        job.logs.append(f"emulator: {status}" + (f": {error}" if error else ""))
+        job.done.set()
+        for listener in job.listeners:
+            self.spawn(listener(job))
+
+    def _make_outputs(self, job: Job) -> None:
+        """Worker-thread part: resolve the input, render, apply corrupt/blank, store."""
+        source = job.extra.get("source")
+        if source is None and job.source_url is not None:
+            source = self.files.resolve(job.source_url)
+        image = render(job.operation, source, job.params)
+        action = job.action
+        for index in range(job.n_outputs):
+            out: Image.Image = blank_like(image) if action == "blank" else image
+            data, media_type, ext = encode(out, job.output_format)
+            if action == "corrupt":
+                data = corrupt_png(data, self.seed * 7919 + index + len(job.id))
+                media_type, ext = "image/png", "png"
+            file_id = uuid.uuid4().hex
+            stored = self.files.put(data, media_type, f"{file_id}.{ext}", file_id=file_id)
+            job.outputs.append(stored)
+            job.sizes.append(out.size)
+
+    async def _run(self, job: Job) -> None:
+        job.extra["task"] = asyncio.current_task()
+        job.logs.append(f"emulator: queued ({job.model})")
+        await asyncio.sleep(job.queue_s)
+        job.status = "processing"
+        job.started_at = time.time()
+        job.logs.append(f"emulator: processing ({job.operation})")
+        if job.action == "accept_then_hang":
+            await asyncio.Event().wait()  # until cancelled, or the emulator stops
+        fault = job.fault
+        if fault is not None and fault.action in ("job_failure", "content_rejected"):
+            await asyncio.sleep(job.run_s)
+            if fault.action == "content_rejected":
+                error = fault.option("error", _CONTENT_ERRORS[job.provider])
+                self.finish(job, "failed", error=str(error), kind="content")
+            else:
+                error = fault.option("error", "emulated model failure")
+                self.finish(job, "failed", error=str(error), kind="failure")
+            return
+        work = asyncio.ensure_future(asyncio.to_thread(self._make_outputs, job))
+        await asyncio.sleep(job.run_s)
+        job.logs.append("  50%|#####     | 1/2 [emulated]")
+        try:
+            await work
+        except EmulatedModelError as exc:
+            self.finish(job, "failed", error=str(exc), kind="failure")
+            return
+        except Exception as exc:  # a bug in an op must fail the job, not kill the loop quietly
+            self.finish(job, "failed", error=f"emulator error: {exc!r}", kind="failure")
+            return
+        job.logs.append(" 100%|##########| 2/2 [emulated]")
+        self.finish(job, "succeeded", error=None, kind=None)

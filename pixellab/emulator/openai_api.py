@@ -1,0 +1,310 @@
+"""OpenAI images and chat-completions APIs (``openai==3.57.0`` wire protocol), under
+``/openai/v1``.
+
+Point the SDK here with ``AsyncOpenAI(base_url=emu.openai_base_url)`` or ``OPENAI_BASE_URL``
+(the value includes ``/v1``; providers.md §3.1).
+
+Protocol quirks reproduced on purpose (providers.md §3.2-3.4):
+
+* Calls are synchronous: the response arrives after the simulated latency; nothing to poll.
+* ``images/edits`` is multipart: the image arrives as ``image`` (one file) or ``image[]`` (a
+  list), plus optional ``mask``; scalar fields are text parts. GPT image models answer
+  ``b64_json`` only; ``response_format=url`` (DALL-E style) gets an emulator file URL.
+* Errors are ``{"error": {"message", "type", "param", "code"}}`` and every response carries
+  ``x-request-id`` (``e.request_id`` in the SDK). A 429 also sends ``retry-after`` and
+  ``retry-after-ms``, which the SDK's retry honours; tests use ``max_retries=0``.
+* Billing: an image call is charged per image only when it succeeds; a chat call is charged per
+  call. A failure (``job_failure`` -> 500, ``content_rejected`` -> 400 ``moderation_blocked``) is
+  not billed, as on the real API.
+* ``chat/completions`` with a ``json_schema`` response format returns a JSON object valid for
+  that schema (:func:`instance_for_schema`), so ``chat.completions.parse`` works end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pixellab.emulator.context import Context, set_model
+from pixellab.emulator.faults import Fault
+from pixellab.emulator.imaging import choose_operation
+from pixellab.emulator.jobs import Job
+
+__all__ = ["instance_for_schema", "routes"]
+
+_MAX_UPLOAD = 50 * 1024 * 1024
+
+
+def oai_error(status: int, message: str, *, type_: str, code: str | None = None,
+              param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """OpenAI's error envelope (the SDK maps the status to its exception class)."""
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param,
+                                   "code": code}}, status_code=status, headers=headers)
+
+
+def _resolve_ref(ref: str, root: dict[str, Any]) -> dict[str, Any]:
+    node: Any = root
+    for part in ref.lstrip("#/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return {}
+        node = node[part]
+    return node if isinstance(node, dict) else {}
+
+
+def instance_for_schema(schema: dict[str, Any], root: dict[str, Any] | None = None,
+                        depth: int = 0) -> Any:
+    """A small value valid for a JSON schema (the subset structured outputs allow).
+
+    Enums take their first value, strings a short text (or a date/URI for those formats),
+    numbers 0.5 and integers 1 (both clamped to ``minimum``/``maximum``), booleans false, arrays
+    ``max(1, minItems)`` elements, objects every property. ``$ref`` into ``$defs`` (what pydantic
+    emits for nested models), ``anyOf``/``oneOf`` (first non-null branch) and ``type`` lists are
+    handled.
+    """
+    root = schema if root is None else root
+    if depth > 32:
+        return None
+    if "$ref" in schema:
+        return instance_for_schema(_resolve_ref(str(schema["$ref"]), root), root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        branches = schema.get(key)
+        if isinstance(branches, list) and branches:
+            usable = [b for b in branches if isinstance(b, dict) and b.get("type") != "null"]
+            return instance_for_schema((usable or branches)[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {name: instance_for_schema(sub, root, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        items = schema.get("items")
+        items = items if isinstance(items, dict) else {}
+        count = max(1, int(schema.get("minItems", 1)))
+        return [instance_for_schema(items, root, depth + 1) for _ in range(count)]
+    if kind in ("number", "integer"):
+        value: float = 0.5 if kind == "number" else 1
+        for bound in ("minimum", "exclusiveMinimum"):
+            if isinstance(schema.get(bound), int | float) and value <= schema[bound]:
+                value = schema[bound] + (0 if bound == "minimum" else (1 if kind == "integer"
+                                                                      else 0.5))
+        for bound in ("maximum", "exclusiveMaximum"):
+            if isinstance(schema.get(bound), int | float) and value >= schema[bound]:
+                value = schema[bound] - (0 if bound == "maximum" else (1 if kind == "integer"
+                                                                      else 0.5))
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    text = {"date": "2025-01-01", "date-time": "2025-01-01T00:00:00Z", "time": "00:00:00",
+            "uri": "https://example.com/", "email": "user@example.com",
+            "uuid": "00000000-0000-4000-8000-000000000000"}.get(str(schema.get("format")),
+                                                                 "emulated")
+    min_length = int(schema.get("minLength", 0))
+    return text + "x" * max(0, min_length - len(text))
+
+
+def routes(ctx: Context) -> list[Route]:
+    """The OpenAI routes, bound to one emulator's shared state."""
+    engine = ctx.engine
+
+    def with_request_id(handler: Callable[[Request], Awaitable[Response]]
+                        ) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            response = await handler(request)
+            response.headers["x-request-id"] = "req_" + uuid.uuid4().hex
+            return response
+        return wrapped
+
+    def authorized(request: Request) -> bool:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and bool(key.strip())
+
+    def unauthorized() -> JSONResponse:
+        return oai_error(401, "You didn't provide an API key.", type_="invalid_request_error",
+                         code="invalid_api_key")
+
+    async def refuse(fault: Fault) -> Response | None:
+        """The error a fault turns this call into, or None when the call proceeds."""
+        action = fault.action
+        if action == "rate_limit":
+            wait = float(fault.option("retry_after", 0))
+            return oai_error(429, "Rate limit reached (emulated).", type_="requests",
+                             code="rate_limit_exceeded",
+                             headers={"retry-after": f"{wait:g}",
+                                      "retry-after-ms": str(int(wait * 1000))})
+        if action == "server_error":
+            return oai_error(int(fault.option("status", 500)),
+                             str(fault.option("error", "The server had an error while "
+                                              "processing your request (emulated).")),
+                             type_="server_error")
+        if action == "hang":
+            await engine.pause(float(fault.option("seconds", 30.0)))
+            return oai_error(500, "upstream did not answer (emulated hang)", type_="server_error")
+        if action == "job_failure":
+            await engine.pause(engine.latency_s)
+            return oai_error(500, str(fault.option("error", "emulated model failure")),
+                             type_="server_error")
+        if action == "content_rejected":
+            return oai_error(400, str(fault.option(
+                "error", "Your request was rejected as a result of our safety system.")),
+                type_="image_generation_user_error", code="moderation_blocked")
+        return None
+
+    async def run_job(job: Job, fault: Fault | None) -> Response | None:
+        """Wait for a synchronous job; an error response (and no bill) if it failed."""
+        hang_s = float(fault.option("seconds", 30.0)) if fault else 30.0
+        limit = hang_s if job.action == "accept_then_hang" else None
+        if not await engine.wait_done(job, limit):
+            return oai_error(504, "upstream timed out (emulated)", type_="server_error")
+        if job.status != "succeeded":
+            engine.discard(job)
+            return oai_error(400, job.error or "invalid request", type_="invalid_request_error",
+                             code="invalid_image")
+        return None
+
+    def images_body(job: Job, quality: str) -> dict[str, Any]:
+        fmt = job.output_format
+        width, height = job.sizes[0] if job.sizes else (1024, 1024)
+        if job.params.get("response_format") == "url":
+            data: list[dict[str, Any]] = [{"url": ctx.file_url(f.id, f.ext),
+                                           "revised_prompt": job.params.get("prompt")}
+                                          for f in job.outputs]
+        else:
+            data = [{"b64_json": base64.b64encode(f.data).decode()} for f in job.outputs]
+        text_tokens = max(1, len(str(job.params.get("prompt") or "")) // 4)
+        image_tokens = 323 if job.operation != "generate" else 0
+        output_tokens = 1056 * len(job.outputs)
+        return {"created": int(time.time()), "data": data, "background": "opaque",
+                "output_format": fmt, "quality": quality, "size": f"{width}x{height}",
+                "usage": {"input_tokens": text_tokens + image_tokens,
+                          "input_tokens_details": {"image_tokens": image_tokens,
+                                                   "text_tokens": text_tokens},
+                          "output_tokens": output_tokens,
+                          "total_tokens": text_tokens + image_tokens + output_tokens}}
+
+    async def images(request: Request, params: dict[str, Any], source: bytes | None
+                     ) -> Response:
+        model = str(params.get("model") or "gpt-image-1")
+        set_model(request, model)
+        fault = ctx.faults.take("openai", model)
+        if fault is not None and (refused := await refuse(fault)) is not None:
+            return refused
+        operation = choose_operation(model, True) if source is not None else "generate"
+        try:
+            n = max(1, min(int(params.get("n") or 1), 10))
+        except (TypeError, ValueError):
+            return oai_error(400, "n must be an integer", type_="invalid_request_error",
+                             param="n")
+        fmt = str(params.get("output_format") or "png")
+        job = engine.create("openai", model, params, fault=fault, operation=operation,
+                            n_outputs=n, output_format=fmt, source=source)
+        if (failed := await run_job(job, fault)) is not None:
+            return failed
+        return JSONResponse(images_body(job, str(params.get("quality") or "auto")))
+
+    async def edits(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        form = await request.form(max_part_size=_MAX_UPLOAD)
+        params: dict[str, Any] = {}
+        source: bytes | None = None
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                if key in ("image", "image[]") and source is None:
+                    source = data
+                params.setdefault(key, f"<file {value.filename!r}, {len(data)} bytes>")
+            else:
+                params[key] = value
+        if source is None:
+            return oai_error(400, "Missing required parameter: 'image'.",
+                             type_="invalid_request_error", param="image")
+        return await images(request, params, source)
+
+    async def generations(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        try:
+            params = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return oai_error(400, "We could not parse the JSON body of your request.",
+                             type_="invalid_request_error")
+        if not isinstance(params, dict) or not params.get("prompt"):
+            return oai_error(400, "Missing required parameter: 'prompt'.",
+                             type_="invalid_request_error", param="prompt")
+        return await images(request, params, None)
+
+    def chat_content(body: dict[str, Any], action: str | None) -> str:
+        response_format = body.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            schema = (response_format.get("json_schema") or {}).get("schema") or {}
+            content = json.dumps(instance_for_schema(schema))
+        elif response_format.get("type") == "json_object":
+            content = "{}"
+        else:
+            content = "This is an emulated response."
+        if action == "corrupt":
+            return content[: max(1, len(content) // 2)]
+        if action == "blank":
+            return ""
+        return content
+
+    async def chat(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return oai_error(400, "We could not parse the JSON body of your request.",
+                             type_="invalid_request_error")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return oai_error(400, "Missing required parameter: 'messages'.",
+                             type_="invalid_request_error", param="messages")
+        model = str(body.get("model") or "gpt-4o")
+        set_model(request, model)
+        fault = ctx.faults.take("openai", model)
+        if fault is not None and (refused := await refuse(fault)) is not None:
+            return refused
+        job = engine.create("openai", model, body, fault=fault, operation="chat", start=False)
+        if fault is not None and fault.action == "accept_then_hang":
+            job.status = "processing"
+            await engine.pause(float(fault.option("seconds", 30.0)))
+            return oai_error(504, "upstream timed out (emulated)", type_="server_error")
+        await engine.pause(job.queue_s + job.run_s)
+        content = chat_content(body, job.action)
+        engine.finish(job, "succeeded")
+        prompt_tokens = max(1, len(json.dumps(body.get("messages"))) // 4)
+        completion_tokens = max(1, len(content) // 4)
+        return JSONResponse({
+            "id": "chatcmpl-" + job.id[:24], "object": "chat.completion",
+            "created": int(time.time()), "model": model, "system_fingerprint": "fp_emulator",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": content, "refusal": None,
+                                     "annotations": []}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+    p = "/openai/v1"
+    return [
+        Route(f"{p}/images/edits", with_request_id(edits), methods=["POST"]),
+        Route(f"{p}/images/generations", with_request_id(generations), methods=["POST"]),
+        Route(f"{p}/chat/completions", with_request_id(chat), methods=["POST"]),
+    ]

@@ -1,0 +1,226 @@
+"""Each real SDK (replicate, fal-client, openai), driven by pixellab's adapters and runner,
+against the loopback emulator: success with upload and download, faults, fallbacks.
+
+Nothing here leaves 127.0.0.1. Attempt counts and billed jobs come from the emulator's own log,
+not from pixellab's counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import fal_client.client as fal_wire
+import pytest
+
+from pixellab.catalog import load_catalog
+from pixellab.emulator import Emulator
+from pixellab.providers.fal import FalProvider
+from pixellab.providers.local import LocalProvider
+from pixellab.providers.openai import OpenAIProvider
+from pixellab.providers.replicate import ReplicateProvider
+from pixellab.runner import RetryPolicy
+from pixellab.sweep import Sweep, SweepResult, SweepSpec
+from pixellab.workbench import Workbench
+
+CATALOG = """
+[models."replicate:emu/kontext-edit"]
+tasks = ["enhance"]
+endpoint = "emu/kontext-edit"
+inputs = { prompt = "prompt", image = "input_image" }
+pricing = { unit = "image", usd_per_unit = 0.04, credits_per_unit = 1.6 }
+timeout_s = 5
+
+[models."fal:emu/kontext-edit"]
+tasks = ["enhance"]
+endpoint = "emu/kontext-edit"
+inputs = { prompt = "prompt", image = "image_url" }
+pricing = { unit = "image", usd_per_unit = 0.03 }
+timeout_s = 5
+
+[models."openai:gpt-image-emu"]
+tasks = ["enhance"]
+endpoint = "gpt-image-1"
+inputs = { prompt = "prompt" }
+pricing = { unit = "image", usd_per_unit = 0.05 }
+timeout_s = 5
+"""
+REPLICATE = "replicate:emu/kontext-edit"
+FAL = "fal:emu/kontext-edit"
+OPENAI = "openai:gpt-image-emu"
+FAST = RetryPolicy(max_attempts=3, initial_wait_s=0.01, max_wait_s=0.05, poll_interval_s=0.02)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(latency_s=0.02) as emu:
+        yield emu
+
+
+@pytest.fixture
+def workbench(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workbench:
+    emulator.faults.clear()
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_" + "t" * 37)
+    monkeypatch.setenv("FAL_KEY", "emu-key-id:emu-key-secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator-" + "x" * 20)
+    monkeypatch.setenv("SSL_CERT_FILE", emulator.ca_pem)
+    for constant, value in (("QUEUE_URL_FORMAT", emulator.fal_queue_url),
+                            ("RUN_URL_FORMAT", emulator.fal_run_url),
+                            ("REST_URL", emulator.fal_rest_url),
+                            ("CDN_URL", emulator.fal_cdn_url)):
+        monkeypatch.setattr(fal_wire, constant, value)
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "emu.toml").write_text(CATALOG)
+    providers = {"local": LocalProvider(),
+                 "replicate": ReplicateProvider(base_url=emulator.replicate_base_url),
+                 "fal": FalProvider(),
+                 "openai": OpenAIProvider(base_url=emulator.openai_base_url)}
+    return Workbench(tmp_path / "home", catalog=load_catalog(folder), providers=providers)
+
+
+def run_chain(workbench: Workbench, dataset_dir: Path, chain: list[str],
+              n: int = 1) -> SweepResult:
+    spec = SweepSpec.parse({"name": "emu", "task": "enhance", "dataset": str(dataset_dir),
+                            "chain": chain, "limit": n, "prompts": []})
+    return Sweep(spec, workbench).run(retry=FAST)
+
+
+def attempts(workbench: Workbench) -> list[tuple[str, str, str | None]]:
+    frame = workbench.ledger.query(
+        "select model_id, status, coalesce(error_class, '') from attempts order by started_at")
+    return [(m, st, e or None) for m, st, e in frame.itertuples(index=False, name=None)]
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL, OPENAI])
+def test_a_real_sdk_uploads_the_input_and_the_output_is_downloaded_and_stored(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    before = len(emulator.creates(model_id.split(":")[0]))
+    result = run_chain(workbench, dataset_dir, [model_id])
+    assert result.succeeded == 1, attempts(workbench)
+    assert len(emulator.creates(model_id.split(":")[0])) == before + 1
+    digest, media = workbench.ledger.query("select sha256, media_type from outputs").iloc[0]
+    assert workbench.store.exists(digest, media)
+    assert attempts(workbench) == [(model_id, "succeeded", None)]
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL, OPENAI])
+def test_a_429_is_retried_and_then_succeeds_on_the_same_model(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    emulator.faults.add(model_id.split(":")[0], "rate_limit", times=1, retry_after=0)
+    result = run_chain(workbench, dataset_dir, [model_id, "local:autoenhance"])
+    assert result.succeeded == 1
+    rows = attempts(workbench)
+    assert rows[-1] == (model_id, "succeeded", None)
+    # fal-client retries a 429 on submit by itself (the job was not accepted, so nothing is paid
+    # twice); replicate and openai surface it and pixellab's runner retries.
+    if model_id != FAL:
+        assert rows[0] == (model_id, "failed", "RateLimited")
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL, OPENAI])
+def test_a_5xx_on_create_falls_back_to_the_next_model(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    emulator.faults.add(model_id.split(":")[0], "server_error", times=FAST.max_attempts,
+                        status=500)
+    result = run_chain(workbench, dataset_dir, [model_id, "local:autoenhance"])
+    assert result.succeeded == 1
+    rows = attempts(workbench)
+    assert rows[-1] == ("local:autoenhance", "succeeded", None)
+    assert {r[2] for r in rows[:-1]} == {"ProviderUnavailable"}
+
+
+@pytest.mark.parametrize("action,reason", [("corrupt", {"truncated", "undecodable"}),
+                                           ("blank", {"blank_black"})])
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL, OPENAI])
+def test_a_corrupt_or_blank_output_falls_back(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str,
+        action: str, reason: set[str]) -> None:
+    emulator.faults.add(model_id.split(":")[0], action, times=1)
+    result = run_chain(workbench, dataset_dir, [model_id, "local:autoenhance"])
+    assert result.succeeded == 1
+    first = workbench.ledger.query(
+        "select error_class, error_reason from attempts order by started_at limit 1").iloc[0]
+    assert first["error_class"] == "InvalidOutput" and first["error_reason"] in reason
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, OPENAI])
+def test_a_hang_times_out_and_falls_back(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    emulator.faults.add(model_id.split(":")[0], "hang", times=FAST.max_attempts, seconds=8)
+    catalog = workbench.catalog
+    fast_model = catalog.models[model_id].model_copy(update={"timeout_s": 0.5})
+    workbench.catalog = catalog.model_copy(update={"models": {**catalog.models,
+                                                               model_id: fast_model}})
+    result = run_chain(workbench, dataset_dir, [model_id, "local:autoenhance"])
+    assert result.succeeded == 1
+    assert {r[2] for r in attempts(workbench)[:-1]} == {"ProviderTimeout"}
+
+
+def test_a_content_rejection_is_not_retried(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path) -> None:
+    emulator.faults.add("openai", "content_rejected", times=1)
+    run_chain(workbench, dataset_dir, [OPENAI, "local:autoenhance"])
+    assert [r[2] for r in attempts(workbench)] == ["ContentRejected", None]
+
+
+def test_a_model_without_its_key_is_skipped_and_the_chain_moves_on(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPLICATE_API_TOKEN")
+    before = len(emulator.creates("replicate"))
+    result = run_chain(workbench, dataset_dir, [REPLICATE, FAL])
+    assert result.succeeded == 1
+    assert len(emulator.creates("replicate")) == before
+    assert attempts(workbench)[0] == (REPLICATE, "skipped", "MissingCredentials")
+
+
+def test_ledger_cost_equals_the_emulator_bill(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path) -> None:
+    before = {p: len(emulator.creates(p)) for p in ("replicate", "fal", "openai")}
+    run_chain(workbench, dataset_dir, [REPLICATE], n=3)
+    billed = len(emulator.creates("replicate")) - before["replicate"]
+    assert billed == 3
+    assert float(workbench.ledger.scalar("select sum(usd) from costs")) == pytest.approx(0.12)
+
+
+def test_a_sweep_killed_after_submit_resumes_by_polling_not_by_paying_again(
+        tmp_path: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL the sweep process while its job runs; the resumed sweep finds the recorded
+    prediction id and polls it. The emulator must see exactly one create."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with Emulator(latency_s=4.0) as slow:
+        env = {**os.environ, "REPLICATE_API_TOKEN": "r8_" + "k" * 37,
+               "REPLICATE_BASE_URL": slow.replicate_base_url, "SSL_CERT_FILE": slow.ca_pem,
+               "PIXELLAB_CATALOG": str(tmp_path / "catalog")}
+        (tmp_path / "catalog").mkdir()
+        (tmp_path / "catalog" / "emu.toml").write_text(CATALOG)
+        spec = tmp_path / "s.yaml"
+        spec.write_text(f"name: killed\ntask: enhance\ndataset: {dataset_dir}\n"
+                        f"chain: ['{REPLICATE}']\nlimit: 1\n")
+        home = tmp_path / "home"
+        child = subprocess.Popen([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
+                                  "--home", str(home)], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not slow.creates("replicate") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the prediction id reaches the ledger right after the create returns
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert len(slow.creates("replicate")) == 1
+
+        for name in ("REPLICATE_API_TOKEN", "SSL_CERT_FILE"):
+            monkeypatch.setenv(name, env[name])
+        workbench = Workbench(home, catalog=load_catalog(tmp_path / "catalog"), providers={
+            "local": LocalProvider(),
+            "replicate": ReplicateProvider(base_url=slow.replicate_base_url)})
+        result = Sweep.resume("killed", workbench).run(retry=FAST)
+        assert result.succeeded == 1 and result.provider_calls == 0
+        assert len(slow.creates("replicate")) == 1
+        assert attempts(workbench) == [(REPLICATE, "succeeded", None)]
