@@ -105,9 +105,20 @@ class RateLimited(ProviderError):
 
 
 class ProviderTimeout(ProviderError):
-    """The attempt ran past its deadline. Retryable: the job may be cancelled and tried again."""
+    """The attempt ran past its deadline after the provider accepted the job (which we then
+    cancelled). Retryable: trying again is a new, recorded job, not an unknown duplicate."""
 
     retryable = True
+
+
+class OutcomeUnknown(ProviderTimeout):
+    """A job-creating call got no answer before its deadline: the provider may have accepted and
+    billed the job. None of our providers takes an idempotency key, so retrying the same model
+    could pay twice; it is not retried (the chain moves on), and its estimated cost is charged so
+    budgets never under-count. ``reason`` is recorded as ``outcome_unknown``."""
+
+    retryable = False
+    reason = "outcome_unknown"
 
 
 class ProviderUnavailable(ProviderError):

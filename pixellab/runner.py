@@ -33,6 +33,7 @@ from pixellab.errors import (
     BudgetExceeded,
     InvalidImage,
     InvalidOutput,
+    OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
     RateLimited,
@@ -310,8 +311,13 @@ class Runner:
                 except TimeoutError:
                     if job is not None:
                         await provider.cancel(job)
-                    raise ProviderTimeout(f"{model.id} did not finish within {model.timeout_s:g} s",
-                                          model_id=model.id) from None
+                        raise ProviderTimeout(
+                            f"{model.id} did not finish within {model.timeout_s:g} s",
+                            model_id=model.id, provider_job_id=job.provider_job_id) from None
+                    raise OutcomeUnknown(
+                        f"{model.id}: no answer to the create call within "
+                        f"{model.timeout_s:g} s; the job may exist and bill",
+                        model_id=model.id) from None
             if job.error is not None:
                 raise job.error
             if job.output is None:
@@ -328,6 +334,7 @@ class Runner:
             media_type = check.media_type or output.media_type
             digest = await asyncio.to_thread(self.store.put, output.data, media_type)
         except ProviderError as exc:
+            charged = charged or isinstance(exc, OutcomeUnknown)
             usd = estimate_usd if charged else 0.0
             credits = estimate_credits if charged else 0.0
             self.budget.settle(reservation, usd)

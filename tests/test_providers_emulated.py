@@ -145,16 +145,35 @@ def test_a_corrupt_or_blank_output_falls_back(
 
 
 @pytest.mark.parametrize("model_id", [REPLICATE, OPENAI])
-def test_a_hang_times_out_and_falls_back(
+def test_a_create_that_hangs_is_charged_as_unknown_not_retried_and_falls_back(
         workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
     emulator.faults.add(model_id.split(":")[0], "hang", times=FAST.max_attempts, seconds=8)
-    catalog = workbench.catalog
-    fast_model = catalog.models[model_id].model_copy(update={"timeout_s": 0.5})
-    workbench.catalog = catalog.model_copy(update={"models": {**catalog.models,
-                                                               model_id: fast_model}})
+    _shorten_timeout(workbench, model_id, 0.5)
     result = run_chain(workbench, dataset_dir, [model_id, "local:autoenhance"])
     assert result.succeeded == 1
-    assert {r[2] for r in attempts(workbench)[:-1]} == {"ProviderTimeout"}
+    assert [r[2] for r in attempts(workbench)] == ["OutcomeUnknown", None]
+    assert float(workbench.ledger.scalar(
+        f"select usd from costs where model_id = '{model_id}'")) > 0  # charged, pessimistically
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL])
+def test_an_accepted_job_that_never_finishes_is_cancelled_retried_then_falls_back(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    provider = model_id.split(":")[0]
+    emulator.faults.add(provider, "accept_then_hang", times=FAST.max_attempts)
+    _shorten_timeout(workbench, model_id, 0.5)
+    before = len(emulator.creates(provider))
+    result = run_chain(workbench, dataset_dir, [model_id, "local:autoenhance"])
+    assert result.succeeded == 1
+    jobs = emulator.creates(provider)[before:]
+    assert [j.status for j in jobs] == ["canceled"] * FAST.max_attempts
+    assert [r[2] for r in attempts(workbench)] == ["ProviderTimeout"] * FAST.max_attempts + [None]
+
+
+def _shorten_timeout(workbench: Workbench, model_id: str, seconds: float) -> None:
+    catalog = workbench.catalog
+    model = catalog.models[model_id].model_copy(update={"timeout_s": seconds})
+    workbench.catalog = catalog.model_copy(update={"models": {**catalog.models, model_id: model}})
 
 
 def test_a_content_rejection_is_not_retried(

@@ -18,7 +18,7 @@ import pytest
 from pixellab.catalog import load_catalog
 from pixellab.errors import ContentRejected, ProviderError, RateLimited
 from pixellab.ledger import LedgerWriter
-from pixellab.providers.base import Job, ProviderRequest
+from pixellab.providers.base import Job, JobState, ProviderRequest
 from pixellab.providers.local import LocalProvider
 from pixellab.runner import Request, RetryPolicy, Runner, RunSummary
 from pixellab.tasks import Task
@@ -28,7 +28,7 @@ from pixellab.workbench import Workbench
 class ScriptedProvider(LocalProvider):
     """Raises the scripted errors in order, then behaves like the local provider."""
 
-    def __init__(self, name: str, script: list[ProviderError | float] | None = None,
+    def __init__(self, name: str, script: list[ProviderError | float | str] | None = None,
                  credentials: str | None = None) -> None:
         super().__init__()
         self.name = name
@@ -36,6 +36,7 @@ class ScriptedProvider(LocalProvider):
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.cancelled: list[str] = []
         self._credentials = credentials
 
     def missing_credentials(self) -> str | None:
@@ -50,11 +51,20 @@ class ScriptedProvider(LocalProvider):
                 step = self.script.pop(0)
                 if isinstance(step, ProviderError):
                     raise step
-                await asyncio.sleep(step)  # a hang of this many seconds
+                if step == "accept_then_hang":  # a job that is created and never finishes
+                    return Job(f"stuck-{self.calls}", JobState.RUNNING)
+                assert isinstance(step, float)
+                await asyncio.sleep(step)  # the create call hangs this many seconds
             await asyncio.sleep(0.01)
             return await super().submit(request)
         finally:
             self.in_flight -= 1
+
+    async def poll(self, job: Job) -> Job:
+        return job
+
+    async def cancel(self, job: Job) -> None:
+        self.cancelled.append(job.provider_job_id)
 
 
 CATALOG = """
@@ -111,6 +121,7 @@ def harness(tmp_path: Path, dataset_dir: Path) -> Callable[..., Harness]:
 
         async def fake_sleep(seconds: float) -> None:
             sleeps.append(seconds)
+            await asyncio.sleep(0)  # yield, as a real sleep does, so deadlines can fire
 
         writer = LedgerWriter(workbench.ledger)
         runner = Runner(catalog=catalog, providers=dict(providers), writer=writer,
@@ -145,10 +156,22 @@ async def test_a_content_rejection_is_not_retried(harness) -> None:
     assert primary.calls == 1 and summary.outcomes[0].model_id == "fal:enhance-b"
 
 
-async def test_a_hang_times_out_and_falls_back(harness) -> None:
-    primary = ScriptedProvider("replicate", [5.0, 5.0, 5.0])  # each hangs past timeout_s=0.5
-    h = harness(primary, retry=RetryPolicy(max_attempts=2))
+async def test_a_create_that_never_answers_is_charged_not_retried_and_falls_back(
+        harness) -> None:
+    primary = ScriptedProvider("replicate", [5.0, 5.0, 5.0])  # the create hangs past 0.5 s
+    h = harness(primary, retry=RetryPolicy(max_attempts=3))
     summary = await h.run()
+    assert summary.outcomes[0].model_id == "fal:enhance-b"
+    assert primary.calls == 1  # the job may exist: retrying the same model could pay twice
+    assert h.column("select error_reason || ' ' || usd::double from attempts "
+                    "where model_id = 'replicate:enhance-a'") == ["outcome_unknown 0.01"]
+
+
+async def test_an_accepted_job_that_never_finishes_is_cancelled_and_retried(harness) -> None:
+    primary = ScriptedProvider("replicate", ["accept_then_hang", "accept_then_hang"])
+    h = harness(primary, retry=RetryPolicy(max_attempts=2, poll_interval_s=0.01))
+    summary = await h.run()
+    assert primary.cancelled == ["stuck-1", "stuck-2"]
     assert summary.outcomes[0].model_id == "fal:enhance-b"
     assert h.column("select error_class from attempts where model_id = 'replicate:enhance-a'"
                     ) == ["ProviderTimeout", "ProviderTimeout"]

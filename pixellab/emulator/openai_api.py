@@ -128,7 +128,8 @@ def routes(ctx: Context) -> list[Route]:
                         ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             response = await handler(request)
-            response.headers["x-request-id"] = "req_" + uuid.uuid4().hex
+            # A billed call answers with its job id, so a client's record maps to the bill.
+            response.headers.setdefault("x-request-id", "req_" + uuid.uuid4().hex)
             return response
         return wrapped
 
@@ -217,7 +218,8 @@ def routes(ctx: Context) -> list[Route]:
                             n_outputs=n, output_format=fmt, source=source)
         if (failed := await run_job(job, fault)) is not None:
             return failed
-        return JSONResponse(images_body(job, str(params.get("quality") or "auto")))
+        return JSONResponse(images_body(job, str(params.get("quality") or "auto")),
+                            headers={"x-request-id": job.id})
 
     async def edits(request: Request) -> Response:
         if not authorized(request):

@@ -20,7 +20,6 @@ Protocol quirks reproduced on purpose (providers.md §1.3-1.9):
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import mimetypes
@@ -222,7 +221,6 @@ def routes(ctx: Context) -> list[Route]:
             return problem(404, "Not found.")
         set_model(request, job.model)
         engine.cancel(job)
-        await asyncio.sleep(0)
         return JSONResponse(prediction_json(job))
 
     async def list_predictions(request: Request) -> Response:

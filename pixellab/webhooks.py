@@ -1,0 +1,720 @@
+"""Webhook receiver: verify a provider's delivery, deduplicate it, signal "job X changed".
+
+Why: polling alone finishes every job (reliability.md §3, W3), but a webhook lets the runner
+poll *now* instead of after its poll interval. So webhooks here are **hints**: a delivery is
+verified (Replicate: Standard Webhooks HMAC; fal: Ed25519 against a JWKS), deduplicated and
+turned into a :class:`JobSignal`; the runner then re-fetches the job from the provider by id
+and never trusts the body (providers.md §1.9, §2.5).
+
+Pieces:
+
+* :func:`verify_replicate` / :func:`verify_fal` - pure verifiers, raising
+  :class:`WebhookRejected` with a stable ``reason`` code. Constant-time comparison only
+  (``hmac.compare_digest`` / the Ed25519 library verify); the Replicate secret never appears in
+  an exception message.
+* :class:`JwksKeys` - fal's public keys, fetched from a configurable JWKS URL and cached.
+* :class:`WebhookReceiver` - a Starlette app: ``POST /webhooks/replicate`` and
+  ``POST /webhooks/fal``; verifies **before** parsing JSON; bodies over 1 MiB get 413 before any
+  verification work; calls ``on_signal`` once per (provider, job id, status).
+* :class:`WebhookServer` - runs a receiver with uvicorn on a loopback port in a thread.
+* :class:`JobSignals` - where the runner waits: ``await signals.wait(provider, job_id, t)``
+  replaces ``asyncio.sleep(t)`` between polls and returns early when a webhook arrives.
+
+Dedupe here is in memory and bounded (an LRU of ``max_remembered`` keys): it stops duplicate
+deliveries from causing duplicate polls, nothing more. Durable, exactly-once application of a
+job's terminal state is the ledger's job (the runner applies a job's terminal state once,
+whatever the number of signals) - fal retries for 2 h and a process restart forgets this LRU.
+
+Rejection reasons and the HTTP status the receiver answers with:
+
+* ``missing_header`` (400): a required signature header is absent or empty.
+* ``bad_body`` (400): the *verified* body is not a JSON object with the job id and status.
+* ``bad_signature`` (401): no signature entry verifies (malformed, tampered, wrong key).
+* ``stale_timestamp`` (401): the timestamp is not an integer or is over ``tolerance_s`` off.
+* ``too_large`` (413): the body is over ``max_body_bytes``; checked before any verification.
+* ``bad_secret`` (500): the configured Replicate secret is unusable (raised at set-up).
+* ``unknown_key`` (503): the JWKS holds no usable Ed25519 key - our configuration, so the
+  provider is asked to retry later.
+* ``keys_unavailable`` (503): the JWKS could not be fetched and no keys are cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+import uvicorn
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pixellab.errors import PixellabError
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "REJECTION_STATUS",
+    "JobSignal",
+    "JobSignals",
+    "JwksKeys",
+    "WebhookReceiver",
+    "WebhookRejected",
+    "WebhookServer",
+    "WebhookStats",
+    "verify_fal",
+    "verify_replicate",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Largest webhook body accepted (1 MiB); larger ones get 413 before any verification work."""
+
+REJECTION_STATUS: dict[str, int] = {
+    "missing_header": 400,
+    "bad_body": 400,
+    "bad_signature": 401,
+    "stale_timestamp": 401,
+    "too_large": 413,
+    "bad_secret": 500,
+    "unknown_key": 503,
+    "keys_unavailable": 503,
+}
+"""HTTP status the receiver answers for each :attr:`WebhookRejected.reason`."""
+
+_REPLICATE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+_FAL_HEADERS = ("x-fal-webhook-request-id", "x-fal-webhook-user-id",
+                "x-fal-webhook-timestamp", "x-fal-webhook-signature")
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+_MAX_JWKS_BYTES = 256 * 1024
+_MAX_ID_CHARS = 256
+
+
+class WebhookRejected(PixellabError):
+    """A webhook delivery that must not be acted on.
+
+    ``reason`` is a stable machine code (see the module docstring and :data:`REJECTION_STATUS`);
+    the message is for people and never contains a secret or the body.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+    @property
+    def http_status(self) -> int:
+        """The status the receiver answers with for this reason."""
+        return REJECTION_STATUS.get(self.reason, 400)
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {str(name).lower(): str(value) for name, value in headers.items()}
+
+
+def _required(headers: dict[str, str], names: tuple[str, ...]) -> list[str]:
+    values = []
+    for name in names:
+        value = headers.get(name, "").strip()
+        if not value:
+            raise WebhookRejected("missing_header", f"webhook header {name!r} is missing")
+        values.append(value)
+    return values
+
+
+def _check_timestamp(text: str, tolerance_s: float, now: float | None) -> None:
+    if not _TIMESTAMP.fullmatch(text):
+        raise WebhookRejected("stale_timestamp", "webhook timestamp is not a unix time")
+    current = time.time() if now is None else now
+    if abs(current - int(text)) > tolerance_s:
+        raise WebhookRejected("stale_timestamp",
+                              f"webhook timestamp is more than {tolerance_s:g} s from now")
+
+
+def _decode_secret(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret (prefix optional, padding optional)."""
+    encoded = secret.strip()
+    if encoded.startswith("whsec_"):
+        encoded = encoded[len("whsec_"):]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        # Never echo the secret (or any part of it): messages reach logs and notebooks.
+        raise WebhookRejected("bad_secret",
+                              "the Replicate webhook secret is not 'whsec_<base64>'") from None
+    return key
+
+
+def _verify_replicate_key(headers: Mapping[str, str], body: bytes, key: bytes, *,
+                          tolerance_s: float, now: float | None) -> str:
+    webhook_id, timestamp, signatures = _required(_lower(headers), _REPLICATE_HEADERS)
+    _check_timestamp(timestamp, tolerance_s, now)
+    expected = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body,
+                        hashlib.sha256).digest()
+    matched = False
+    for entry in signatures.split():
+        version, _, encoded = entry.partition(",")
+        if version != "v1":  # v1a (ed25519) and unknown versions: not ours to check
+            continue
+        try:
+            candidate = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        matched = hmac.compare_digest(candidate, expected) or matched
+    if not matched:
+        raise WebhookRejected("bad_signature", "no webhook-signature entry matches")
+    return webhook_id
+
+
+def verify_replicate(headers: Mapping[str, str], body: bytes, secret: str, *,
+                     tolerance_s: float = 300, now: float | None = None) -> str:
+    """Verify a Replicate (Standard Webhooks ``v1``) delivery; returns its ``webhook-id``.
+
+    ``headers`` are matched case-insensitively; ``body`` is the raw request body, exactly as
+    received. ``secret`` is ``whsec_<base64>`` (the prefix may be left out). The signature header
+    may list several space-separated ``v1,<base64>`` entries (key rotation): any may match.
+    ``now`` (unix seconds) defaults to the wall clock; a timestamp more than ``tolerance_s``
+    in the past *or* the future is refused.
+
+    Raises:
+        WebhookRejected: ``missing_header``, ``stale_timestamp``, ``bad_signature`` or
+            ``bad_secret``. The secret never appears in the message.
+    """
+    return _verify_replicate_key(headers, body, _decode_secret(secret),
+                                 tolerance_s=tolerance_s, now=now)
+
+
+def _any_key_verifies(keys: list[Ed25519PublicKey], signature: bytes, message: bytes) -> bool:
+    for key in keys:
+        try:
+            key.verify(signature, message)
+            return True
+        except InvalidSignature:
+            continue
+    return False
+
+
+async def verify_fal(headers: Mapping[str, str], body: bytes, keys: JwksKeys, *,
+                     tolerance_s: float = 300, now: float | None = None) -> str:
+    """Verify a fal (Ed25519) delivery against the JWKS in ``keys``; returns the request id.
+
+    Signed message: ``"\\n".join([request_id, user_id, timestamp, sha256(body).hexdigest()])``.
+    Valid if any JWKS key verifies the hex ``X-Fal-Webhook-Signature``. When none does, the keys
+    are refetched once (fal may have rotated them; see :meth:`JwksKeys.refresh`) and tried again.
+
+    Raises:
+        WebhookRejected: ``missing_header``, ``stale_timestamp``, ``bad_signature``,
+            ``unknown_key`` (the JWKS has no usable key) or ``keys_unavailable``.
+    """
+    request_id, user_id, timestamp, signature_hex = _required(_lower(headers), _FAL_HEADERS)
+    _check_timestamp(timestamp, tolerance_s, now)
+    try:
+        signature = bytes.fromhex(signature_hex)
+    except ValueError:
+        raise WebhookRejected("bad_signature", "X-Fal-Webhook-Signature is not hex") from None
+    message = "\n".join([request_id, user_id, timestamp,
+                         hashlib.sha256(body).hexdigest()]).encode()
+    known = await keys.keys()
+    if _any_key_verifies(known, signature, message):
+        return request_id
+    if await keys.refresh():
+        known = await keys.keys()
+        if _any_key_verifies(known, signature, message):
+            return request_id
+    if not known:
+        raise WebhookRejected("unknown_key", f"the JWKS at {keys.url} holds no Ed25519 key")
+    raise WebhookRejected("bad_signature", "no fal webhook key verifies the signature")
+
+
+# --- fal keys --------------------------------------------------------------------------------
+
+JwksFetch = Callable[[str], Awaitable[Any]]
+"""``await fetch(url)`` -> the parsed JWKS document (``{"keys": [...]}``)."""
+
+
+def _parse_jwks(document: Any) -> list[Ed25519PublicKey]:
+    """The Ed25519 (OKP) signing keys of a JWKS document; other keys are skipped."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWKS document (no 'keys' list)")
+    found = []
+    for jwk in document["keys"]:
+        if not isinstance(jwk, Mapping):
+            continue
+        if (jwk.get("kty"), jwk.get("crv")) != ("OKP", "Ed25519") or jwk.get("use", "sig") != "sig":
+            continue
+        x = jwk.get("x")
+        if not isinstance(x, str):
+            continue
+        try:
+            raw = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+            found.append(Ed25519PublicKey.from_public_bytes(raw))
+        except (binascii.Error, ValueError):
+            continue
+    return found
+
+
+class JwksKeys:
+    """fal's webhook public keys, fetched from ``url`` and cached for ``ttl_s`` (24 h).
+
+    ``verify`` is httpx's TLS setting: ``True`` (system/certifi trust), a CA bundle path (the
+    emulator's ``ca_pem``) or an :class:`ssl.SSLContext`. ``fetch`` replaces the HTTP fetch
+    (tests); it gets the URL and returns the parsed document. ``clock`` is monotonic seconds.
+
+    Concurrent callers on one event loop share one in-flight fetch. A failed fetch keeps serving
+    the previous keys (retrying after ``refresh_cooldown_s``); with nothing cached it raises
+    ``WebhookRejected("keys_unavailable")``. :attr:`fetches` counts fetch attempts.
+    """
+
+    def __init__(self, url: str, *, ttl_s: float = 86400,
+                 verify: ssl.SSLContext | str | bool = True,
+                 fetch: JwksFetch | None = None, refresh_cooldown_s: float = 60.0,
+                 timeout_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = url
+        self.ttl_s = ttl_s
+        self.refresh_cooldown_s = refresh_cooldown_s
+        self.fetches = 0
+        self._verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=verify)
+                                               if isinstance(verify, str) else verify)
+        self._timeout_s = timeout_s
+        self._fetch: JwksFetch = fetch or self._http_fetch
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: list[Ed25519PublicKey] = []
+        self._fetched_at: float | None = None
+        self._forced_at: float | None = None
+        self._inflight: dict[asyncio.AbstractEventLoop, asyncio.Task[list[Ed25519PublicKey]]] = {}
+
+    def __repr__(self) -> str:
+        return f"JwksKeys({self.url!r}, keys={len(self._keys)}, fetches={self.fetches})"
+
+    async def keys(self) -> list[Ed25519PublicKey]:
+        """The cached keys, fetched first when there are none yet or they are older than the TTL."""
+        with self._lock:
+            if self._fetched_at is not None and self._clock() - self._fetched_at < self.ttl_s:
+                return list(self._keys)
+        return await self._load()
+
+    async def refresh(self) -> bool:
+        """Refetch now (a delivery verified under no cached key: keys may have rotated).
+
+        At most once per ``refresh_cooldown_s``, so forged deliveries cannot turn into a
+        stream of JWKS requests. Returns whether a fetch happened.
+        """
+        with self._lock:
+            now = self._clock()
+            if self._forced_at is not None and now - self._forced_at < self.refresh_cooldown_s:
+                return False
+            self._forced_at = now
+        await self._load()
+        return True
+
+    async def _load(self) -> list[Ed25519PublicKey]:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            task = self._inflight.get(loop)
+            if task is None:
+                task = loop.create_task(self._fetch_once())
+                self._inflight[loop] = task
+
+                def forget(_: object, loop: asyncio.AbstractEventLoop = loop) -> None:
+                    with self._lock:
+                        self._inflight.pop(loop, None)
+
+                task.add_done_callback(forget)
+        return await asyncio.shield(task)
+
+    async def _fetch_once(self) -> list[Ed25519PublicKey]:
+        with self._lock:
+            self.fetches += 1
+        try:
+            keys = _parse_jwks(await self._fetch(self.url))
+        except Exception as exc:  # network, TLS, HTTP status, JSON, shape: all "no keys now"
+            logger.warning("fal JWKS fetch from %s failed: %s", self.url, type(exc).__name__)
+            with self._lock:
+                if self._fetched_at is not None:  # serve stale keys; try again after cooldown
+                    self._fetched_at = (self._clock() - self.ttl_s
+                                        + min(self.refresh_cooldown_s, self.ttl_s))
+                    return list(self._keys)
+            raise WebhookRejected("keys_unavailable",
+                                  f"could not load fal webhook keys from {self.url} "
+                                  f"({type(exc).__name__})") from None
+        with self._lock:
+            self._keys, self._fetched_at = keys, self._clock()
+        if not keys:
+            logger.warning("the JWKS at %s holds no Ed25519 key", self.url)
+        return list(keys)
+
+    async def _http_fetch(self, url: str) -> Any:
+        async with httpx.AsyncClient(verify=self._verify, timeout=self._timeout_s,
+                                     follow_redirects=False) as client:
+            async with client.stream("GET", url, headers={"Accept": "application/json"}) as resp:
+                resp.raise_for_status()
+                data = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    data += chunk
+                    if len(data) > _MAX_JWKS_BYTES:
+                        raise ValueError("JWKS document too large")
+        return json.loads(bytes(data))
+
+
+# --- receiver --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSignal:
+    """"Job ``job_id`` of ``provider`` changed". ``status`` is what the (verified) body says,
+    terminal or not; it is used for dedupe and logs only - the runner re-fetches the job."""
+
+    provider: str
+    job_id: str
+    status: str
+
+
+@dataclass
+class WebhookStats:
+    """Counters of one receiver: signalled, acknowledged duplicates, rejections by reason."""
+
+    accepted: int = 0
+    duplicate: int = 0
+    signal_errors: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicate": self.duplicate,
+                "signal_errors": self.signal_errors, "rejected": dict(self.rejected)}
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise WebhookRejected("bad_body", "the webhook body is not JSON") from None
+    if not isinstance(document, dict):
+        raise WebhookRejected("bad_body", "the webhook body is not a JSON object")
+    return document
+
+
+def _text_field(document: Mapping[str, Any], name: str) -> str:
+    value = document.get(name)
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID_CHARS:
+        raise WebhookRejected("bad_body", f"the webhook body has no usable {name!r}")
+    return value
+
+
+class WebhookReceiver:
+    """ASGI app (:attr:`app`, Starlette): ``POST /webhooks/replicate`` and ``POST /webhooks/fal``.
+
+    A provider whose secret/keys are None has no route (404). Each delivery is size-checked
+    (413 over ``max_body_bytes``, from ``Content-Length`` before reading, else while reading),
+    then verified, and only then parsed as JSON. Bad deliveries get a 4xx (see
+    :data:`REJECTION_STATUS`) and change nothing. Valid ones get 200 at once and
+    ``on_signal(JobSignal)`` is called **once** per (provider, job id, status); a redelivery (same
+    Replicate ``webhook-id``) or a duplicate (same job and status) gets 200 too but no signal.
+
+    ``on_signal`` runs on the receiver's event loop and must be quick and thread-safe
+    (:meth:`JobSignals.signal` is). If it raises, the delivery is answered 500 and forgotten, so
+    the provider's retry can signal again.
+
+    Dedupe memory is an LRU of ``max_remembered`` keys: it only saves duplicate polls. Durable
+    dedupe is the ledger's job - the runner applies a job's terminal state once. ``clock`` (unix
+    seconds) is what timestamps are checked against.
+    """
+
+    def __init__(self, *, replicate_secret: str | None, fal_keys: JwksKeys | None,
+                 on_signal: Callable[[JobSignal], None], tolerance_s: float = 300,
+                 max_body_bytes: int = MAX_BODY_BYTES, max_remembered: int = 100_000,
+                 clock: Callable[[], float] = time.time) -> None:
+        if tolerance_s <= 0 or max_body_bytes <= 0 or max_remembered <= 0:
+            raise ValueError("tolerance_s, max_body_bytes and max_remembered must be > 0")
+        self._replicate_key = (_decode_secret(replicate_secret)
+                               if replicate_secret is not None else None)
+        self._fal_keys = fal_keys
+        self._on_signal = on_signal
+        self.tolerance_s = tolerance_s
+        self.max_body_bytes = max_body_bytes
+        self.max_remembered = max_remembered
+        self._clock = clock
+        self._seen: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        self._seen_lock = threading.Lock()
+        self.stats = WebhookStats()
+        routes = []
+        if self._replicate_key is not None:
+            routes.append(Route("/webhooks/replicate", self._replicate, methods=["POST"]))
+        if fal_keys is not None:
+            routes.append(Route("/webhooks/fal", self._fal, methods=["POST"]))
+        self.app = Starlette(routes=routes)
+
+    @property
+    def remembered(self) -> int:
+        """How many dedupe keys are held (at most ``max_remembered``)."""
+        with self._seen_lock:
+            return len(self._seen)
+
+    def __repr__(self) -> str:  # no secret in reprs either
+        return (f"WebhookReceiver(replicate={self._replicate_key is not None}, "
+                f"fal={self._fal_keys!r}, stats={self.stats.as_dict()})")
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise WebhookRejected("bad_body", "Content-Length is not a number")
+            if int(declared) > self.max_body_bytes:
+                raise WebhookRejected("too_large", f"body over {self.max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise WebhookRejected("too_large", f"body over {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _replicate(self, request: Request) -> Response:
+        assert self._replicate_key is not None
+        try:
+            body = await self._read_body(request)
+            webhook_id = _verify_replicate_key(request.headers, body, self._replicate_key,
+                                               tolerance_s=self.tolerance_s, now=self._clock())
+            document = _json_object(body)
+            job_id, status = _text_field(document, "id"), _text_field(document, "status")
+        except WebhookRejected as rejected:
+            return self._reject("replicate", rejected)
+        return self._accept(JobSignal("replicate", job_id, status), delivery_id=webhook_id)
+
+    async def _fal(self, request: Request) -> Response:
+        assert self._fal_keys is not None
+        try:
+            body = await self._read_body(request)
+            request_id = await verify_fal(request.headers, body, self._fal_keys,
+                                          tolerance_s=self.tolerance_s, now=self._clock())
+            document = _json_object(body)
+            status = _text_field(document, "status")
+            if document.get("request_id", request_id) != request_id or len(request_id) > 256:
+                raise WebhookRejected("bad_body", "body request_id differs from the signed one")
+        except WebhookRejected as rejected:
+            return self._reject("fal", rejected)
+        return self._accept(JobSignal("fal", request_id, status), delivery_id=None)
+
+    def _reject(self, provider: str, rejected: WebhookRejected) -> Response:
+        with self._seen_lock:
+            counts = self.stats.rejected
+            counts[rejected.reason] = counts.get(rejected.reason, 0) + 1
+        logger.info("%s webhook rejected: %s (%s)", provider, rejected.reason, rejected)
+        return JSONResponse({"ok": False, "reason": rejected.reason},
+                            status_code=rejected.http_status)
+
+    def _remember(self, key: tuple[str, ...]) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_remembered:
+            self._seen.popitem(last=False)
+
+    def _accept(self, signal: JobSignal, *, delivery_id: str | None) -> Response:
+        keys: list[tuple[str, ...]] = [("job", signal.provider, signal.job_id, signal.status)]
+        if delivery_id is not None:
+            keys.append(("delivery", signal.provider, delivery_id))
+        with self._seen_lock:
+            duplicate = any(key in self._seen for key in keys)
+            for key in keys:
+                self._remember(key)
+            if duplicate:
+                self.stats.duplicate += 1
+        if duplicate:
+            return JSONResponse({"ok": True, "duplicate": True})
+        try:
+            self._on_signal(signal)
+        except Exception:
+            logger.exception("on_signal failed for %s", signal)
+            with self._seen_lock:
+                for key in keys:
+                    self._seen.pop(key, None)
+                self.stats.signal_errors += 1
+            return JSONResponse({"ok": False}, status_code=500)
+        with self._seen_lock:
+            self.stats.accepted += 1
+        return JSONResponse({"ok": True})
+
+
+class WebhookServer:
+    """Serves a :class:`WebhookReceiver` with uvicorn from a background thread.
+
+    Binds ``host`` (loopback by default; put a TLS-terminating proxy or tunnel in front for
+    real providers) on ``port`` (0: any free port). Use as a context manager or
+    :meth:`start` / :meth:`stop`; :attr:`url` is ``http://host:port``.
+    """
+
+    def __init__(self, receiver: WebhookReceiver, *, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.receiver = receiver
+        self.host = host
+        self._port = port
+        self.url = ""
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def replicate_url(self) -> str:
+        """The URL to give Replicate as ``webhook``."""
+        return f"{self.url}/webhooks/replicate"
+
+    @property
+    def fal_url(self) -> str:
+        """The URL to give fal as ``webhook_url``."""
+        return f"{self.url}/webhooks/fal"
+
+    def start(self) -> WebhookServer:
+        if self._thread is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self._sock = sock
+        self.url = f"http://{self.host}:{sock.getsockname()[1]}"
+        config = uvicorn.Config(self.receiver.app, log_config=None, log_level="warning",
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._serve, name="pixellab-webhooks",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(15) or self._error is not None:
+            error = self._error
+            self.stop()
+            raise RuntimeError(f"webhook server failed to start: {error!r}")
+        return self
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        server, sock = self._server, self._sock
+        assert server is not None and sock is not None
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn stopped during start-up")
+            await asyncio.sleep(0.01)
+        self._ready.set()
+        await task
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(15)
+        if self._sock is not None:
+            self._sock.close()
+        self._thread = self._server = self._sock = None
+
+    def __enter__(self) -> WebhookServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+# --- where the runner waits ------------------------------------------------------------------
+
+
+class JobSignals:
+    """Signals from the receiver, awaited by the runner between polls.
+
+    ``signal`` may be called from any thread (the receiver's); ``wait`` is awaited on the
+    runner's loop and returns True as soon as a signal for that job arrives, False on timeout.
+    A signal that arrives while nobody waits is kept (at most ``max_pending``, oldest dropped)
+    so the next ``wait`` for that job returns at once - a webhook landing during a poll is not
+    lost. Waiters are removed when ``wait`` returns, so memory does not grow with jobs.
+    """
+
+    def __init__(self, *, max_pending: int = 10_000) -> None:
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        self._waiters: dict[tuple[str, str],
+                            list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._pending: OrderedDict[tuple[str, str], JobSignal] = OrderedDict()
+
+    def signal(self, signal: JobSignal) -> None:
+        """Wake every waiter of ``signal``'s job (or remember it for the next ``wait``)."""
+        key = (signal.provider, signal.job_id)
+        with self._lock:
+            waiters = self._waiters.pop(key, [])
+            if not waiters:
+                self._pending[key] = signal
+                self._pending.move_to_end(key)
+                while len(self._pending) > self.max_pending:
+                    self._pending.popitem(last=False)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed: its waiter is gone anyway
+                pass
+
+    __call__ = signal
+
+    async def wait(self, provider: str, job_id: str, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s; True early if a signal for this job arrives (or arrived)."""
+        key = (provider, job_id)
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        entry = (loop, event)
+        with self._lock:
+            if self._pending.pop(key, None) is not None:
+                return True
+            self._waiters.setdefault(key, []).append(entry)
+        try:
+            await asyncio.wait_for(event.wait(), max(timeout, 0.0))
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(key)
+                if waiters is not None and entry in waiters:
+                    waiters.remove(entry)
+                    if not waiters:
+                        del self._waiters[key]
+
+    def forget(self, provider: str, job_id: str) -> None:
+        """Drop a remembered signal of a job the runner is done with."""
+        with self._lock:
+            self._pending.pop((provider, job_id), None)
+
+    def __len__(self) -> int:
+        """Jobs with a remembered signal or a waiter (for leak checks)."""
+        with self._lock:
+            return len(self._pending) + len(self._waiters)
