@@ -43,6 +43,7 @@ from pixellab.providers.base import Job, JobState, Provider, ProviderRequest
 from pixellab.store import Store, sha256_hex
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import MEDIA_TYPES, check_image_output, decode_image
+from pixellab.webhooks import JobSignals
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class RetryPolicy:
     max_wait_s: float = 20.0
     max_retry_after_s: float = 60.0
     poll_interval_s: float = 1.0
+    webhook_poll_factor: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class Runner:
                  store: Store, budget: Budget | None = None, sweep_id: str | None = None,
                  concurrency: int = 8, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_done: Callable[[RequestOutcome], None] | None = None) -> None:
+                 on_done: Callable[[RequestOutcome], None] | None = None,
+                 signals: JobSignals | None = None) -> None:
         self.catalog = catalog
         self.providers = providers
         self.writer = writer
@@ -123,6 +126,7 @@ class Runner:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._on_done = on_done
+        self.signals = signals
         self._stop: BudgetExceeded | None = None
         self._provider_limits = {
             name: asyncio.Semaphore(catalog.provider_settings(name).max_concurrency)
@@ -306,7 +310,7 @@ class Runner:
                             await self.writer.write([Ledger.set_provider_job(
                                 attempt_id, job.provider_job_id, job.context)])
                         while not job.state.terminal:
-                            await self._sleep(self.retry.poll_interval_s)
+                            await self._until_next_poll(model, job)
                             job = await provider.poll(job)
                 except TimeoutError:
                     if job is not None:
@@ -366,6 +370,15 @@ class Runner:
                                model.id, estimate_credits, usd, reported is None),
         ])
         return digest
+
+    async def _until_next_poll(self, model: Model, job: Job) -> None:
+        """Polling is the truth; a webhook only makes the next poll come sooner. With webhooks
+        on, the poll interval stretches by ``webhook_poll_factor``."""
+        if self.signals is None:
+            await self._sleep(self.retry.poll_interval_s)
+            return
+        await self.signals.wait(model.provider, job.provider_job_id,
+                                self.retry.poll_interval_s * self.retry.webhook_poll_factor)
 
     def _model_limit(self, model: Model) -> asyncio.Semaphore:
         limit = self._model_limits.get(model.id)

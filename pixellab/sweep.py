@@ -34,6 +34,7 @@ from pixellab.scoring import ScoreContext, compute, load_task_scoring, scorer_ve
 from pixellab.store import sha256_hex
 from pixellab.tasks import Task
 from pixellab.validate import decode_image
+from pixellab.webhooks import JobSignals
 from pixellab.workbench import Workbench
 
 KEY_VERSION = 1
@@ -240,9 +241,11 @@ class Sweep:
 
     def run(self, *, progress: Callable[[RequestOutcome], None] | None = None,
             on_planned: Callable[[str, int, int], None] | None = None,
-            retry: RetryPolicy | None = None, score: bool = True) -> SweepResult:
+            retry: RetryPolicy | None = None, score: bool = True,
+            signals: JobSignals | None = None) -> SweepResult:
         """Run synchronously; works inside a running event loop too (e.g. a notebook)."""
-        coroutine = self.arun(progress=progress, on_planned=on_planned, retry=retry, score=score)
+        coroutine = self.arun(progress=progress, on_planned=on_planned, retry=retry, score=score,
+                              signals=signals)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -265,7 +268,10 @@ class Sweep:
 
     async def arun(self, *, progress: Callable[[RequestOutcome], None] | None = None,
                    on_planned: Callable[[str, int, int], None] | None = None,
-                   retry: RetryPolicy | None = None, score: bool = True) -> SweepResult:
+                   retry: RetryPolicy | None = None, score: bool = True,
+                   signals: JobSignals | None = None) -> SweepResult:
+        """Run what is not done yet. ``signals`` (from a :class:`WebhookReceiver`) lets provider
+        webhooks wake the poll of the job they name."""
         workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
         planned = self.plan()
         ledger.write([
@@ -286,7 +292,7 @@ class Sweep:
             runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
                             writer=writer, store=workbench.store, budget=budget,
                             sweep_id=self.sweep_id, concurrency=spec.concurrency, retry=retry,
-                            on_done=progress)
+                            on_done=progress, signals=signals)
             summary = await runner.run(todo)
         finally:
             writer.close()

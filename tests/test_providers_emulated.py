@@ -7,10 +7,13 @@ not from pixellab's counters.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import fal_client.client as fal_wire
+import httpx
 import pytest
 
 from pixellab.catalog import load_catalog
@@ -21,6 +24,7 @@ from pixellab.providers.openai import OpenAIProvider
 from pixellab.providers.replicate import ReplicateProvider
 from pixellab.runner import RetryPolicy
 from pixellab.sweep import Sweep, SweepResult, SweepSpec
+from pixellab.webhooks import JobSignals, JwksKeys, WebhookReceiver, WebhookServer
 from pixellab.workbench import Workbench
 
 CATALOG = """
@@ -243,3 +247,68 @@ def test_a_sweep_killed_after_submit_resumes_by_polling_not_by_paying_again(
         assert result.succeeded == 1 and result.provider_calls == 0
         assert len(slow.creates("replicate")) == 1
         assert attempts(workbench) == [(REPLICATE, "succeeded", None)]
+
+
+@dataclass
+class Hooked:
+    workbench: Workbench
+    signals: JobSignals
+    receiver: WebhookReceiver
+    server: WebhookServer
+
+    def run(self, model_id: str, dataset_dir: Path, retry: RetryPolicy) -> SweepResult:
+        spec = SweepSpec.parse({"name": "hooked", "task": "enhance", "limit": 1,
+                                "dataset": str(dataset_dir), "chain": [model_id]})
+        return Sweep(spec, self.workbench).run(retry=retry, signals=self.signals, score=False)
+
+
+@pytest.fixture
+def hooked(emulator: Emulator, workbench: Workbench) -> Iterator[Hooked]:
+    """Replicate and fal send signed webhooks to a local receiver that wakes the runner."""
+    signals = JobSignals()
+    receiver = WebhookReceiver(replicate_secret=emulator.webhook_secret,
+                               fal_keys=JwksKeys(emulator.fal_jwks_url, verify=emulator.ca_pem),
+                               on_signal=signals)
+    with WebhookServer(receiver) as server:
+        workbench.providers["replicate"] = ReplicateProvider(
+            base_url=emulator.replicate_base_url, webhook_url=server.replicate_url)
+        workbench.providers["fal"] = FalProvider(webhook_url=server.fal_url)
+        yield Hooked(workbench, signals, receiver, server)
+
+
+SLOW_POLLS = RetryPolicy(max_attempts=1, poll_interval_s=30.0)  # with webhooks on: 120 s
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL])
+def test_a_webhook_wakes_the_poll_so_the_job_finishes_long_before_the_next_poll(
+        hooked: Hooked, dataset_dir: Path, model_id: str) -> None:
+    assert hooked.run(model_id, dataset_dir, SLOW_POLLS).succeeded == 1
+    assert float(hooked.workbench.ledger.scalar("select latency_s from attempts")) < 10
+    assert hooked.receiver.stats.accepted == 1
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL])
+def test_a_duplicated_webhook_is_applied_once(
+        hooked: Hooked, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    emulator.faults.add(model_id.split(":")[0], "duplicate_webhook")
+    assert hooked.run(model_id, dataset_dir, SLOW_POLLS).succeeded == 1
+    assert hooked.receiver.stats.duplicate == 1
+    assert attempts(hooked.workbench) == [(model_id, "succeeded", None)]
+    assert hooked.workbench.ledger.scalar("select count(*) from costs") == 1
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL])
+def test_a_dropped_webhook_is_completed_by_polling(
+        hooked: Hooked, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    emulator.faults.add(model_id.split(":")[0], "drop_webhook")
+    result = hooked.run(model_id, dataset_dir, RetryPolicy(max_attempts=1, poll_interval_s=0.1))
+    assert result.succeeded == 1 and hooked.receiver.stats.accepted == 0
+
+
+def test_a_webhook_with_a_bad_signature_is_rejected_and_signals_nothing(hooked: Hooked) -> None:
+    body = b'{"id": "p1", "status": "succeeded"}'
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(time.time())),
+               "webhook-signature": "v1,AAAA"}
+    response = httpx.post(hooked.server.replicate_url, content=body, headers=headers)
+    assert response.status_code == 401
+    assert hooked.receiver.stats.accepted == 0 and len(hooked.signals) == 0
