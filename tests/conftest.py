@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import ipaddress
+import socket
 import zlib
 from pathlib import Path
 
@@ -130,3 +132,30 @@ def test_catalog_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def workbench(tmp_path: Path, test_catalog_dir: Path) -> Workbench:
     return Workbench(tmp_path / "home", catalog=load_catalog(test_catalog_dir))
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _loopback_only(sock: socket.socket, address: object) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+        host = str(address[0])
+        if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
+            raise ConnectionRefusedError(f"tests may only connect to loopback, not {host}")
+
+
+@pytest.fixture(autouse=True)
+def no_traffic_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test: a connect to anything but 127.0.0.0/8 or ::1 fails loudly."""
+
+    def connect(self: socket.socket, address: object) -> None:
+        _loopback_only(self, address)
+        _real_connect(self, address)  # type: ignore[arg-type]
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        _loopback_only(self, address)
+        return _real_connect_ex(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
