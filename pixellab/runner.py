@@ -359,15 +359,18 @@ class Runner:
             raise
         reported = output.reported_cost_usd
         usd = reported if reported is not None else estimate_usd
+        credits = estimate_credits
+        if reported is not None and model.pricing.usd_per_unit > 0:
+            credits = reported / model.pricing.usd_per_unit * model.pricing.credits_per_unit
         self.budget.settle(reservation, usd)
         await self.writer.write([
             Ledger.record_output(digest, media_type, check.width, check.height, len(output.data)),
             Ledger.finish_attempt(
                 attempt_id, status="succeeded", latency_s=time.monotonic() - started,
-                credits=estimate_credits, usd=usd, cost_estimated=reported is None,
+                credits=credits, usd=usd, cost_estimated=reported is None,
                 output_sha256=digest, provider_job_id=job.provider_job_id),
             Ledger.record_cost(attempt_id, request.request_key, self.sweep_id, model.provider,
-                               model.id, estimate_credits, usd, reported is None),
+                               model.id, credits, usd, reported is None),
         ])
         return digest
 
