@@ -299,20 +299,25 @@ class Ledger:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def unfinished_attempt(self, request_key: str) -> dict[str, Any] | None:
-        """The latest attempt of ``request_key`` that reached a provider (its job id is known)
-        but never finished: a crash or kill after submit. Resuming polls it instead of paying for
-        a second job."""
+    def unfinished_attempts(self, request_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """For each of ``request_keys``, its latest attempt that reached a provider (the job id
+        is known) but never finished: a crash or kill after submit. Resuming polls that job
+        instead of paying for a second one. One query for a whole sweep."""
+        if not request_keys:
+            return {}
         frame = self.query(
-            """select attempt_id, attempt_no, model_id, provider_job_id, provider_context
-               from attempts where request_key = ? and status = 'started'
-                 and provider_job_id is not null
-               order by started_at desc limit 1""", [request_key])
-        if frame.empty:
-            return None
-        row = frame.iloc[0].to_dict()
-        row["provider_context"] = json.loads(row["provider_context"] or "{}")
-        return row
+            """select request_key, attempt_id, attempt_no, model_id, provider_job_id,
+                      provider_context
+               from attempts where status = 'started' and provider_job_id is not null
+                 and request_key in (select unnest(?))
+               qualify row_number() over (partition by request_key
+                                          order by started_at desc) = 1""",
+            [list(request_keys)])
+        result: dict[str, dict[str, Any]] = {}
+        for row in frame.to_dict("records"):
+            row["provider_context"] = json.loads(row["provider_context"] or "{}")
+            result[row["request_key"]] = row
+        return result
 
     def succeeded_request_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` already have a stored output: a resumed sweep skips them."""

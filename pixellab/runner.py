@@ -33,6 +33,7 @@ from pixellab.errors import (
     BudgetExceeded,
     InvalidImage,
     InvalidOutput,
+    MissingCredentials,
     OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
@@ -115,7 +116,8 @@ class Runner:
                  concurrency: int = 8, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_done: Callable[[RequestOutcome], None] | None = None,
-                 signals: JobSignals | None = None) -> None:
+                 signals: JobSignals | None = None,
+                 unfinished: dict[str, dict[str, Any]] | None = None) -> None:
         self.catalog = catalog
         self.providers = providers
         self.writer = writer
@@ -127,6 +129,9 @@ class Runner:
         self._sleep = sleep
         self._on_done = on_done
         self.signals = signals
+        self.unfinished = unfinished or {}
+        """request_key → an attempt a crashed run left with a known job id (see
+        :meth:`Ledger.unfinished_attempts`): resumed by polling, never re-created."""
         self._stop: BudgetExceeded | None = None
         self._provider_limits = {
             name: asyncio.Semaphore(catalog.provider_settings(name).max_concurrency)
@@ -179,8 +184,7 @@ class Runner:
             outcome.error_message = f"{request.image_path}: {exc}"
             await self._finish(request, outcome)
             return outcome
-        unfinished = await asyncio.to_thread(self.writer.ledger.unfinished_attempt,
-                                             request.request_key)
+        unfinished = self.unfinished.get(request.request_key)
         last_error: BaseException | None = None
         for model in request.chain:
             provider = self.providers.get(model.provider)
@@ -189,7 +193,8 @@ class Runner:
             if missing is not None:
                 outcome.attempts += 1
                 await self._record_skip(request, model, outcome.attempts, missing)
-                last_error = ProviderError(f"{model.id} skipped: {missing}", model_id=model.id)
+                last_error = MissingCredentials(f"{model.id} skipped: {missing}",
+                                                model_id=model.id)
                 continue
             assert provider is not None
             expected = expected_output_size(request.task, source.size, request.params,

@@ -292,7 +292,8 @@ class Sweep:
             runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
                             writer=writer, store=workbench.store, budget=budget,
                             sweep_id=self.sweep_id, concurrency=spec.concurrency, retry=retry,
-                            on_done=progress, signals=signals)
+                            on_done=progress, signals=signals,
+                            unfinished=ledger.unfinished_attempts([r.request_key for r in todo]))
             summary = await runner.run(todo)
         finally:
             writer.close()

@@ -1,0 +1,114 @@
+"""Sweep throughput against the loopback emulator: how close to ideal, at what CPU and memory.
+
+N requests, each one job of fixed latency L on the emulator (a separate process, so its image
+work does not count against ours), run at concurrency C through the real OpenAI SDK (a
+synchronous API: no poll interval in the way; Replicate/fal add at most one poll interval, or
+nothing with webhooks on). Ideal wall time = ceil(N / C) * L. Prints wall / ideal (target
+<= 1.05), CPU seconds per attempt of this process, and its peak RSS (target < 500 MB at 20,000
+requests: results stream to the ledger, nothing in the runner grows with N but the outcome list).
+
+    .venv/bin/python benchmarks/bench_sweep.py --n 2000 --latency 1.0 --concurrency 64
+    .venv/bin/python benchmarks/bench_sweep.py --n 20000 --latency 0.2 --concurrency 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CATALOG = """
+[models."openai:emu-enhance"]
+tasks = ["enhance"]
+endpoint = "emu-enhance"
+inputs = { prompt = "prompt" }
+pricing = { unit = "image", usd_per_unit = 0.02 }
+timeout_s = 60
+max_concurrency = 1024
+
+[providers.openai]
+max_concurrency = 1024
+"""
+
+
+def make_dataset(root: Path, seeds: int) -> None:
+    (root / "images").mkdir(parents=True)
+    rows = ["id,title,description,category,image"]
+    for i in range(4):
+        pixels = np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"p{i}.png")
+        rows.append(f"p{i},Product {i},A product,bench,images/p{i}.png")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+
+
+def start_emulator(latency: float) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    process = subprocess.Popen([sys.executable, "-m", "pixellab.emulator", "--latency",
+                                str(latency)], stdout=subprocess.PIPE, text=True)
+    env: dict[str, str] = {}
+    assert process.stdout is not None
+    while "OPENAI_BASE_URL" not in env:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("emulator did not start")
+        if line.startswith("export "):
+            for pair in line.removeprefix("export ").split("#")[0].split():
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return process, env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    seeds = math.ceil(args.n / 4)
+    emulator, env = start_emulator(args.latency)
+    try:
+        os.environ.update(env)
+        os.environ["OPENAI_API_KEY"] = "sk-bench-" + "x" * 24
+        from pixellab.catalog import load_catalog
+        from pixellab.runner import RetryPolicy
+        from pixellab.sweep import Sweep, SweepSpec
+        from pixellab.workbench import Workbench
+
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            make_dataset(root / "data", seeds)
+            (root / "catalog").mkdir()
+            (root / "catalog" / "bench.toml").write_text(CATALOG)
+            workbench = Workbench(root / "home", catalog=load_catalog(root / "catalog"))
+            spec = SweepSpec.parse({"name": "bench", "task": "enhance",
+                                    "dataset": str(root / "data"), "models": ["openai:emu-enhance"],
+                                    "seeds": list(range(seeds)), "concurrency": args.concurrency})
+            sweep = Sweep(spec, workbench)
+            cpu_before = time.process_time()
+            started = time.perf_counter()
+            result = sweep.run(retry=RetryPolicy(max_attempts=1), score=False)
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_before
+    finally:
+        emulator.terminate()
+        emulator.wait()
+    n = result.planned
+    ideal = math.ceil(n / args.concurrency) * args.latency
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"requests {n}, succeeded {result.succeeded}, failed {result.failed}, "
+          f"L = {args.latency:g} s, C = {args.concurrency}")
+    print(f"wall {wall:.1f} s, ideal {ideal:.1f} s, wall / ideal = {wall / ideal:.3f}")
+    print(f"CPU {cpu:.1f} s = {1000 * cpu / max(1, n):.1f} ms per attempt (this process)")
+    print(f"peak RSS {peak_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
