@@ -11,41 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fal_client.client as fal_wire
 import pytest
 
 from pixellab.catalog import load_catalog
 from pixellab.emulator import Emulator
-from pixellab.providers.fal import FalProvider
-from pixellab.providers.local import LocalProvider
-from pixellab.providers.openai import OpenAIProvider
-from pixellab.providers.replicate import ReplicateProvider
 from pixellab.runner import RetryPolicy
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench
+from tests.emulated import emulated_providers, point_sdks_at, remote_models
 
-CATALOG = """
-[models."replicate:emu/enhance"]
-tasks = ["enhance"]
-endpoint = "emu/enhance"
-inputs = { prompt = "prompt", image = "input_image" }
-pricing = { unit = "image", usd_per_unit = 0.02 }
-timeout_s = 1.0
-
-[models."fal:emu/enhance"]
-tasks = ["enhance"]
-endpoint = "emu/enhance"
-inputs = { prompt = "prompt", image = "image_url" }
-pricing = { unit = "image", usd_per_unit = 0.02 }
-timeout_s = 1.0
-
-[models."openai:emu-enhance"]
-tasks = ["enhance"]
-endpoint = "emu-enhance"
-inputs = { prompt = "prompt" }
-pricing = { unit = "image", usd_per_unit = 0.02 }
-timeout_s = 1.0
-"""
+CATALOG = remote_models("emu/enhance", "emu-enhance", usd_per_image=0.02, timeout_s=1.0)
 FAULTS = {  # action: (times per provider, options)
     "rate_limit": (4, {"retry_after": 0}),
     "server_error": (4, {"status": 500}),
@@ -62,24 +37,15 @@ FAULTS = {  # action: (times per provider, options)
 def test_a_chaos_sweep_loses_nothing_and_pays_for_nothing_twice(
         tmp_path: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Emulator(latency_s=0.01, seed=7) as emu:
-        monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_" + "c" * 37)
-        monkeypatch.setenv("FAL_KEY", "chaos-id:chaos-secret")
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-chaos-" + "x" * 24)
-        monkeypatch.setenv("SSL_CERT_FILE", emu.ca_pem)
-        for constant, value in (("QUEUE_URL_FORMAT", emu.fal_queue_url),
-                                ("RUN_URL_FORMAT", emu.fal_run_url),
-                                ("REST_URL", emu.fal_rest_url), ("CDN_URL", emu.fal_cdn_url)):
-            monkeypatch.setattr(fal_wire, constant, value)
+        point_sdks_at(emu, monkeypatch)
         for provider in ("replicate", "fal", "openai"):
             for action, (times, options) in FAULTS.items():
                 emu.faults.add(provider, action, times=times, **options)
         folder = tmp_path / "catalog"
         folder.mkdir()
         (folder / "emu.toml").write_text(CATALOG)
-        workbench = Workbench(tmp_path / "home", catalog=load_catalog(folder), providers={
-            "local": LocalProvider(),
-            "replicate": ReplicateProvider(base_url=emu.replicate_base_url),
-            "fal": FalProvider(), "openai": OpenAIProvider(base_url=emu.openai_base_url)})
+        workbench = Workbench(tmp_path / "home", catalog=load_catalog(folder),
+                              providers=emulated_providers(emu))
         arms = ["replicate:emu/enhance", "fal:emu/enhance", "openai:emu-enhance"]
         result = Sweep(SweepSpec.parse({
             "name": "chaos", "task": "enhance", "dataset": str(dataset_dir),

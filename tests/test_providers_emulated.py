@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import fal_client.client as fal_wire
 import httpx
 import pytest
 
@@ -20,35 +19,14 @@ from pixellab.catalog import load_catalog
 from pixellab.emulator import Emulator
 from pixellab.providers.fal import FalProvider
 from pixellab.providers.local import LocalProvider
-from pixellab.providers.openai import OpenAIProvider
 from pixellab.providers.replicate import ReplicateProvider
 from pixellab.runner import RetryPolicy
 from pixellab.sweep import Sweep, SweepResult, SweepSpec
 from pixellab.webhooks import JobSignals, JwksKeys, WebhookReceiver, WebhookServer
 from pixellab.workbench import Workbench
+from tests.emulated import emulated_providers, point_sdks_at, remote_models
 
-CATALOG = """
-[models."replicate:emu/kontext-edit"]
-tasks = ["enhance"]
-endpoint = "emu/kontext-edit"
-inputs = { prompt = "prompt", image = "input_image" }
-pricing = { unit = "image", usd_per_unit = 0.04, credits_per_unit = 1.6 }
-timeout_s = 5
-
-[models."fal:emu/kontext-edit"]
-tasks = ["enhance"]
-endpoint = "emu/kontext-edit"
-inputs = { prompt = "prompt", image = "image_url" }
-pricing = { unit = "image", usd_per_unit = 0.03 }
-timeout_s = 5
-
-[models."openai:gpt-image-emu"]
-tasks = ["enhance"]
-endpoint = "gpt-image-1"
-inputs = { prompt = "prompt" }
-pricing = { unit = "image", usd_per_unit = 0.05 }
-timeout_s = 5
-"""
+CATALOG = remote_models("emu/kontext-edit", "gpt-image-emu", usd_per_image=0.04, timeout_s=5)
 REPLICATE = "replicate:emu/kontext-edit"
 FAL = "fal:emu/kontext-edit"
 OPENAI = "openai:gpt-image-emu"
@@ -64,23 +42,12 @@ def emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def workbench(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workbench:
     emulator.faults.clear()
-    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_" + "t" * 37)
-    monkeypatch.setenv("FAL_KEY", "emu-key-id:emu-key-secret")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator-" + "x" * 20)
-    monkeypatch.setenv("SSL_CERT_FILE", emulator.ca_pem)
-    for constant, value in (("QUEUE_URL_FORMAT", emulator.fal_queue_url),
-                            ("RUN_URL_FORMAT", emulator.fal_run_url),
-                            ("REST_URL", emulator.fal_rest_url),
-                            ("CDN_URL", emulator.fal_cdn_url)):
-        monkeypatch.setattr(fal_wire, constant, value)
+    point_sdks_at(emulator, monkeypatch)
     folder = tmp_path / "catalog"
     folder.mkdir()
     (folder / "emu.toml").write_text(CATALOG)
-    providers = {"local": LocalProvider(),
-                 "replicate": ReplicateProvider(base_url=emulator.replicate_base_url),
-                 "fal": FalProvider(),
-                 "openai": OpenAIProvider(base_url=emulator.openai_base_url)}
-    return Workbench(tmp_path / "home", catalog=load_catalog(folder), providers=providers)
+    return Workbench(tmp_path / "home", catalog=load_catalog(folder),
+                     providers=emulated_providers(emulator))
 
 
 def run_chain(workbench: Workbench, dataset_dir: Path, chain: list[str],

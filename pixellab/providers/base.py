@@ -27,7 +27,7 @@ from pixellab.errors import (
 
 __all__ = [
     "ContentRejected", "InvalidOutput", "InvalidRequest", "Job", "JobState", "MissingCredentials",
-    "Output", "Provider", "ProviderError", "ProviderRequest", "ProviderTimeout",
+    "KeyedProvider", "Output", "Provider", "ProviderError", "ProviderRequest", "ProviderTimeout",
     "ProviderUnavailable", "RateLimited", "credential_from_env",
 ]
 
@@ -101,6 +101,25 @@ class Provider(Protocol):
 
     async def cancel(self, job: Job) -> None:
         """Best effort: stop a job we no longer want, so it stops costing money."""
+
+
+class KeyedProvider:
+    """Credential handling shared by the remote adapters: an explicit key, else the provider's
+    environment variable; a missing key is a reason to skip, never an exception."""
+
+    credential_env: str = ""
+
+    def __init__(self, *, key: str | None = None) -> None:
+        self._key = key
+
+    def key(self) -> str | None:
+        return self._key or credential_from_env(self.credential_env)
+
+    def missing_credentials(self) -> str | None:
+        return None if self.key() else f"no {self.credential_env}"
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}()"
 
 
 def credential_from_env(variable: str) -> str | None:

@@ -31,7 +31,7 @@ from pixellab.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from pixellab.providers.base import Job, JobState, Output, ProviderRequest, credential_from_env
+from pixellab.providers.base import Job, JobState, KeyedProvider, Output, ProviderRequest
 from pixellab.providers.download import fetch_output
 
 _CONTENT_MARKERS = ("nsfw", "content policy", "content_policy", "safety", "moderation")
@@ -100,31 +100,23 @@ def configure_endpoints() -> None:
             setattr(fal_wire, constant, value)
 
 
-class FalProvider:
+class FalProvider(KeyedProvider):
     """fal queue jobs: upload, submit, status, result, cancel, download."""
 
     name = "fal"
+    credential_env = "FAL_KEY"
 
     def __init__(self, *, key: str | None = None, webhook_url: str | None = None) -> None:
-        self._key = key
+        super().__init__(key=key)
         self.webhook_url = webhook_url
         self._client: fal_client.AsyncClient | None = None
-
-    def _key_value(self) -> str | None:
-        return self._key or credential_from_env("FAL_KEY")
-
-    def missing_credentials(self) -> str | None:
-        return None if self._key_value() else "no FAL_KEY"
 
     @property
     def client(self) -> fal_client.AsyncClient:
         if self._client is None:
             configure_endpoints()
-            self._client = fal_client.AsyncClient(key=self._key_value(), default_timeout=60.0)
+            self._client = fal_client.AsyncClient(key=self.key(), default_timeout=60.0)
         return self._client
-
-    def __repr__(self) -> str:
-        return "FalProvider()"
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model

@@ -27,7 +27,7 @@ from pixellab.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from pixellab.providers.base import Job, JobState, Output, ProviderRequest, credential_from_env
+from pixellab.providers.base import Job, JobState, KeyedProvider, Output, ProviderRequest
 
 _CONTENT_CODES = ("moderation_blocked", "content_policy_violation")
 _FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -68,32 +68,24 @@ def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
     return ProviderUnavailable(f"{model_id}: {type(exc).__name__}: {exc}", model_id=model_id)
 
 
-class OpenAIProvider:
+class OpenAIProvider(KeyedProvider):
     """OpenAI image edits (with an input image) and generations (prompt only)."""
 
     name = "openai"
+    credential_env = "OPENAI_API_KEY"
 
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None) -> None:
-        self._key = api_key
+    def __init__(self, *, key: str | None = None, base_url: str | None = None) -> None:
+        super().__init__(key=key)
         self._base_url = base_url
         self._client: openai.AsyncOpenAI | None = None
         self._ids = itertools.count(1)
 
-    def _key_value(self) -> str | None:
-        return self._key or credential_from_env("OPENAI_API_KEY")
-
-    def missing_credentials(self) -> str | None:
-        return None if self._key_value() else "no OPENAI_API_KEY"
-
     @property
     def client(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            self._client = openai.AsyncOpenAI(api_key=self._key_value(), base_url=self._base_url,
+            self._client = openai.AsyncOpenAI(api_key=self.key(), base_url=self._base_url,
                                               max_retries=0, timeout=120.0)
         return self._client
-
-    def __repr__(self) -> str:
-        return f"OpenAIProvider(base_url={self._base_url!r})"
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model

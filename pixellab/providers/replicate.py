@@ -30,7 +30,7 @@ from pixellab.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from pixellab.providers.base import Job, JobState, Output, ProviderRequest, credential_from_env
+from pixellab.providers.base import Job, JobState, KeyedProvider, Output, ProviderRequest
 from pixellab.providers.download import fetch_output
 
 _STATES = {
@@ -88,34 +88,26 @@ def _first_url(output: Any) -> str | None:
     return url if isinstance(url, str) else None
 
 
-class ReplicateProvider:
+class ReplicateProvider(KeyedProvider):
     """Replicate predictions: create (with file upload), poll, cancel, download."""
 
     name = "replicate"
+    credential_env = "REPLICATE_API_TOKEN"
 
-    def __init__(self, *, api_token: str | None = None, base_url: str | None = None,
+    def __init__(self, *, key: str | None = None, base_url: str | None = None,
                  webhook_url: str | None = None) -> None:
-        self._token = api_token
+        super().__init__(key=key)
         self._base_url = base_url
         self.webhook_url = webhook_url
         self._client: replicate.Client | None = None
 
-    def _token_value(self) -> str | None:
-        return self._token or credential_from_env("REPLICATE_API_TOKEN")
-
-    def missing_credentials(self) -> str | None:
-        return None if self._token_value() else "no REPLICATE_API_TOKEN"
-
     @property
     def client(self) -> replicate.Client:
         if self._client is None:
-            self._client = replicate.Client(api_token=self._token_value(),
+            self._client = replicate.Client(api_token=self.key(),
                                             base_url=self._base_url,
                                             timeout=httpx.Timeout(30.0, connect=5.0))
         return self._client
-
-    def __repr__(self) -> str:
-        return f"ReplicateProvider(base_url={self._base_url!r})"
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model

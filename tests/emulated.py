@@ -1,0 +1,49 @@
+"""Pointing pixellab's real-SDK adapters at the loopback emulator, for the tests that need it."""
+
+from __future__ import annotations
+
+import fal_client.client as fal_wire
+import pytest
+
+from pixellab.emulator import Emulator
+from pixellab.providers.base import Provider
+from pixellab.providers.fal import FalProvider
+from pixellab.providers.local import LocalProvider
+from pixellab.providers.openai import OpenAIProvider
+from pixellab.providers.replicate import ReplicateProvider
+
+
+def point_sdks_at(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys of realistic shape, the emulator's CA, and fal-client's hard-coded hosts redirected
+    (restored after the test)."""
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_" + "t" * 37)
+    monkeypatch.setenv("FAL_KEY", "emu-key-id:emu-key-secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator-" + "x" * 20)
+    monkeypatch.setenv("SSL_CERT_FILE", emulator.ca_pem)
+    for constant, value in (("QUEUE_URL_FORMAT", emulator.fal_queue_url),
+                            ("RUN_URL_FORMAT", emulator.fal_run_url),
+                            ("REST_URL", emulator.fal_rest_url),
+                            ("CDN_URL", emulator.fal_cdn_url)):
+        monkeypatch.setattr(fal_wire, constant, value)
+
+
+def emulated_providers(emulator: Emulator) -> dict[str, Provider]:
+    return {"local": LocalProvider(),
+            "replicate": ReplicateProvider(base_url=emulator.replicate_base_url),
+            "fal": FalProvider(),
+            "openai": OpenAIProvider(base_url=emulator.openai_base_url)}
+
+
+def remote_models(endpoint: str, openai_endpoint: str, usd_per_image: float,
+                  timeout_s: float) -> str:
+    """A catalog file with one enhance model per remote provider, all on the emulator."""
+    return "".join(f"""
+[models."{provider}:{name}"]
+tasks = ["enhance"]
+endpoint = "{name}"
+inputs = {{ prompt = "prompt"{image} }}
+pricing = {{ unit = "image", usd_per_unit = {usd_per_image} }}
+timeout_s = {timeout_s}
+""" for provider, name, image in (("replicate", endpoint, ', image = "input_image"'),
+                                  ("fal", endpoint, ', image = "image_url"'),
+                                  ("openai", openai_endpoint, "")))
