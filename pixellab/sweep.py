@@ -34,7 +34,7 @@ from pixellab.scoring import ScoreContext, compute, load_task_scoring, scorer_ve
 from pixellab.store import sha256_hex
 from pixellab.tasks import Task
 from pixellab.validate import decode_image
-from pixellab.webhooks import JobSignals
+from pixellab.webhooks import JobSignals, WebhookSettings, webhooks_for
 from pixellab.workbench import Workbench
 
 KEY_VERSION = 1
@@ -270,8 +270,9 @@ class Sweep:
                    on_planned: Callable[[str, int, int], None] | None = None,
                    retry: RetryPolicy | None = None, score: bool = True,
                    signals: JobSignals | None = None) -> SweepResult:
-        """Run what is not done yet. ``signals`` (from a :class:`WebhookReceiver`) lets provider
-        webhooks wake the poll of the job they name."""
+        """Run what is not done yet. Provider webhooks wake the poll of the job they name:
+        pass ``signals`` from your own :class:`WebhookReceiver`, or set ``PIXELLAB_WEBHOOK_URL``
+        and the sweep runs a receiver itself (see :class:`WebhookSettings`)."""
         workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
         planned = self.plan()
         ledger.write([
@@ -288,13 +289,17 @@ class Sweep:
                                     [self.sweep_id]) or 0)
         budget = Budget(spec.budget_usd, already_spent_usd=spent)
         writer = LedgerWriter(ledger)
+        settings = WebhookSettings.from_env() if signals is None else None
         try:
-            runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
-                            writer=writer, store=workbench.store, budget=budget,
-                            sweep_id=self.sweep_id, concurrency=spec.concurrency, retry=retry,
-                            on_done=progress, signals=signals,
-                            unfinished=ledger.unfinished_attempts([r.request_key for r in todo]))
-            summary = await runner.run(todo)
+            async with webhooks_for(workbench.providers, settings) as configured:
+                runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
+                                writer=writer, store=workbench.store, budget=budget,
+                                sweep_id=self.sweep_id, concurrency=spec.concurrency,
+                                retry=retry, on_done=progress,
+                                signals=signals if signals is not None else configured,
+                                unfinished=ledger.unfinished_attempts(
+                                    [r.request_key for r in todo]))
+                summary = await runner.run(todo)
         finally:
             writer.close()
         result = SweepResult(sweep_id=self.sweep_id, planned=len(planned),

@@ -43,17 +43,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import socket
 import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -718,3 +720,74 @@ class JobSignals:
         """Jobs with a remembered signal or a waiter (for leak checks)."""
         with self._lock:
             return len(self._pending) + len(self._waiters)
+
+
+DEFAULT_FAL_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Where providers can reach this machine, from the environment.
+
+    ``PIXELLAB_WEBHOOK_URL`` is the public base URL (a tunnel or proxy in front of the receiver);
+    ``PIXELLAB_WEBHOOK_PORT`` (default 8787) and ``PIXELLAB_WEBHOOK_HOST`` (default 127.0.0.1)
+    are where the receiver listens. Without a public URL webhooks stay off: polling alone
+    finishes every job.
+    """
+
+    public_url: str
+    host: str = "127.0.0.1"
+    port: int = 8787
+
+    @classmethod
+    def from_env(cls) -> WebhookSettings | None:
+        public = os.environ.get("PIXELLAB_WEBHOOK_URL", "").strip().rstrip("/")
+        if not public:
+            return None
+        return cls(public_url=public, host=os.environ.get("PIXELLAB_WEBHOOK_HOST", "127.0.0.1"),
+                   port=int(os.environ.get("PIXELLAB_WEBHOOK_PORT", "8787")))
+
+
+async def replicate_signing_secret(provider: Any) -> str | None:
+    """``REPLICATE_WEBHOOK_SECRET``, else the account's default secret fetched through the SDK."""
+    configured = os.environ.get("REPLICATE_WEBHOOK_SECRET")
+    if configured:
+        return configured
+    if provider is None or provider.missing_credentials():
+        return None
+    secret = await provider.client.webhooks.default.async_secret()
+    return str(secret.key)
+
+
+@contextlib.asynccontextmanager
+async def webhooks_for(providers: Mapping[str, Any],
+                       settings: WebhookSettings | None) -> AsyncIterator[JobSignals | None]:
+    """Run a receiver for the duration of a sweep and point the adapters' webhooks at it.
+
+    Yields the :class:`JobSignals` the runner waits on, or ``None`` when webhooks are off. The
+    adapters' ``webhook_url`` is restored afterwards.
+    """
+    if settings is None:
+        yield None
+        return
+    signals = JobSignals()
+    replicate, fal = providers.get("replicate"), providers.get("fal")
+    jwks_url = os.environ.get("PIXELLAB_FAL_JWKS_URL") or DEFAULT_FAL_JWKS_URL
+    receiver = WebhookReceiver(
+        replicate_secret=await replicate_signing_secret(replicate),
+        fal_keys=JwksKeys(jwks_url, verify=os.environ.get("SSL_CERT_FILE") or True),
+        on_signal=signals)
+    previous = {name: getattr(p, "webhook_url", None) for name, p in providers.items()}
+    server = WebhookServer(receiver, host=settings.host, port=settings.port)
+    await asyncio.to_thread(server.start)
+    try:
+        if replicate is not None:
+            replicate.webhook_url = f"{settings.public_url}/webhooks/replicate"
+        if fal is not None:
+            fal.webhook_url = f"{settings.public_url}/webhooks/fal"
+        yield signals
+    finally:
+        for name, provider in providers.items():
+            if hasattr(provider, "webhook_url"):
+                provider.webhook_url = previous[name]
+        await asyncio.to_thread(server.stop)

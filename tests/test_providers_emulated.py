@@ -279,3 +279,23 @@ def test_a_webhook_with_a_bad_signature_is_rejected_and_signals_nothing(hooked: 
     response = httpx.post(hooked.server.replicate_url, content=body, headers=headers)
     assert response.status_code == 401
     assert hooked.receiver.stats.accepted == 0 and len(hooked.signals) == 0
+
+
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL])
+def test_a_configured_public_url_makes_the_sweep_run_its_own_receiver(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PIXELLAB_WEBHOOK_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("PIXELLAB_WEBHOOK_PORT", str(port))
+    monkeypatch.setenv("PIXELLAB_FAL_JWKS_URL", emulator.fal_jwks_url)
+    spec = SweepSpec.parse({"name": "auto-hooks", "task": "enhance", "limit": 1,
+                            "dataset": str(dataset_dir), "chain": [model_id]})
+    result = Sweep(spec, workbench).run(retry=SLOW_POLLS, score=False)
+    assert result.succeeded == 1  # a 120 s poll interval: only the webhook can explain this
+    assert float(workbench.ledger.scalar("select latency_s from attempts")) < 10
+    assert workbench.providers[model_id.split(":")[0]].webhook_url is None  # type: ignore[attr-defined]
