@@ -28,7 +28,7 @@ from pixellab.errors import (
 __all__ = [
     "ContentRejected", "InvalidOutput", "InvalidRequest", "Job", "JobState", "MissingCredentials",
     "KeyedProvider", "Output", "Provider", "ProviderError", "ProviderRequest", "ProviderTimeout",
-    "ProviderUnavailable", "RateLimited", "credential_from_env",
+    "ProviderUnavailable", "RateLimited", "credential_from_env", "error_for_status",
 ]
 
 
@@ -101,6 +101,22 @@ class Provider(Protocol):
 
     async def cancel(self, job: Job) -> None:
         """Best effort: stop a job we no longer want, so it stops costing money."""
+
+
+def error_for_status(status: int, message: str, *, model_id: str | None,
+                     retry_after: float | None = None,
+                     content_rejected: bool = False) -> ProviderError:
+    """The one HTTP-status policy every adapter shares: 429 waits, content refusals and other
+    4xx fail fast, 401/403 mean the key is wrong, 408/409/5xx (and no status) are transient."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after, model_id=model_id)
+    if content_rejected:
+        return ContentRejected(message, model_id=model_id)
+    if status in (401, 403):
+        return MissingCredentials(message, model_id=model_id)
+    if status >= 500 or status in (0, 408, 409):
+        return ProviderUnavailable(message, model_id=model_id)
+    return InvalidRequest(message, model_id=model_id)
 
 
 class KeyedProvider:

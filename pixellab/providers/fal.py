@@ -24,14 +24,19 @@ import httpx
 from pixellab.errors import (
     ContentRejected,
     InvalidOutput,
-    InvalidRequest,
-    MissingCredentials,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
 )
-from pixellab.providers.base import Job, JobState, KeyedProvider, Output, ProviderRequest
+from pixellab.providers.base import (
+    Job,
+    JobState,
+    KeyedProvider,
+    Output,
+    ProviderRequest,
+    error_for_status,
+)
 from pixellab.providers.download import fetch_output
 
 _CONTENT_MARKERS = ("nsfw", "content policy", "content_policy", "safety", "moderation")
@@ -57,18 +62,11 @@ def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
         return exc
     if isinstance(exc, fal_client.FalClientHTTPError):
         status = exc.status_code
-        message = f"{model_id}: fal {status}: {exc.message}"
         kind = f"{exc.error_type or ''} {exc.message}".lower()
-        if status == 429:
-            return RateLimited(message, retry_after=_retry_after(exc.response_headers),
-                               model_id=model_id)
-        if any(marker in kind for marker in _CONTENT_MARKERS):
-            return ContentRejected(message, model_id=model_id)
-        if status in (401, 403):
-            return MissingCredentials(message, model_id=model_id)
-        if status >= 500 or status in (408, 409):
-            return ProviderUnavailable(message, model_id=model_id)
-        return InvalidRequest(message, model_id=model_id)
+        return error_for_status(status, f"{model_id}: fal {status}: {exc.message}",
+                                model_id=model_id,
+                                retry_after=_retry_after(exc.response_headers),
+                                content_rejected=any(m in kind for m in _CONTENT_MARKERS))
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return ProviderTimeout(f"{model_id}: fal timed out ({type(exc).__name__})",
                                model_id=model_id)

@@ -18,16 +18,19 @@ from typing import Any
 import openai
 
 from pixellab.errors import (
-    ContentRejected,
     InvalidOutput,
-    InvalidRequest,
-    MissingCredentials,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
-    RateLimited,
 )
-from pixellab.providers.base import Job, JobState, KeyedProvider, Output, ProviderRequest
+from pixellab.providers.base import (
+    Job,
+    JobState,
+    KeyedProvider,
+    Output,
+    ProviderRequest,
+    error_for_status,
+)
 
 _CONTENT_CODES = ("moderation_blocked", "content_policy_violation")
 _FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -54,17 +57,11 @@ def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
     if isinstance(exc, openai.APIConnectionError):
         return ProviderUnavailable(f"{model_id}: openai unreachable", model_id=model_id)
     if isinstance(exc, openai.APIStatusError):
-        code = getattr(exc, "code", None)
-        message = f"{model_id}: openai {exc.status_code}: {getattr(exc, 'message', exc)}"
-        if exc.status_code == 429:
-            return RateLimited(message, retry_after=_retry_after(exc), model_id=model_id)
-        if code in _CONTENT_CODES:
-            return ContentRejected(message, model_id=model_id)
-        if exc.status_code in (401, 403):
-            return MissingCredentials(message, model_id=model_id)
-        if exc.status_code >= 500 or exc.status_code in (408, 409):
-            return ProviderUnavailable(message, model_id=model_id)
-        return InvalidRequest(message, model_id=model_id)
+        detail = getattr(exc, "message", exc)
+        return error_for_status(
+            exc.status_code, f"{model_id}: openai {exc.status_code}: {detail}",
+            model_id=model_id, retry_after=_retry_after(exc),
+            content_rejected=getattr(exc, "code", None) in _CONTENT_CODES)
     return ProviderUnavailable(f"{model_id}: {type(exc).__name__}: {exc}", model_id=model_id)
 
 

@@ -23,14 +23,18 @@ from replicate.exceptions import ReplicateError
 from pixellab.errors import (
     ContentRejected,
     InvalidOutput,
-    InvalidRequest,
-    MissingCredentials,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
-    RateLimited,
 )
-from pixellab.providers.base import Job, JobState, KeyedProvider, Output, ProviderRequest
+from pixellab.providers.base import (
+    Job,
+    JobState,
+    KeyedProvider,
+    Output,
+    ProviderRequest,
+    error_for_status,
+)
 from pixellab.providers.download import fetch_output
 
 _STATES = {
@@ -50,14 +54,9 @@ def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
     if isinstance(exc, ReplicateError):
         status = exc.status or 0
         detail = exc.detail or exc.title or f"HTTP {status}"
-        message = f"{model_id}: replicate {status}: {detail}"
-        if status == 429:
-            return RateLimited(message, model_id=model_id)
-        if status in (401, 403):
-            return MissingCredentials(message, model_id=model_id)
-        if status >= 500 or status == 0:
-            return ProviderUnavailable(message, model_id=model_id)
-        return InvalidRequest(message, model_id=model_id)
+        # the SDK drops the Retry-After header; our backoff applies
+        return error_for_status(status, f"{model_id}: replicate {status}: {detail}",
+                                model_id=model_id)
     if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeout(f"{model_id}: replicate timed out ({type(exc).__name__})",
                                model_id=model_id)
