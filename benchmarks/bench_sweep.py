@@ -66,6 +66,12 @@ def start_emulator(latency: float) -> tuple[subprocess.Popen[str], dict[str, str
     return process, env
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
@@ -97,6 +103,7 @@ def main() -> None:
             result = sweep.run(retry=RetryPolicy(max_attempts=1), score=False)
             wall = time.perf_counter() - started
             cpu = time.process_time() - cpu_before
+            emulator_cpu = _process_cpu_s(emulator.pid)
     finally:
         emulator.terminate()
         emulator.wait()
@@ -108,6 +115,7 @@ def main() -> None:
     print(f"wall {wall:.1f} s, ideal {ideal:.1f} s, wall / ideal = {wall / ideal:.3f}")
     print(f"CPU {cpu:.1f} s = {1000 * cpu / max(1, n):.1f} ms per attempt (this process)")
     print(f"peak RSS {peak_mb:.0f} MB")
+    print(f"emulator CPU {emulator_cpu:.1f} s (the other process on this machine)")
 
 
 if __name__ == "__main__":

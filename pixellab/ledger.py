@@ -147,6 +147,29 @@ class Ledger:
         with self._write_lock, self.connect() as con:
             self.execute_in_transaction(con, statements)
 
+    def record_plan(self, sweep: Statement, sweep_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """The sweep row, every planned request (new ones only) and its link to the sweep, in
+        one transaction and two bulk statements: planning 20,000 requests row by row would cost
+        DuckDB ~80 s."""
+        columns = ["request_key", "product_id", "category", "task", "arm", "chain", "prompt_id",
+                   "prompt_hash", "prompt_text", "params", "seed", "input_sha256"]
+        frame = pd.DataFrame([{c: as_json(r[c]) if c in ("chain", "params") else r[c]
+                               for c in columns} for r in rows], columns=columns)
+        frame = frame.drop_duplicates("request_key")
+        frame["seed"] = frame["seed"].astype("Int64")
+        stamp = now()
+        with self._write_lock, self.connect() as con:
+            con.register("planned_requests", frame)
+            self.execute_in_transaction(con, [
+                sweep,
+                (f"""insert into requests ({", ".join(columns)}, status, created_at, updated_at)
+                     select {", ".join(columns)}, 'pending', ?, ? from planned_requests
+                     on conflict (request_key) do nothing""", [stamp, stamp]),
+                ("""insert into sweep_requests select ?, request_key from planned_requests
+                    on conflict do nothing""", [sweep_id]),
+            ])
+            con.unregister("planned_requests")
+
     @staticmethod
     def execute_in_transaction(con: duckdb.DuckDBPyConnection,
                                statements: Sequence[Statement]) -> None:
@@ -210,23 +233,6 @@ class Ledger:
     def set_sweep_status(sweep_id: str, status: str, message: str = "") -> Statement:
         return ("update sweeps set status = ?, message = ?, updated_at = ? where sweep_id = ?",
                 [status, redact(message), now(), sweep_id])
-
-    @staticmethod
-    def insert_request(row: dict[str, Any]) -> Statement:
-        columns = ["request_key", "product_id", "category", "task", "arm", "chain", "prompt_id",
-                   "prompt_hash", "prompt_text", "params", "seed", "input_sha256"]
-        values = [row[c] if c not in ("chain", "params") else as_json(row[c]) for c in columns]
-        placeholders = ", ".join("?" for _ in columns)
-        return (
-            f"""insert into requests ({", ".join(columns)}, status, created_at, updated_at)
-                values ({placeholders}, 'pending', ?, ?) on conflict (request_key) do nothing""",
-            [*values, now(), now()],
-        )
-
-    @staticmethod
-    def link_request(sweep_id: str, request_key: str) -> Statement:
-        return ("insert into sweep_requests values (?, ?) on conflict do nothing",
-                [sweep_id, request_key])
 
     @staticmethod
     def finish_request(request_key: str, *, status: str, model_id: str | None = None,

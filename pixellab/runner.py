@@ -39,7 +39,7 @@ from pixellab.errors import (
     ProviderTimeout,
     RateLimited,
 )
-from pixellab.ledger import Ledger, LedgerWriter
+from pixellab.ledger import Ledger, LedgerWriter, Statement
 from pixellab.providers.base import Job, JobState, Provider, ProviderRequest
 from pixellab.store import Store, sha256_hex
 from pixellab.tasks import Task, expected_output_size
@@ -91,6 +91,8 @@ class RequestOutcome:
     error_reason: str | None = None
     error_message: str | None = None
     attempts: int = 0
+    unwritten: list[Statement] = field(default_factory=list, repr=False)
+    """Statements of the winning attempt, committed with the request's final row."""
 
 
 @dataclass
@@ -235,7 +237,8 @@ class Runner:
         return outcome
 
     async def _finish(self, request: Request, outcome: RequestOutcome) -> None:
-        await self.writer.write([Ledger.finish_request(
+        pending, outcome.unwritten = outcome.unwritten, []
+        await self.writer.write([*pending, Ledger.finish_request(
             request.request_key, status=outcome.status, model_id=outcome.model_id,
             output_sha256=outcome.output_sha256, error_class=outcome.error_class,
             error_reason=outcome.error_reason, error_message=outcome.error_message)])
@@ -312,8 +315,9 @@ class Runner:
                             self.provider_calls += 1
                             job = await provider.submit(provider_request)
                             charged = True
-                            await self.writer.write([Ledger.set_provider_job(
-                                attempt_id, job.provider_job_id, job.context)])
+                            if not job.state.terminal:  # a synchronous API has nothing to resume
+                                await self.writer.write([Ledger.set_provider_job(
+                                    attempt_id, job.provider_job_id, job.context)])
                         while not job.state.terminal:
                             await self._until_next_poll(model, job)
                             job = await provider.poll(job)
@@ -368,7 +372,8 @@ class Runner:
         if reported is not None and model.pricing.usd_per_unit > 0:
             credits = reported / model.pricing.usd_per_unit * model.pricing.credits_per_unit
         self.budget.settle(reservation, usd)
-        await self.writer.write([
+        # Written together with the request's own final row, in one commit (see _finish).
+        outcome.unwritten.extend([
             Ledger.record_output(digest, media_type, check.width, check.height, len(output.data)),
             Ledger.finish_attempt(
                 attempt_id, status="succeeded", latency_s=time.monotonic() - started,

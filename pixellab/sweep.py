@@ -275,12 +275,10 @@ class Sweep:
         and the sweep runs a receiver itself (see :class:`WebhookSettings`)."""
         workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
         planned = self.plan()
-        ledger.write([
+        ledger.record_plan(
             Ledger.upsert_sweep(self.sweep_id, spec.name, spec.task.value,
                                 spec.model_dump(mode="json"), spec.budget_usd, "running"),
-            *(Ledger.insert_request(row) for _, row in planned),
-            *(Ledger.link_request(self.sweep_id, r.request_key) for r, _ in planned),
-        ])
+            self.sweep_id, [row for _, row in planned])
         done = ledger.succeeded_request_keys([r.request_key for r, _ in planned])
         todo = _unique(r for r, _ in planned if r.request_key not in done)
         if on_planned is not None:

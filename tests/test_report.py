@@ -10,23 +10,18 @@ from pixellab.ledger import Ledger
 
 
 def seed(ledger: Ledger) -> None:
+    cases = [("local:a", "succeeded", "h1"), ("local:a", "succeeded", "h2"),
+             ("local:b", "succeeded", "h3"), ("local:b", "failed", None)]
+    ledger.record_plan(Ledger.upsert_sweep("s", "s", "packshot", {}, None, "running"), "s", [
+        dict(request_key=f"k{i}", product_id=f"p{i % 2}", category="kitchen", task="packshot",
+             arm=arm, chain=[arm], prompt_id=None, prompt_hash=None, prompt_text=None, params={},
+             seed=0, input_sha256="x") for i, (arm, _, _) in enumerate(cases)])
     rows = []
-    for i, (arm, status, digest) in enumerate([
-        ("local:a", "succeeded", "h1"), ("local:a", "succeeded", "h2"),
-        ("local:b", "succeeded", "h3"), ("local:b", "failed", None),
-    ]):
-        key = f"k{i}"
-        rows += [
-            Ledger.insert_request(dict(request_key=key, product_id=f"p{i % 2}", category="kitchen",
-                                       task="packshot", arm=arm, chain=[arm], prompt_id=None,
-                                       prompt_hash=None, prompt_text=None, params={}, seed=0,
-                                       input_sha256="x")),
-            Ledger.link_request("s", key),
-            Ledger.finish_request(key, status=status, model_id=arm if digest else None,
-                                  output_sha256=digest,
-                                  error_class=None if digest else "ContentRejected",
-                                  error_message=None if digest else "refused"),
-        ]
+    for i, (arm, status, digest) in enumerate(cases):
+        rows.append(Ledger.finish_request(f"k{i}", status=status, model_id=arm if digest else None,
+                                          output_sha256=digest,
+                                          error_class=None if digest else "ContentRejected",
+                                          error_message=None if digest else "refused"))
         if digest:
             rows.append(Ledger.record_output(digest, "image/png", 10, 10, 100))
     rows += [
