@@ -13,18 +13,24 @@ from pixellab.providers.openai import OpenAIProvider
 from pixellab.providers.replicate import ReplicateProvider
 
 
-def point_sdks_at(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys of realistic shape, the emulator's CA, and fal-client's hard-coded hosts redirected
-    (restored after the test)."""
-    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_" + "t" * 37)
-    monkeypatch.setenv("FAL_KEY", "emu-key-id:emu-key-secret")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator-" + "x" * 20)
+def point_fal_at(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fal-client has no base-URL option and reads its hosts at import: its module constants
+    are patched (restored after the test) and ``SSL_CERT_FILE`` set before a client makes its
+    first request (``AsyncCDNTokenManager`` copies ``REST_URL`` when it is built)."""
     monkeypatch.setenv("SSL_CERT_FILE", emulator.ca_pem)
     for constant, value in (("QUEUE_URL_FORMAT", emulator.fal_queue_url),
                             ("RUN_URL_FORMAT", emulator.fal_run_url),
                             ("REST_URL", emulator.fal_rest_url),
                             ("CDN_URL", emulator.fal_cdn_url)):
         monkeypatch.setattr(fal_wire, constant, value)
+
+
+def point_sdks_at(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys of realistic shape, the emulator's CA, and fal-client's hard-coded hosts redirected."""
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_" + "t" * 37)
+    monkeypatch.setenv("FAL_KEY", "emu-key-id:emu-key-secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator-" + "x" * 20)
+    point_fal_at(emulator, monkeypatch)
 
 
 def emulated_providers(emulator: Emulator) -> dict[str, Provider]:

@@ -37,6 +37,7 @@ from pixellab.emulator import Emulator, FaultPlan
 from pixellab.errors import InvalidImage
 from pixellab.validate import decode_image
 from tests.conftest import REPO, product_photo
+from tests.emulated import point_fal_at
 
 # --------------------------------------------------------------------------------------------
 # fixtures and helpers
@@ -73,14 +74,8 @@ def rep(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> replicate.Client:
 
 @pytest.fixture
 def fal(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> fal_client.AsyncClient:
-    """A fal client on the emulator: fal-client has no base-URL option and reads its hosts at
-    import, so its module constants are patched (and ``SSL_CERT_FILE`` set) before the client
-    makes its first request - ``AsyncCDNTokenManager`` copies ``REST_URL`` when it is built."""
-    monkeypatch.setattr(fal_module, "QUEUE_URL_FORMAT", emu.fal_queue_url)
-    monkeypatch.setattr(fal_module, "RUN_URL_FORMAT", emu.fal_run_url)
-    monkeypatch.setattr(fal_module, "REST_URL", emu.fal_rest_url)
-    monkeypatch.setattr(fal_module, "CDN_URL", emu.fal_cdn_url)
-    monkeypatch.setenv("SSL_CERT_FILE", emu.ca_pem)
+    """A fal client on the emulator (see :func:`tests.emulated.point_fal_at`)."""
+    point_fal_at(emu, monkeypatch)
     return fal_client.AsyncClient(key="key-id:key-secret")
 
 

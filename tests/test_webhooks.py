@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import fal_client
-import fal_client.client as fal_module
 import httpx
 import pytest
 import replicate
@@ -45,6 +44,7 @@ from pixellab.webhooks import (
     verify_fal,
     verify_replicate,
 )
+from tests.emulated import point_fal_at
 
 NOW = 1_700_000_000
 KEY = bytes(range(32))
@@ -629,11 +629,8 @@ def rep(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> replicate.Client:
 
 @pytest.fixture
 def fal(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> fal_client.AsyncClient:
-    monkeypatch.setattr(fal_module, "QUEUE_URL_FORMAT", emu.fal_queue_url)
-    monkeypatch.setattr(fal_module, "RUN_URL_FORMAT", emu.fal_run_url)
-    monkeypatch.setattr(fal_module, "REST_URL", emu.fal_rest_url)
-    monkeypatch.setattr(fal_module, "CDN_URL", emu.fal_cdn_url)
-    monkeypatch.setenv("SSL_CERT_FILE", emu.ca_pem)
+    """A fal client on the emulator (see :func:`tests.emulated.point_fal_at`)."""
+    point_fal_at(emu, monkeypatch)
     return fal_client.AsyncClient(key="key-id:key-secret")
 
 

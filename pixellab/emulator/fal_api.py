@@ -133,11 +133,9 @@ def routes(ctx: Context) -> list[Route]:
 
     def webhook_listener(url: str) -> Listener:
         async def on_terminal(job: Job) -> None:
-            action = job.action
-            if action == "drop_webhook":
+            if not await engine.webhook_due(job):
                 return
-            if job.fault is not None and action == "delay_webhook":
-                await engine.pause(float(job.fault.option("seconds", 1.0)))
+            action = job.action
             message: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
             if job.status == "succeeded":
                 message.update(status="OK", payload=result_json(job))

@@ -229,6 +229,15 @@ class JobEngine:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def webhook_due(self, job: Job) -> bool:
+        """Apply the job's webhook fault: ``False`` when the terminal webhook is dropped; after
+        the configured pause when it is delayed; otherwise at once."""
+        if job.action == "drop_webhook":
+            return False
+        if job.fault is not None and job.action == "delay_webhook":
+            await self.pause(float(job.fault.option("seconds", 1.0)))
+        return True
+
     async def pause(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if the emulator is stopping."""
         if self.stopping is None:

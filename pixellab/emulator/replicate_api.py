@@ -124,11 +124,9 @@ def routes(ctx: Context) -> list[Route]:
 
     def completed_listener(urls: list[str]) -> Listener:
         async def on_terminal(job: Job) -> None:
-            action = job.action
-            if action == "drop_webhook":
+            if not await engine.webhook_due(job):
                 return
-            if job.fault is not None and action == "delay_webhook":
-                await engine.pause(float(job.fault.option("seconds", 1.0)))
+            action = job.action
             body = json.dumps(prediction_json(job))
             webhook_id = "msg_" + job.id + "_completed"
             for _ in range(2 if action == "duplicate_webhook" else 1):
