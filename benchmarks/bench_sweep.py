@@ -8,12 +8,19 @@ nothing with webhooks on). Ideal wall time = ceil(N / C) * L. Prints wall / idea
 requests: results stream to the ledger, nothing in the runner grows with N but the outcome list).
 
     .venv/bin/python benchmarks/bench_sweep.py --n 2000 --latency 1.0 --concurrency 64
-    .venv/bin/python benchmarks/bench_sweep.py --n 20000 --latency 0.2 --concurrency 64
+    .venv/bin/python benchmarks/bench_sweep.py --n 20000 --latency 0.2 --no-baseline
+
+Baseline, same process, same emulator, first: the bare SDK. C coroutines call
+``images.with_raw_response.edit`` N times in total and decode the answer; no ledger, no
+validation, no store. Its wall / ideal is the floor any orchestration built on this SDK can reach
+on this machine; pixellab / baseline is what pixellab itself costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
 import math
 import os
 import resource
@@ -66,6 +73,30 @@ def start_emulator(latency: float) -> tuple[subprocess.Popen[str], dict[str, str
     return process, env
 
 
+async def bare_sdk(n: int, concurrency: int, image: bytes) -> tuple[float, float]:
+    """The baseline: the SDK alone at the same concurrency. Returns (wall s, CPU s)."""
+    import base64
+
+    import openai
+
+    client = openai.AsyncOpenAI(max_retries=0, timeout=120.0)
+    remaining = iter(range(n))
+
+    async def worker() -> None:
+        for _ in remaining:
+            raw = await client.images.with_raw_response.edit(
+                image=("input.png", image, "image/png"), model="emu-enhance",
+                prompt="Improve this photo.")
+            base64.b64decode(raw.parse().data[0].b64_json or "", validate=True)  # type: ignore[index]
+
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    await client.close()
+    return wall, time.process_time() - cpu_before
+
+
 def _process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of another process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -77,12 +108,24 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the bare-SDK baseline (for the memory run)")
     args = parser.parse_args()
     seeds = math.ceil(args.n / 4)
+    ideal = math.ceil(seeds * 4 / args.concurrency) * args.latency
     emulator, env = start_emulator(args.latency)
     try:
         os.environ.update(env)
         os.environ["OPENAI_API_KEY"] = "sk-bench-" + "x" * 24
+        if not args.no_baseline:
+            buffer = io.BytesIO()
+            Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3),
+                                                              dtype=np.uint8)).save(buffer, "PNG")
+            base_wall, base_cpu = asyncio.run(bare_sdk(seeds * 4, args.concurrency,
+                                                       buffer.getvalue()))
+            print(f"baseline (bare SDK): wall {base_wall:.1f} s, wall / ideal = "
+                  f"{base_wall / ideal:.3f}, CPU {1000 * base_cpu / (seeds * 4):.1f} ms per call")
+        emulator_cpu_before = _process_cpu_s(emulator.pid)
         from pixellab.catalog import load_catalog
         from pixellab.runner import RetryPolicy
         from pixellab.sweep import Sweep, SweepSpec
@@ -103,17 +146,20 @@ def main() -> None:
             result = sweep.run(retry=RetryPolicy(max_attempts=1), score=False)
             wall = time.perf_counter() - started
             cpu = time.process_time() - cpu_before
-            emulator_cpu = _process_cpu_s(emulator.pid)
+            emulator_cpu = _process_cpu_s(emulator.pid) - emulator_cpu_before
     finally:
         emulator.terminate()
         emulator.wait()
     n = result.planned
-    ideal = math.ceil(n / args.concurrency) * args.latency
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"requests {n}, succeeded {result.succeeded}, failed {result.failed}, "
           f"L = {args.latency:g} s, C = {args.concurrency}")
     print(f"wall {wall:.1f} s, ideal {ideal:.1f} s, wall / ideal = {wall / ideal:.3f}")
+    if not args.no_baseline:
+        print(f"pixellab / bare SDK wall = {wall / base_wall:.3f} (what orchestration costs)")
     print(f"CPU {cpu:.1f} s = {1000 * cpu / max(1, n):.1f} ms per attempt (this process)")
+    print(f"  of which the ledger writer thread {1000 * result.ledger_cpu_s / max(1, n):.1f} ms "
+          f"per attempt ({result.ledger_commits} commits)")
     print(f"peak RSS {peak_mb:.0f} MB")
     print(f"emulator CPU {emulator_cpu:.1f} s (the other process on this machine)")
 

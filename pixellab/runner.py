@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,11 @@ class Runner:
                                           max=self.retry.max_wait_s)
                          + wait_random(0, self.retry.initial_wait_s / 2))
         self.provider_calls = 0
+        self.max_unconfirmed_writes = max(64, 4 * concurrency)
+        """Write-behind bound: how many queued ledger writes may be waiting for their commit
+        before workers stop taking new requests (backpressure; memory stays flat)."""
+        self._unconfirmed: set[asyncio.Future[None]] = set()
+        self._write_error: BaseException | None = None
 
     # -- the sweep level ---------------------------------------------------------------------
 
@@ -154,11 +159,12 @@ class Runner:
 
         async def worker() -> None:
             for request in iterator:
+                await self._writes_keep_up()
                 if self._stop is not None:
                     outcome = RequestOutcome(request.request_key, "stopped",
                                              error_class="BudgetExceeded",
                                              error_message=str(self._stop))
-                    await self.writer.write([Ledger.finish_request(
+                    self._write_behind([Ledger.finish_request(
                         request.request_key, status="stopped", error_class="BudgetExceeded",
                         error_message=str(self._stop))])
                 else:
@@ -167,10 +173,47 @@ class Runner:
                 if self._on_done is not None:
                     self._on_done(outcome)
 
-        await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+        try:
+            await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+        finally:
+            await self._all_writes_durable()
         summary.stopped_reason = str(self._stop) if self._stop else None
         summary.provider_calls = self.provider_calls
         return summary
+
+    # -- the ledger, written behind ---------------------------------------------------------
+
+    def _write_behind(self, statements: Sequence[Statement]) -> None:
+        """Queue one atomic unit of ledger writes without waiting for its commit.
+
+        Waiting would not make anything safer: the window in which a kill loses a fact is the
+        time from the provider's answer to the commit, whoever waits. Units commit in order, so
+        an attempt's start always lands before its end. Waiting would only put a group commit
+        (tens of ms under load) on every request's critical path, twice.
+        """
+        if self._write_error is not None:
+            raise self._write_error
+        future = self.writer.submit(statements)
+        self._unconfirmed.add(future)
+        future.add_done_callback(self._write_confirmed)
+
+    def _write_confirmed(self, future: asyncio.Future[None]) -> None:
+        self._unconfirmed.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._write_error = self._write_error or future.exception()
+
+    async def _writes_keep_up(self) -> None:
+        """Backpressure: do not start another request while too many writes await a commit."""
+        while len(self._unconfirmed) >= self.max_unconfirmed_writes:
+            await asyncio.wait(set(self._unconfirmed), return_when=asyncio.FIRST_COMPLETED)
+        if self._write_error is not None:
+            raise self._write_error
+
+    async def _all_writes_durable(self) -> None:
+        while self._unconfirmed:
+            await asyncio.wait(set(self._unconfirmed))
+        if self._write_error is not None:
+            raise self._write_error
 
     # -- one request -------------------------------------------------------------------------
 
@@ -184,7 +227,7 @@ class Runner:
             outcome.error_class = "InvalidInputImage"
             outcome.error_reason = reason
             outcome.error_message = f"{request.image_path}: {exc}"
-            await self._finish(request, outcome)
+            self._finish(request, outcome)
             return outcome
         unfinished = self.unfinished.get(request.request_key)
         last_error: BaseException | None = None
@@ -194,7 +237,7 @@ class Runner:
                        else provider.missing_credentials())
             if missing is not None:
                 outcome.attempts += 1
-                await self._record_skip(request, model, outcome.attempts, missing)
+                self._record_skip(request, model, outcome.attempts, missing)
                 last_error = MissingCredentials(f"{model.id} skipped: {missing}",
                                                 model_id=model.id)
                 continue
@@ -218,7 +261,7 @@ class Runner:
                 outcome.status = "stopped"
                 outcome.error_class, outcome.error_reason, outcome.error_message = (
                     _error_fields(exc))
-                await self._finish(request, outcome)
+                self._finish(request, outcome)
                 return outcome
             except ProviderError as exc:
                 last_error = exc
@@ -226,27 +269,27 @@ class Runner:
             outcome.status = "succeeded"
             outcome.model_id = model.id
             outcome.output_sha256 = digest
-            await self._finish(request, outcome)
+            self._finish(request, outcome)
             return outcome
         if last_error is not None:
             outcome.error_class, outcome.error_reason, outcome.error_message = (
                 _error_fields(last_error))
         else:
             outcome.error_class, outcome.error_message = "ConfigError", "empty chain"
-        await self._finish(request, outcome)
+        self._finish(request, outcome)
         return outcome
 
-    async def _finish(self, request: Request, outcome: RequestOutcome) -> None:
+    def _finish(self, request: Request, outcome: RequestOutcome) -> None:
         pending, outcome.unwritten = outcome.unwritten, []
-        await self.writer.write([*pending, Ledger.finish_request(
+        self._write_behind([*pending, Ledger.finish_request(
             request.request_key, status=outcome.status, model_id=outcome.model_id,
             output_sha256=outcome.output_sha256, error_class=outcome.error_class,
             error_reason=outcome.error_reason, error_message=outcome.error_message)])
 
-    async def _record_skip(self, request: Request, model: Model, attempt_no: int,
+    def _record_skip(self, request: Request, model: Model, attempt_no: int,
                            reason: str) -> None:
         attempt_id = uuid.uuid4().hex
-        await self.writer.write([
+        self._write_behind([
             Ledger.start_attempt(attempt_id, request.request_key, self.sweep_id, attempt_no,
                                  model.provider, model.id),
             Ledger.finish_attempt(attempt_id, status="skipped", latency_s=0.0,
@@ -304,7 +347,7 @@ class Runner:
             charged = True
         else:
             attempt_id = uuid.uuid4().hex
-            await self.writer.write([Ledger.start_attempt(
+            self._write_behind([Ledger.start_attempt(
                 attempt_id, request.request_key, self.sweep_id, outcome.attempts,
                 model.provider, model.id)])
         try:
@@ -316,7 +359,7 @@ class Runner:
                             job = await provider.submit(provider_request)
                             charged = True
                             if not job.state.terminal:  # a synchronous API has nothing to resume
-                                await self.writer.write([Ledger.set_provider_job(
+                                self._write_behind([Ledger.set_provider_job(
                                     attempt_id, job.provider_job_id, job.context)])
                         while not job.state.terminal:
                             await self._until_next_poll(model, job)
@@ -361,7 +404,7 @@ class Runner:
                 statements.append(Ledger.record_cost(attempt_id, request.request_key,
                                                      self.sweep_id, model.provider, model.id,
                                                      credits, usd, True))
-            await self.writer.write(statements)
+            self._write_behind(statements)
             raise
         except BaseException:
             self.budget.settle(reservation, estimate_usd if charged else 0.0)

@@ -113,6 +113,9 @@ class SweepResult:
     scores_written: int = 0
     stopped_reason: str | None = None
     outcomes: list[RequestOutcome] = field(default_factory=list)
+    ledger_commits: int = 0
+    ledger_cpu_s: float = 0.0
+    """CPU seconds of the ledger's writer thread (diagnostics for benchmarks)."""
 
 
 def request_key(*, task: Task, chain: tuple[Model, ...], input_sha256: str,
@@ -305,7 +308,8 @@ class Sweep:
                              succeeded=summary.count("succeeded"), failed=summary.count("failed"),
                              stopped=summary.count("stopped"),
                              provider_calls=summary.provider_calls,
-                             stopped_reason=summary.stopped_reason)
+                             stopped_reason=summary.stopped_reason,
+                             ledger_commits=writer.commits, ledger_cpu_s=writer.thread_cpu_s)
         status = "stopped_budget" if summary.stopped_reason else "finished"
         ledger.write([Ledger.set_sweep_status(self.sweep_id, status,
                                               summary.stopped_reason or "")])
