@@ -163,15 +163,16 @@ def sweep_resume(
 @app.command()
 def score(
     sweep_id: Annotated[str, typer.Argument(help="The sweep's name.")],
-    metrics: Annotated[list[str] | None, typer.Option("--metric", help="Only these metrics.")
-                       ] = None,
+    metrics: Annotated[list[str] | None, typer.Option(
+        "--metrics", "--metric", help="Only these metrics (repeat or comma-separate).")] = None,
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
 ) -> None:
     """Score a sweep's outputs (already scored outputs are skipped)."""
     from pixellab.sweep import Sweep
     from pixellab.workbench import Workbench
 
-    written = Sweep.resume(sweep_id, Workbench(home)).score(metrics or None)
+    chosen = [m.strip() for item in metrics or [] for m in item.split(",") if m.strip()]
+    written = Sweep.resume(sweep_id, Workbench(home)).score(chosen or None)
     console.print(f"{written} score row(s) written")
 
 

@@ -400,6 +400,13 @@ class Ledger:
                     as_json(details), now()),
                    key=("output_sha256", "metric", "scorer_version"), ignore_conflict=True)
 
+    @staticmethod
+    def forget_missing_score(output_sha256: str, metric: str, scorer_version: str) -> Statement:
+        """Drop a score recorded missing, so that a score computed now can take its place."""
+        return ("""delete from scores where output_sha256 = ? and metric = ?
+                     and scorer_version = ? and value is null""",
+                [output_sha256, metric, scorer_version])
+
     # -- reads -------------------------------------------------------------------------------
 
     def unfinished_attempts(self, request_keys: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from pixellab.ledger import Ledger
-from pixellab.scoring import TaskScoring, load_task_scoring
+from pixellab.scoring import LOWER_IS_BETTER, TaskScoring, load_task_scoring
 from pixellab.store import Store
 from pixellab.validate import decode_image
 
@@ -80,6 +80,36 @@ def scored_requests(ledger: Ledger, sweep_ids: Sequence[str] | None = None,
     requests["score"] = pd.Series(scores_primary, index=requests.index, dtype="float64")
     requests["passed"] = passed
     return requests
+
+
+def metric_summary(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per task × arm: every metric's mean over the outputs that have it, or, where no output
+    has it, ``missing: <reason>`` (e.g. CLIP without weights), so an absent number is never
+    read as a zero. Lower-is-better metrics are marked with a ↓ in the column name."""
+    where, params = _sweep_filter(sweep_ids)
+    rows = ledger.query(
+        f"""select distinct r.task, r.arm, sc.output_sha256, sc.metric, sc.value,
+                   sc.missing_reason
+            from scores sc join requests r on r.output_sha256 = sc.output_sha256
+            join sweep_requests s using (request_key) where true {where}""", params)
+    if rows.empty:
+        return pd.DataFrame(columns=["task", "arm"])
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for (task, arm, metric), group in rows.groupby(["task", "arm", "metric"]):
+        measured = group["value"].dropna()
+        name = f"{metric} ↓" if metric in LOWER_IS_BETTER else metric
+        if measured.empty:
+            reason = group["missing_reason"].dropna().mode()
+            full = str(reason.iloc[0]) if not reason.empty else "unknown"
+            text = f"missing: {full.split(':')[0][:40]}"  # the gist; the ledger has all of it
+        else:
+            text = f"{measured.mean():.3g}"
+            if len(measured) < len(group):
+                text += f" ({len(group) - len(measured)} missing)"
+        cells.setdefault((str(task), str(arm)), {})[name] = text
+    table = pd.DataFrame([{"task": task, "arm": arm, **values}
+                          for (task, arm), values in sorted(cells.items())])
+    return table  # NaN: the metric is not one of this task's
 
 
 def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:

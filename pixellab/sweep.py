@@ -12,25 +12,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pixellab.budget import Budget
 from pixellab.catalog import Model
 from pixellab.datasets import Dataset, Product, load_dataset
 from pixellab.errors import ConfigError
-from pixellab.ledger import Ledger, LedgerWriter
+from pixellab.ledger import Ledger, LedgerWriter, Statement
 from pixellab.prompts import Prompt, load_prompt
 from pixellab.runner import Request, RequestOutcome, RetryPolicy, Runner
-from pixellab.scoring import ScoreContext, compute, load_task_scoring, scorer_version
+from pixellab.scoring import (
+    BATCHED,
+    ScoreContext,
+    compute,
+    known_metric,
+    load_task_scoring,
+    scorer_version,
+)
+from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
 from pixellab.store import sha256_hex
 from pixellab.tasks import Task
 from pixellab.validate import decode_image
@@ -59,6 +70,10 @@ class SweepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     budget_usd: float | None = Field(default=None, ge=0)
     concurrency: int = Field(default=8, ge=1, le=1024)
+    degrade: bool = True
+    """upscale only: send each photo downscaled by ``params.scale`` (bicubic) and score the
+    output against the original (PSNR/SSIM need ground truth). False upscales the photos as
+    they are, with no reference metrics."""
 
     @field_validator("name")
     @classmethod
@@ -215,7 +230,8 @@ class Sweep:
         prompts = self._prompts()
         arms = self.arms()
         for product in self.products():
-            input_sha256 = _file_sha256(product.image)
+            image_path = self.input_path(product)
+            input_sha256 = _file_sha256(image_path)
             for arm in arms:
                 for prompt in prompts:
                     text = prompt.render(product.fields()) if prompt else None
@@ -225,7 +241,7 @@ class Sweep:
                                           prompt=prompt, prompt_text=text, params=params)
                         request = Request(
                             request_key=key, product_id=product.id, category=product.category,
-                            task=task, chain=arm.chain, image_path=str(product.image),
+                            task=task, chain=arm.chain, image_path=str(image_path),
                             params=params, prompt_id=prompt.id if prompt else None,
                             prompt_text=text)
                         row = {
@@ -239,6 +255,35 @@ class Sweep:
                         }
                         planned.append((request, row))
         return planned
+
+    @property
+    def upscale_factor(self) -> int | None:
+        """The factor upscale inputs are shrunk by, or None when inputs go as they are."""
+        if self.spec.task is not Task.UPSCALE or not self.spec.degrade:
+            return None
+        scale = self.spec.params.get("scale", 2)
+        if not isinstance(scale, int) or scale < 2:
+            raise ConfigError(f"params.scale must be an integer >= 2, not {scale!r}",
+                              key="params.scale")
+        return scale
+
+    def input_path(self, product: Product) -> Path:
+        """The image the provider gets: the product photo, or for an upscale sweep its copy
+        downscaled by :attr:`upscale_factor` (made once, under the workbench home)."""
+        factor = self.upscale_factor
+        if factor is None:
+            return product.image
+        path = (self.workbench.home / "inputs" / f"downscale-x{factor}"
+                / f"{_file_sha256(product.image)}.png")
+        if not path.exists():
+            original = decode_image(product.image.read_bytes())
+            small = original.resize((original.width // factor, original.height // factor),
+                                    Image.Resampling.BICUBIC)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            small.save(tmp, format="PNG")
+            tmp.replace(path)
+        return path
 
     # -- running -----------------------------------------------------------------------------
 
@@ -319,52 +364,112 @@ class Sweep:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def score(self, metrics: list[str] | None = None) -> int:
-        """Score the sweep's outputs not scored yet; returns the number of rows written."""
+    def score(self, metrics: list[str] | None = None, *, clip: ClipScorer | None = None,
+              chunk: int = 256) -> int:
+        """Score the sweep's outputs not scored yet; returns the number of score rows written.
+
+        Per-output metrics run in worker threads (numpy, OpenCV and scikit-image release the
+        GIL); CLIP metrics run batched over a chunk of outputs. Results are written chunk by
+        chunk, so memory does not grow with the sweep. A CLIP score recorded missing because
+        CLIP could not run is retried when it can.
+        """
         ledger, store = self.workbench.ledger, self.workbench.store
         task_scoring = self.task_scoring.get(self.spec.task.value)
-        wanted = metrics or (list(task_scoring.metrics) if task_scoring else ["blank"])
+        wanted = list(metrics or (list(task_scoring.metrics) if task_scoring else ["blank"]))
+        for metric in wanted:
+            if not known_metric(metric):
+                raise ConfigError(f"unknown metric {metric!r}", key="metrics")
+        batched = [m for m in wanted if m in BATCHED]
+        if batched and clip is None:
+            clip = ClipScorer(ClipSettings.from_env(cache_dir=self.workbench.home / "cache"
+                                                    / "clip"))
+        versions = {m: (clip.version if m in BATCHED and clip is not None
+                        else scorer_version(m)) for m in wanted}
         rows = ledger.query(
             """select r.product_id, r.output_sha256, o.media_type from requests r
                join sweep_requests s using (request_key)
                join outputs o on o.sha256 = r.output_sha256
                where s.sweep_id = ? and r.status = 'succeeded'""", [self.sweep_id])
         existing = ledger.query(
-            """select distinct sc.output_sha256, sc.metric, sc.scorer_version from scores sc
+            """select distinct sc.output_sha256, sc.metric, sc.scorer_version,
+                      sc.value is null as missing from scores sc
                join requests r on r.output_sha256 = sc.output_sha256
                join sweep_requests s using (request_key) where s.sweep_id = ?""", [self.sweep_id])
-        have = set(zip(existing["output_sha256"], existing["metric"], existing["scorer_version"],
-                       strict=True))
+        have = {(d, m, v): bool(missing) for d, m, v, missing in existing.itertuples(index=False)}
+        retry_missing = bool(batched) and clip is not None and clip.unavailable_reason() is None
         products = {p.id: p for p in self.dataset.products}
-        statements = []
+        jobs: list[tuple[str, str, Product, list[str]]] = []
         seen: set[str] = set()
         for product_id, digest, media_type in rows.itertuples(index=False):
-            todo = [m for m in wanted if (digest, m, scorer_version(m)) not in have]
-            if not todo or digest in seen or product_id not in products:
+            if digest in seen or product_id not in products:
                 continue
             seen.add(digest)
-            ctx = _context(self.spec.task, store.get(digest, media_type), products[product_id])
-            for metric in todo:
-                result = compute(metric, ctx)
-                statements.append(Ledger.record_score(digest, result.metric, result.version,
-                                                      result.value, result.missing_reason,
-                                                      result.details))
-        ledger.write(statements)
-        return len(statements)
+            todo = [m for m in wanted
+                    if (key := (digest, m, versions[m])) not in have
+                    or (retry_missing and m in BATCHED and have[key])]
+            if todo:
+                jobs.append((digest, media_type, products[product_id], todo))
+        written = 0
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+                                thread_name_prefix="pixellab-score") as pool:
+            for start in range(0, len(jobs), chunk):
+                part = jobs[start:start + chunk]
+                contexts = list(pool.map(lambda job: self._context(job[2], store.get(job[0],
+                                                                                     job[1])),
+                                         part))
+                results = list(pool.map(
+                    lambda pair: [compute(m, pair[1]) for m in pair[0][3] if m not in BATCHED],
+                    zip(part, contexts, strict=True)))
+                statements: list[Statement] = []  # deletes first: inserts then merge
+                if clip is not None:
+                    needs = [i for i, job in enumerate(part) if any(m in BATCHED for m in job[3])]
+                    clip_scores = clip.score(
+                        [ClipItem(part[i][0], contexts[i].output, caption=caption_for(
+                            self.spec.task.value, part[i][2].title, part[i][2].category),
+                            source_sha256=_file_sha256(self.input_path(part[i][2])),
+                            source=contexts[i].source) for i in needs], batched)
+                    for i in needs:
+                        for result in clip_scores[part[i][0]]:
+                            if result.metric not in part[i][3]:
+                                continue
+                            if have.get((part[i][0], result.metric, result.version)):
+                                statements.append(Ledger.forget_missing_score(
+                                    part[i][0], result.metric, result.version))
+                            results[i].append(result)
+                for job, scores in zip(part, results, strict=True):
+                    for result in scores:
+                        statements.append(Ledger.record_score(
+                            job[0], result.metric, result.version, result.value,
+                            result.missing_reason, result.details))
+                        written += 1
+                ledger.write(statements)
+        return written
 
+    def _context(self, product: Product, output: bytes) -> ScoreContext:
+        """What the scorers see. For a degraded upscale sweep the source is the downscaled
+        input and the reference the original, cropped to the size the upscaler returns."""
+        def optional(path: Path | None) -> Any:
+            if path is None:
+                return None
+            try:
+                return decode_image(path.read_bytes())
+            except Exception:
+                return None
 
-def _context(task: Task, output: bytes, product: Product) -> ScoreContext:
-    def optional(path: Path | None) -> Any:
-        if path is None:
-            return None
-        try:
-            return decode_image(path.read_bytes())
-        except Exception:
-            return None
-
-    return ScoreContext(task=task.value, output=decode_image(output),
-                        source=optional(product.image), mask=optional(product.mask),
-                        reference=optional(product.reference))
+        task = self.spec.task
+        factor = self.upscale_factor
+        if factor is not None:
+            original = optional(product.image)
+            reference = None
+            if original is not None:
+                reference = original.crop((0, 0, original.width // factor * factor,
+                                           original.height // factor * factor))
+            return ScoreContext(task=task.value, output=decode_image(output),
+                                source=optional(self.input_path(product)),
+                                mask=None, reference=reference)
+        return ScoreContext(task=task.value, output=decode_image(output),
+                            source=optional(product.image), mask=optional(product.mask),
+                            reference=optional(product.reference))
 
 
 def _unique(requests: Iterator[Request] | Any) -> list[Request]:

@@ -16,10 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pixellab.errors import ConfigError
 from pixellab.scoring.base import Score, ScoreContext
+from pixellab.scoring.clip import METRICS as CLIP_METRICS
+from pixellab.scoring.clip import SCORER_VERSION as CLIP_VERSION
 from pixellab.scoring.quality import SCORER_VERSION as QUALITY_VERSION
-from pixellab.scoring.quality import score_blank, score_compliance
+from pixellab.scoring.quality import (
+    score_blank,
+    score_compliance,
+    score_exposure,
+    score_sharpness,
+)
 from pixellab.scoring.reference import SCORER_VERSION as REFERENCE_VERSION
-from pixellab.scoring.reference import score_mask_iou, score_psnr
+from pixellab.scoring.reference import (
+    score_boundary_f,
+    score_delta_e,
+    score_mask_iou,
+    score_psnr,
+    score_ssim,
+)
 
 TASKS_FILE = Path(__file__).with_name("tasks.toml")
 
@@ -27,9 +40,18 @@ Scorer = Callable[[ScoreContext], Score]
 
 SCORERS: dict[str, tuple[Scorer, str]] = {
     "blank": (score_blank, QUALITY_VERSION),
+    "sharpness": (score_sharpness, QUALITY_VERSION),
+    "exposure_clipping": (score_exposure, QUALITY_VERSION),
     "mask_iou": (score_mask_iou, REFERENCE_VERSION),
+    "boundary_f": (score_boundary_f, REFERENCE_VERSION),
     "psnr": (score_psnr, REFERENCE_VERSION),
+    "ssim": (score_ssim, REFERENCE_VERSION),
+    "delta_e": (score_delta_e, REFERENCE_VERSION),
 }
+"""Metrics computed one output at a time (in worker threads)."""
+BATCHED: dict[str, str] = {metric: CLIP_VERSION for metric in CLIP_METRICS}
+"""Metrics computed for many outputs at once (a model's forward pass): see scoring/clip.py."""
+LOWER_IS_BETTER = frozenset({"delta_e", "exposure_clipping", "blank"})
 COMPLIANCE_PREFIX = "compliance_"
 
 
@@ -56,14 +78,20 @@ def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
             loc = ".".join(str(p) for p in err["loc"])
             raise ConfigError(err["msg"], path=str(path), key=f"{task}.{loc}") from None
         for metric in (*result[task].metrics, *result[task].gates):
-            if metric not in SCORERS and not metric.startswith(COMPLIANCE_PREFIX):
+            if not known_metric(metric):
                 raise ConfigError(f"unknown metric {metric!r}", path=str(path), key=task)
     return result
+
+
+def known_metric(metric: str) -> bool:
+    return metric in SCORERS or metric in BATCHED or metric.startswith(COMPLIANCE_PREFIX)
 
 
 def scorer_version(metric: str) -> str:
     if metric.startswith(COMPLIANCE_PREFIX):
         return QUALITY_VERSION
+    if metric in BATCHED:
+        return BATCHED[metric]
     return SCORERS[metric][1]
 
 
@@ -79,5 +107,5 @@ def compute(metric: str, ctx: ScoreContext) -> Score:
         return Score.missing(metric, scorer_version(metric), f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["SCORERS", "Score", "ScoreContext", "TaskScoring", "compute", "load_task_scoring",
-           "scorer_version"]
+__all__ = ["BATCHED", "LOWER_IS_BETTER", "SCORERS", "Score", "ScoreContext", "TaskScoring",
+           "compute", "known_metric", "load_task_scoring", "scorer_version"]

@@ -1,4 +1,4 @@
-"""First quality scorers: is the output blank, and does it meet a marketplace's image rules.
+"""Quality scorers: blank, sharpness, exposure clipping, and marketplace image rules.
 
 Marketplace rules are data (``marketplaces.toml`` next to this file), validated with pydantic when
 loaded. The blank rules are the ones :func:`pixellab.validate.check_image_output` applies
@@ -38,15 +38,19 @@ __all__ = [
     "DEFAULT_MARKETPLACES_PATH",
     "FOREGROUND_ALPHA_MIN",
     "FOREGROUND_WHITE_DEVIATION",
+    "HIGHLIGHT_CLIP_MIN",
     "SCORER_VERSION",
+    "SHADOW_CLIP_MAX",
     "MarketplaceProfile",
     "WhiteBorderRule",
     "load_marketplace_profiles",
     "score_blank",
     "score_compliance",
+    "score_exposure",
+    "score_sharpness",
 ]
 
-SCORER_VERSION = "quality-1"
+SCORER_VERSION = "quality-2"
 
 DEFAULT_MARKETPLACES_PATH = Path(__file__).with_name("marketplaces.toml")
 
@@ -55,6 +59,12 @@ FOREGROUND_WHITE_DEVIATION = 10
 
 FOREGROUND_ALPHA_MIN = 128
 """With usable alpha, a pixel is product when its alpha is at least this (half opaque)."""
+
+SHADOW_CLIP_MAX = 2
+"""A product pixel is a clipped shadow when its luma is at most this."""
+
+HIGHLIGHT_CLIP_MIN = 253
+"""A product pixel is a clipped (blown) highlight when its luma is at least this."""
 
 _MIN_LINE_FRACTION = 0.001
 """A row/column joins the product bounding box only with at least this fraction (and at least
@@ -86,6 +96,9 @@ class MarketplaceProfile(BaseModel):
     zoom_side: int | None = Field(default=None, ge=1)
     min_short_side: int | None = Field(default=None, ge=1)
     max_side: int | None = Field(default=None, ge=1)
+    max_aspect_ratio: float | None = Field(
+        default=None, ge=1, description="longest side / shortest side, at most"
+    )
     square_required: bool = False
 
     @model_validator(mode="after")
@@ -194,6 +207,55 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     if rows.size == 0 or cols.size == 0:
         return None
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _white_background(arr: np.ndarray) -> np.ndarray:
+    """White pixels (every channel within :data:`FOREGROUND_WHITE_DEVIATION` of 255) that are
+    4-connected to the image border: the white backdrop of a packshot. White inside the product
+    (a highlight enclosed by product pixels) is not background."""
+    r, g, b = cv2.split(np.ascontiguousarray(arr[..., :3]))
+    darkest = cv2.min(cv2.min(r, g), b)
+    white = (darkest >= 255 - FOREGROUND_WHITE_DEVIATION).astype(np.uint8)
+    if not white.any():
+        return np.zeros(white.shape, dtype=bool)
+    _, labels = cv2.connectedComponents(white, connectivity=4)
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    touching = np.unique(edge[edge != 0])  # label 0 is the non-white pixels
+    if touching.size == 0:
+        return np.zeros(white.shape, dtype=bool)
+    return np.isin(labels, touching)
+
+
+def _product_region(arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """The pixels a quality metric should look at, and where that choice came from.
+
+    ``alpha``: the output has transparency; the product is alpha >= :data:`FOREGROUND_ALPHA_MIN`.
+    ``white_background``: opaque, with a white backdrop touching the border
+    (:func:`_white_background`); the product is everything else. ``none``: neither; the whole
+    image (mask all true).
+    """
+    if arr.shape[-1] == 4:
+        alpha = arr[..., 3]
+        if int(alpha.min()) < 255:
+            return alpha >= FOREGROUND_ALPHA_MIN, "alpha"
+    background = _white_background(arr)
+    if background.any():
+        return ~background, "white_background"
+    return np.ones(arr.shape[:2], dtype=bool), "none"
+
+
+def _as_displayed(arr: np.ndarray) -> np.ndarray:
+    """RGB ``uint8``; with alpha, composited over white (as shown on a white page)."""
+    if arr.shape[-1] != 4:
+        return np.ascontiguousarray(arr[..., :3])
+    rgb = arr[..., :3].astype(np.uint16)
+    a = arr[..., 3:4].astype(np.uint16)
+    return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma, ``uint8`` (OpenCV's RGB -> GRAY: 0.299 R + 0.587 G + 0.114 B, rounded)."""
+    return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
 
 
 def _band_pixels(arr: np.ndarray, band_px: int) -> np.ndarray:
@@ -335,6 +397,21 @@ def _check_sizes(width: int, height: int, profile: MarketplaceProfile) -> list[d
                 f"{profile.max_side} px maximum",
             )
         )
+    if profile.max_aspect_ratio is not None:
+        ratio = longest / shortest
+        ok = ratio <= profile.max_aspect_ratio
+        rules.append(
+            _rule(
+                "aspect_ratio",
+                ok,
+                round(ratio, 4),
+                profile.max_aspect_ratio,
+                f"image is {width}×{height}, aspect ratio {ratio:.4g}:1 (longest / shortest "
+                f"side), {'within' if ok else 'above'} the {profile.max_aspect_ratio:g}:1 maximum",
+                width=width,
+                height=height,
+            )
+        )
     if profile.square_required:
         ok = width == height
         rules.append(
@@ -370,6 +447,98 @@ def score_blank(ctx: ScoreContext) -> Score:
     )
 
 
+def score_sharpness(ctx: ScoreContext) -> Score:
+    """Metric ``sharpness``: variance of the Laplacian of the grayscale output; higher = sharper.
+
+    The Laplacian (``cv2.Laplacian``, ``CV_64F``, 3×3 aperture) is taken over the whole grayscale
+    image (an output with alpha is first composited over white, as displayed) and its variance
+    is computed over the product region when one can be told from the background: the alpha
+    mask (alpha >= :data:`FOREGROUND_ALPHA_MIN`) when the output has transparency, else every
+    pixel not in a white backdrop touching the border (white = every channel within
+    :data:`FOREGROUND_WHITE_DEVIATION` of 255). Otherwise (no white backdrop, or an all-white
+    image) it is the whole image. The product's outline counts, so soft edges lower the score.
+
+    The value depends on the content and on resolution, so it is only comparable between outputs
+    of the same product at the same size (e.g. several models' packshots of one input), never as
+    an absolute quality level. A uniform image has no detail and scores 0.0 (not missing); an
+    output with no visible pixels (all transparent) is missing.
+
+    Details: ``region`` (``"product"`` or ``"whole"``), ``source`` (``"alpha"``,
+    ``"white_background"`` or ``"none"``), ``pixels`` (pixels the variance is over),
+    ``comparable`` (``"same product and size"``) and ``better`` (``"higher"``).
+    """
+    arr = normalized_array(ctx.output)
+    mask, source = _product_region(arr)
+    pixels = int(np.count_nonzero(mask))
+    if pixels == 0:
+        if source == "alpha":
+            return Score.missing(
+                "sharpness", SCORER_VERSION, "no visible product pixels (output fully transparent)"
+            )
+        mask, source = np.ones(arr.shape[:2], dtype=bool), "none"  # all white backdrop
+        pixels = mask.size
+    gray = _luma(_as_displayed(arr))
+    laplacian = cv2.Laplacian(gray, cv2.CV_64F)
+    values = laplacian if pixels == mask.size else laplacian[mask]
+    return Score(
+        metric="sharpness",
+        value=float(values.var()),
+        version=SCORER_VERSION,
+        details={
+            "region": "whole" if pixels == mask.size else "product",
+            "source": source,
+            "pixels": pixels,
+            "comparable": "same product and size",
+            "better": "higher",
+        },
+    )
+
+
+def score_exposure(ctx: ScoreContext) -> Score:
+    """Metric ``exposure_clipping``: fraction of product pixels clipped to black or white.
+
+    A pixel is a clipped shadow when its luma (Rec. 601, 0-255) is at most
+    :data:`SHADOW_CLIP_MAX` (2), a clipped highlight when at least :data:`HIGHLIGHT_CLIP_MIN`
+    (253); the value is their sum over the product region's pixel count. Lower is better.
+
+    The region leaves out a packshot's white background so it does not count as blown
+    highlights: with transparency it is alpha >= :data:`FOREGROUND_ALPHA_MIN` (the product's own
+    colours, not composited); otherwise every pixel except a white backdrop (every channel
+    within :data:`FOREGROUND_WHITE_DEVIATION` of 255) 4-connected to the image border, so blown
+    highlights enclosed by the product still count; with no such backdrop, the whole image.
+    Limitation: a blown highlight that touches the white backdrop merges into it and is not
+    counted. Missing when there is no product pixel (all transparent, or all white backdrop).
+
+    Details: ``shadows_clipped`` and ``highlights_clipped`` (fractions of the region),
+    ``region`` (``"product"`` or ``"whole"``), ``source`` (as for :func:`score_sharpness`),
+    ``pixels``, ``shadow_max``, ``highlight_min`` and ``better`` (``"lower"``).
+    """
+    arr = normalized_array(ctx.output)
+    mask, source = _product_region(arr)
+    pixels = int(np.count_nonzero(mask))
+    if pixels == 0:
+        what = "output fully transparent" if source == "alpha" else "output is all white backdrop"
+        return Score.missing("exposure_clipping", SCORER_VERSION, f"no product pixels ({what})")
+    luma = _luma(arr[..., :3])[mask]
+    shadows = float(np.count_nonzero(luma <= SHADOW_CLIP_MAX)) / pixels
+    highlights = float(np.count_nonzero(luma >= HIGHLIGHT_CLIP_MIN)) / pixels
+    return Score(
+        metric="exposure_clipping",
+        value=shadows + highlights,
+        version=SCORER_VERSION,
+        details={
+            "shadows_clipped": shadows,
+            "highlights_clipped": highlights,
+            "region": "whole" if source == "none" else "product",
+            "source": source,
+            "pixels": pixels,
+            "shadow_max": SHADOW_CLIP_MAX,
+            "highlight_min": HIGHLIGHT_CLIP_MIN,
+            "better": "lower",
+        },
+    )
+
+
 def score_compliance(
     ctx: ScoreContext,
     profile: str = "amazon_main",
@@ -378,7 +547,8 @@ def score_compliance(
     """Metric ``compliance_<profile>``: 1.0 when every rule of the profile passes, else 0.0.
 
     Rules checked (those the profile sets), in order: ``not_blank`` (always), ``white_border``,
-    ``fill``, ``min_side``, ``zoom_side``, ``min_short_side``, ``max_side``, ``square``.
+    ``fill``, ``min_side``, ``zoom_side``, ``min_short_side``, ``max_side``, ``aspect_ratio``,
+    ``square``.
     ``details = {"profile", "rules": [{"rule", "passed", "measured", "threshold", "message", …}],
     "failed": [rule names]}``.
 
@@ -399,6 +569,8 @@ def score_compliance(
       rule passes when the largest deviation from 255 of any channel is at most
       ``white_tolerance``; the measured max deviation and the fraction of off-white band pixels
       are reported either way.
+    * **aspect_ratio** is the longest side over the shortest (1.0 = square); it fails above the
+      profile's ``max_aspect_ratio``, and reports ``width`` and ``height`` too.
     * sizes are the output's pixel size (after EXIF orientation if it came from
       :func:`pixellab.validate.decode_image`).
 
