@@ -336,7 +336,11 @@ class ClipScorer:
         import torch
 
         size = max(1, self.settings.batch_size)
-        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        # a small first batch: the forward pass starts while the next batch is prepared,
+        # instead of waiting for a full batch's preprocessing
+        first = min(size, 8)
+        chunks = [todo[:first]] + [todo[i:i + size] for i in range(first, len(todo), size)]
+        chunks = [chunk for chunk in chunks if chunk]
         ready: queue.Queue[tuple[list[str], Any] | BaseException | None] = queue.Queue(maxsize=2)
 
         def produce() -> None:
