@@ -154,3 +154,16 @@ def test_a_cutout_is_seen_on_white() -> None:
     white = Image.new("RGB", (64, 64), (255, 255, 255))
     vectors = tiny().embed_images([("cut", rgba), ("white", white)])
     assert np.allclose(vectors["cut"], vectors["white"], atol=1e-6)
+
+
+def test_without_the_clip_extra_the_metric_is_missing_and_says_how_to_get_it() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['open_clip'] = None\n"  # as if the extra were not installed
+            "from pixellab.scoring.clip import ClipScorer, ClipItem\n"
+            "from PIL import Image\n"
+            "print(ClipScorer().score([ClipItem('o', Image.new('RGB', (8, 8)))])['o'][0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "value=None" in out.stdout, out.stderr
+    assert "pip install 'pixellab[clip]'" in out.stdout

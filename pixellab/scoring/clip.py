@@ -201,8 +201,8 @@ class ClipScorer:
             import open_clip
             import torch
         except ImportError:
-            raise ClipUnavailable("open-clip-torch is not installed "
-                                  "(pip install 'pixellab[clip]')") from None
+            raise ClipUnavailable("no weights: CLIP needs the clip extra, open-clip-torch is "
+                                  "not installed (pip install 'pixellab[clip]')") from None
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         weights = self._weights_path()
