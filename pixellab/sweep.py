@@ -409,6 +409,13 @@ class Sweep:
                     or (retry_missing and m in BATCHED and have[key])]
             if todo:
                 jobs.append((digest, media_type, products[product_id], todo))
+        hashes: dict[str, str] = {}
+
+        def source_sha(product: Product) -> str:  # once per product, not once per output
+            if product.id not in hashes:
+                hashes[product.id] = _file_sha256(self.input_path(product))
+            return hashes[product.id]
+
         written = 0
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
                                 thread_name_prefix="pixellab-score") as pool:
@@ -426,7 +433,7 @@ class Sweep:
                     clip_scores = clip.score(
                         [ClipItem(part[i][0], contexts[i].output, caption=caption_for(
                             self.spec.task.value, part[i][2].title, part[i][2].category),
-                            source_sha256=_file_sha256(self.input_path(part[i][2])),
+                            source_sha256=source_sha(part[i][2]),
                             source=contexts[i].source) for i in needs], batched)
                     for i in needs:
                         for result in clip_scores[part[i][0]]:
