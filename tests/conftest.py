@@ -18,6 +18,24 @@ from pixellab.workbench import Workbench
 REPO = Path(__file__).resolve().parent.parent
 
 
+def register_tiny_clip(folder: Path, name: str) -> str:
+    """Register a tiny open_clip architecture (random weights, milliseconds per image) under
+    ``name``: no weights can be downloaded here, and the CLIP arithmetic needs a real model."""
+    import json
+
+    import open_clip
+
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16,
+                       "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
+                     "layers": 2}}))
+    open_clip.add_model_config(path)
+    return name
+
+
 def product_photo(seed: int, size: tuple[int, int] = (320, 240)) -> tuple[Image.Image, Image.Image]:
     """A shaded ellipse 'product' on a coloured gradient, and its exact mask."""
     rng = np.random.default_rng(seed)

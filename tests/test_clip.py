@@ -3,7 +3,6 @@ downloaded here; random weights make the numbers meaningless but the arithmetic 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,14 @@ import torch
 from PIL import Image
 
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings
+from tests.conftest import register_tiny_clip
 
 TINY = "pixellab-tiny-test"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model_config(tmp_path_factory: pytest.TempPathFactory) -> None:
-    path = tmp_path_factory.mktemp("clipcfg") / f"{TINY}.json"
-    path.write_text(json.dumps({
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16,
-                       "head_width": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                     "layers": 2}}))
-    open_clip.add_model_config(path)
+    register_tiny_clip(tmp_path_factory.mktemp("clipcfg"), TINY)
 
 
 def tiny(**overrides: object) -> ClipScorer:

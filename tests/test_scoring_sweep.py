@@ -3,7 +3,6 @@ measured against the original, CLIP scores are retried once CLIP can run."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from pixellab.scoring.clip import ClipScorer, ClipSettings
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.validate import decode_image
 from pixellab.workbench import Workbench
+from tests.conftest import register_tiny_clip
 from tests.test_cli import pixellab
 
 
@@ -77,14 +77,7 @@ def test_missing_clip_scores_are_filled_once_clip_can_run(
         workbench: Workbench, dataset_dir: Path, tmp_path: Path) -> None:
     import open_clip
     import torch
-    config = tmp_path / "pixellab-tiny-sweep.json"
-    config.write_text(json.dumps({
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
-                       "head_width": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                     "layers": 1}}))
-    open_clip.add_model_config(config)
+    register_tiny_clip(tmp_path, "pixellab-tiny-sweep")
     checkpoint = tmp_path / "tiny.pt"
     settings = ClipSettings(backbone="pixellab-tiny-sweep", checkpoint=checkpoint)
     packshot = sweep(workbench, dataset_dir, "packshot", ["local:packshot"])
