@@ -148,6 +148,29 @@ def sweep_run(
     _run_sweep(Sweep(SweepSpec.from_file(file), Workbench(home)))
 
 
+@sweep_app.command("estimate")
+def sweep_estimate(
+    file: Annotated[Path, typer.Argument(help="Sweep spec (YAML or TOML).")],
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """What the sweep would spend (catalog prices) before it spends; exit 3 over its budget."""
+    from pixellab.sweep import Sweep, SweepSpec
+    from pixellab.workbench import Workbench
+
+    spec = SweepSpec.from_file(file)
+    estimate = Sweep(spec, Workbench(home)).estimate()
+    console.print(f"{estimate.to_run} of {estimate.planned} request(s) to run; "
+                  f"estimated ${estimate.usd:.4f} ({estimate.credits:g} credits) if every "
+                  f"first model succeeds, at most ${estimate.usd_worst:.4f} if every chain "
+                  "runs to its end")
+    for model_id, usd in sorted(estimate.by_model_usd.items()):
+        console.print(f"  {model_id}: ${usd:.4f}")
+    if estimate.exceeds(spec.budget_usd):
+        err_console.print(f"[yellow]over budget:[/] ${estimate.usd:.4f} > budget_usd "
+                          f"${spec.budget_usd:.2f}")
+        raise typer.Exit(3)
+
+
 @sweep_app.command("resume")
 def sweep_resume(
     sweep_id: Annotated[str, typer.Argument(help="The sweep's name.")],

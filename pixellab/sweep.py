@@ -43,7 +43,7 @@ from pixellab.scoring import (
 )
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
 from pixellab.store import sha256_hex
-from pixellab.tasks import Task
+from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import decode_image
 from pixellab.webhooks import JobSignals, WebhookSettings, webhooks_for
 from pixellab.workbench import Workbench
@@ -131,6 +131,25 @@ class SweepResult:
     ledger_commits: int = 0
     ledger_cpu_s: float = 0.0
     """CPU seconds of the ledger's writer thread (diagnostics for benchmarks)."""
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a sweep would spend, from catalog prices, before it spends anything."""
+
+    planned: int
+    to_run: int
+    """Requests not already answered by an earlier run (those cost nothing again)."""
+    usd: float
+    """Every request to run succeeds on its chain's first model."""
+    usd_worst: float
+    """Every model of every chain is tried once (all but the last fail over)."""
+    credits: float
+    by_model_usd: dict[str, float] = field(default_factory=dict)
+    """First-model spend per model."""
+
+    def exceeds(self, budget_usd: float | None) -> bool:
+        return budget_usd is not None and self.usd > budget_usd
 
 
 def request_key(*, task: Task, chain: tuple[Model, ...], input_sha256: str,
@@ -284,6 +303,34 @@ class Sweep:
             small.save(tmp, format="PNG")
             tmp.replace(path)
         return path
+
+    def estimate(self) -> CostEstimate:
+        """Catalog-priced cost of the requests that would run now (cached ones are free),
+        computed the way the runner reserves budget: per call, from the expected output size."""
+        planned = self.plan()
+        done = self.workbench.ledger.succeeded_request_keys([r.request_key for r, _ in planned])
+        todo = _unique(r for r, _ in planned if r.request_key not in done)
+        sizes: dict[str, tuple[int, int]] = {}
+        usd = worst = credits = 0.0
+        by_model: dict[str, float] = {}
+        for request in todo:
+            if request.image_path not in sizes:
+                with Image.open(request.image_path) as image:  # header only, no decode
+                    sizes[request.image_path] = image.size
+            source = sizes[request.image_path]
+            for position, model in enumerate(request.chain):
+                expected = expected_output_size(request.task, source, request.params,
+                                                preserves_size=model.preserves_size)
+                megapixels = (expected[0] * expected[1] if expected
+                              else source[0] * source[1]) / 1e6
+                cost = model.estimate_usd(megapixels=megapixels)
+                worst += cost
+                if position == 0:
+                    usd += cost
+                    credits += model.estimate_credits(megapixels=megapixels)
+                    by_model[model.id] = by_model.get(model.id, 0.0) + cost
+        return CostEstimate(planned=len(planned), to_run=len(todo), usd=usd, usd_worst=worst,
+                            credits=credits, by_model_usd=by_model)
 
     # -- running -----------------------------------------------------------------------------
 

@@ -86,3 +86,22 @@ def test_demo_writes_the_report_and_a_second_run_makes_no_provider_calls(tmp_pat
     assert ledger.scalar("select count(*) from attempts") == attempts
     assert ledger.scalar("select count(*) from costs") == costs
     assert "Report:" in second.stdout
+
+
+def test_sweep_estimate_prints_the_cost_and_exits_3_over_budget(
+        tmp_path: Path, dataset_dir: Path) -> None:
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    (folder / "paid.toml").write_text('[models."local:paid"]\ntasks = ["enhance"]\n'
+                                      'endpoint = "autoenhance"\n'
+                                      'pricing = { usd_per_unit = 0.05 }\n')
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: e\ntask: enhance\ndataset: {dataset_dir}\nmodels: [local:paid]\n"
+                    "budget_usd: 0.1\n")
+    result = pixellab("sweep", "estimate", str(spec), "--home", str(tmp_path / "h"),
+                      env={"PIXELLAB_CATALOG": str(folder)})
+    assert result.returncode == 3, result.stderr
+    assert "4 of 4 request(s) to run; estimated $0.2000" in result.stdout
+    assert "over budget" in result.stderr
+    ledger = tmp_path / "h" / "ledger.duckdb"
+    assert not ledger.exists() or Ledger(ledger).scalar("select count(*) from attempts") == 0

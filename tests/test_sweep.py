@@ -189,3 +189,25 @@ def test_dataset_copy_keeps_products_independent(workbench: Workbench, dataset_d
     a = Sweep(spec(dataset_dir, products=["p00"], models=["local:autoenhance"]), workbench)
     b = Sweep(spec(copy, products=["p00"], models=["local:autoenhance"]), workbench)
     assert a.plan()[0][0].request_key == b.plan()[0][0].request_key  # same bytes, same key
+
+
+def test_the_estimate_prices_what_would_run_before_anything_is_spent(
+        workbench: Workbench, dataset_dir: Path) -> None:
+    paid = Sweep(spec(dataset_dir, models=["local:autoenhance-paid"], seeds=[0, 1]), workbench)
+    estimate = paid.estimate()
+    assert (estimate.planned, estimate.to_run) == (8, 8)
+    assert estimate.usd == pytest.approx(0.40) and estimate.credits == pytest.approx(16)
+    assert estimate.by_model_usd == {"local:autoenhance-paid": pytest.approx(0.40)}
+    assert workbench.ledger.scalar("select count(*) from attempts") == 0
+    assert estimate.exceeds(0.30) and not estimate.exceeds(0.40) and not estimate.exceeds(None)
+    paid.run()
+    again = paid.estimate()
+    assert (again.to_run, again.usd) == (0, 0.0)  # answered requests are free
+
+
+def test_the_worst_case_estimate_counts_every_model_of_the_chain(
+        workbench: Workbench, dataset_dir: Path) -> None:
+    chain = Sweep(spec(dataset_dir, chain=["local:broken", "local:autoenhance-paid"]), workbench)
+    estimate = chain.estimate()
+    assert estimate.usd == 0.0  # the first model is free ...
+    assert estimate.usd_worst == pytest.approx(0.20)  # ... and fails over to the paid one
