@@ -19,6 +19,21 @@ def pixellab(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None
                           capture_output=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
+def paid_sweep(tmp_path: Path, dataset_dir: Path, command: str, spec_lines: str
+               ) -> subprocess.CompletedProcess[str]:
+    """`pixellab sweep COMMAND` on an enhance sweep of a $0.05-per-image model, budget $0.10."""
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    (folder / "paid.toml").write_text('[models."local:paid"]\ntasks = ["enhance"]\n'
+                                      'endpoint = "autoenhance"\n'
+                                      'pricing = { usd_per_unit = 0.05 }\n')
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"{spec_lines}task: enhance\ndataset: {dataset_dir}\nmodels: [local:paid]\n"
+                    "budget_usd: 0.1\n")
+    return pixellab("sweep", command, str(spec), "--home", str(tmp_path / "h"),
+                    env={"PIXELLAB_CATALOG": str(folder)})
+
+
 def test_a_malformed_catalog_is_one_clear_line_and_a_nonzero_exit(tmp_path: Path) -> None:
     folder = tmp_path / "cat"
     folder.mkdir()
@@ -47,16 +62,7 @@ def test_catalog_lists_the_local_models() -> None:
 
 def test_sweep_run_stops_on_budget_with_a_clear_message_and_exit_3(
         tmp_path: Path, dataset_dir: Path) -> None:
-    folder = tmp_path / "cat"
-    folder.mkdir()
-    (folder / "paid.toml").write_text('[models."local:paid"]\ntasks = ["enhance"]\n'
-                                      'endpoint = "autoenhance"\n'
-                                      'pricing = { usd_per_unit = 0.05 }\n')
-    spec = tmp_path / "s.yaml"
-    spec.write_text(f"name: b\ntask: enhance\ndataset: {dataset_dir}\nmodels: [local:paid]\n"
-                    "budget_usd: 0.1\nconcurrency: 1\n")
-    result = pixellab("sweep", "run", str(spec), "--home", str(tmp_path / "h"),
-                      env={"PIXELLAB_CATALOG": str(folder)})
+    result = paid_sweep(tmp_path, dataset_dir, "run", "name: b\nconcurrency: 1\n")
     assert result.returncode == 3, result.stderr
     assert "budget" in result.stderr and "sweep resume b" in result.stderr
     assert "Traceback" not in result.stderr
@@ -90,16 +96,7 @@ def test_demo_writes_the_report_and_a_second_run_makes_no_provider_calls(tmp_pat
 
 def test_sweep_estimate_prints_the_cost_and_exits_3_over_budget(
         tmp_path: Path, dataset_dir: Path) -> None:
-    folder = tmp_path / "cat"
-    folder.mkdir()
-    (folder / "paid.toml").write_text('[models."local:paid"]\ntasks = ["enhance"]\n'
-                                      'endpoint = "autoenhance"\n'
-                                      'pricing = { usd_per_unit = 0.05 }\n')
-    spec = tmp_path / "s.yaml"
-    spec.write_text(f"name: e\ntask: enhance\ndataset: {dataset_dir}\nmodels: [local:paid]\n"
-                    "budget_usd: 0.1\n")
-    result = pixellab("sweep", "estimate", str(spec), "--home", str(tmp_path / "h"),
-                      env={"PIXELLAB_CATALOG": str(folder)})
+    result = paid_sweep(tmp_path, dataset_dir, "estimate", "name: e\n")
     assert result.returncode == 3, result.stderr
     assert "4 of 4 request(s) to run; estimated $0.2000" in result.stdout
     assert "over budget" in result.stderr
