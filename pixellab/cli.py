@@ -74,18 +74,15 @@ def _summary_table(results: list[SweepResult]) -> Table:
 def _leaderboard_table(workbench: Workbench, sweep_ids: list[str]) -> Table:
     from pixellab import report
 
-    board = report.leaderboard(report.scored_requests(workbench.ledger, sweep_ids))
-    overall = board.groupby(["task", "arm"]).agg(
-        n=("n", "sum"), passed=("pass_rate", "mean"), score=("mean_score", "mean"),
-        usd=("usd", "sum")).reset_index()
+    overall = report.task_summary(report.scored_requests(workbench.ledger, sweep_ids))
     table = Table(title="Leaderboard (all categories)")
     for column in ("task", "model"):
         table.add_column(column, no_wrap=True)
     for column in ("n", "pass", "score", "USD"):
         table.add_column(column, justify="right")
     for row in overall.itertuples(index=False):
-        score = "—" if row.score != row.score else f"{row.score:.3f}"
-        table.add_row(row.task, row.arm, str(row.n), f"{row.passed:.0%}", score,
+        score = "—" if row.mean_score != row.mean_score else f"{row.mean_score:.3f}"
+        table.add_row(row.task, row.arm, str(row.n), f"{row.pass_rate:.0%}", score,
                       f"${row.usd:.2f}")
     return table
 
@@ -140,12 +137,37 @@ def _run_sweep(sweep: Sweep) -> None:
 def sweep_run(
     file: Annotated[Path, typer.Argument(help="Sweep spec (YAML or TOML).")],
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+    notebook: Annotated[Path | None, typer.Option(
+        help="Run this notebook with FILE as its papermill parameters instead, keeping the "
+             "executed notebook and its HTML under REPORTS/<name>/<UTC time>/.")] = None,
+    reports: Annotated[Path, typer.Option(help="Where --notebook runs are kept.")] = Path(
+        "reports"),
 ) -> None:
     """Plan and run a sweep; requests that already succeeded are reused, not re-run."""
     from pixellab.sweep import Sweep, SweepSpec
     from pixellab.workbench import Workbench
 
+    if notebook is not None:
+        _run_notebook(file, notebook, reports, home)
+        return
     _run_sweep(Sweep(SweepSpec.from_file(file), Workbench(home)))
+
+
+def _run_notebook(file: Path, notebook: Path, reports: Path, home: Path | None) -> None:
+    from pixellab import notebook as notebooks
+
+    parameters = notebooks.read_parameters(file)
+    declared = notebooks.declared_parameters(notebook)
+    if home is not None:  # the kernel would otherwise use $PIXELLAB_HOME or ./.pixellab
+        for key, value in (("ledger_path", home / "ledger.duckdb"), ("store_path", home / "store")):
+            if key in declared:
+                parameters.setdefault(key, str(value))
+    run = notebooks.run_to_reports(notebook, parameters, reports=reports, source=str(file))
+    console.print(f"Executed notebook: {run.executed}")
+    console.print(f"[bold green]HTML:[/] {run.html}")
+    if run.error is not None:
+        err_console.print(f"[red]error:[/] {run.error}", soft_wrap=True, highlight=False)
+        raise typer.Exit(3 if run.error.ename == "BudgetExceeded" else 1)
 
 
 @sweep_app.command("estimate")

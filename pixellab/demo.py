@@ -1,7 +1,7 @@
 """``pixellab demo``: the sample dataset through the local provider, scored, as an HTML report.
 
 Three sweeps (enhance, remove_background, packshot), each comparing two free local models, then
-``notebooks/report.ipynb`` executed with papermill and exported to ``reports/demo.html``.
+``notebooks/90_report.ipynb`` executed with papermill and exported to ``reports/demo.html``.
 Running it again reuses every output: zero provider calls, no new cost rows.
 """
 
@@ -39,7 +39,7 @@ def demo_sweeps(dataset: str = "sample", limit: int | None = None) -> list[Sweep
 
 def run_demo(workbench: Workbench, *, dataset: str = "sample", limit: int | None = None,
              report_path: Path = Path("reports/demo.html"),
-             notebook_path: Path = Path("notebooks/report.ipynb"),
+             notebook_path: Path = Path("notebooks/90_report.ipynb"),
              on_planned: Callable[[str, int, int], None] | None = None,
              progress: Callable[[RequestOutcome], None] | None = None,
              with_report: bool = True) -> DemoResult:

@@ -137,7 +137,7 @@ def coalesce(statements: Iterable[Statement]) -> Iterator[tuple[str, Sequence[An
     yield from segment.statements()
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
         """create table sweeps (
@@ -174,6 +174,13 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
     # What an adapter needs to poll a job again after a crash (e.g. fal's status/result URLs).
     2: ["alter table attempts add column provider_context json"],
+    # Pairwise human judgements from the review notebook (pixellab.ratings). ``output_a`` is the
+    # one shown on the left; ``winner`` is 'a', 'b' or 'tie'.
+    3: ["""create table ratings (
+            rating_id varchar primary key, rater varchar, rated_at timestamp,
+            task varchar, category varchar, product_id varchar,
+            output_a varchar, output_b varchar, arm_a varchar, arm_b varchar,
+            winner varchar, sweep_id varchar, comment varchar)"""],
 }
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")

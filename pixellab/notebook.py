@@ -7,9 +7,12 @@ environment at run time, never from parameters.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,21 @@ from pixellab.errors import ConfigError, PixellabError
 from pixellab.redact import redact
 
 _SECRET_NAME = re.compile(r"(?i)(api[_-]?key|token|secret|password)")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 
 
 class NotebookError(PixellabError):
-    """Executing or exporting a notebook failed; the message says which cell and why."""
+    """Executing or exporting a notebook failed; the message says which cell and why.
+
+    ``ename`` is the exception class the cell raised (e.g. ``BudgetExceeded``), so callers can
+    tell an over-budget stop from a bug; ``executed`` is the partly executed copy, which shows
+    every output up to the failing cell."""
+
+    def __init__(self, message: str, *, ename: str | None = None,
+                 executed: Path | None = None) -> None:
+        super().__init__(message)
+        self.ename = ename
+        self.executed = executed
 
 
 def _refuse_secrets(parameters: dict[str, Any]) -> None:
@@ -56,18 +70,116 @@ def execute(notebook: str | os.PathLike[str], output: str | os.PathLike[str],
                                        progress_bar=progress, report_mode=True, config=config)
     except papermill.PapermillExecutionError as exc:
         raise NotebookError(f"{notebook}: cell {exc.exec_count} raised {exc.ename}: "
-                            f"{redact(exc.evalue)} (executed copy: {output})") from None
+                            f"{redact(exc.evalue)} (executed copy: {output})",
+                            ename=exc.ename, executed=output) from None
     return output
 
 
+def declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, Any]:
+    """The names and defaults of the notebook's ``parameters`` cell."""
+    import papermill
+
+    inspected = papermill.inspect_notebook(str(notebook))
+    return {name: info.get("default") for name, info in inspected.items()}
+
+
+def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A parameters file (YAML, or TOML by its suffix): a mapping of parameter → value."""
+    import tomllib
+
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except Exception as exc:
+        raise ConfigError(f"not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}",
+                          path=str(path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a parameters file must be a mapping", path=str(path))
+    return raw
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    folder: Path
+    executed: Path
+    html: Path
+    error: NotebookError | None = None
+
+
+def run_to_reports(notebook: str | os.PathLike[str], parameters: dict[str, Any], *,
+                   reports: str | os.PathLike[str] = "reports", name: str | None = None,
+                   started: datetime | None = None, source: str | None = None,
+                   cwd: str | os.PathLike[str] | None = None) -> ScheduledRun:
+    """Execute ``notebook`` and keep the executed copy and its HTML under
+    ``reports/<name>/<UTC timestamp>/`` — a scheduled run's record. A failing cell still
+    leaves both files (they show everything up to the failure) and is returned as ``error``.
+
+    Parameters the notebook does not declare are refused (a typo would otherwise be ignored
+    and the defaults silently used)."""
+    declared = declared_parameters(notebook)
+    for key in parameters:
+        if key not in declared:
+            raise ConfigError(f"{Path(notebook).name} has no parameter {key!r} (it has: "
+                              f"{', '.join(declared)})", path=source, key=key)
+    name = str(name or parameters.get("name") or declared.get("name") or Path(notebook).stem)
+    name = name.strip("'\"")
+    if not _SAFE_NAME.match(name):
+        raise ConfigError("use letters, digits, '-', '_' or '.' for the name",
+                          path=source, key="name")
+    stamp = (started or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    folder = Path(reports) / name / stamp
+    executed = folder / f"{Path(notebook).stem}.ipynb"
+    error: NotebookError | None = None
+    try:
+        execute(notebook, executed, parameters, cwd=cwd)
+    except NotebookError as exc:
+        if not executed.exists():
+            raise
+        error = exc
+    html = export_html(executed, folder / f"{Path(notebook).stem}.html")
+    return ScheduledRun(folder=folder, executed=executed, html=html, error=error)
+
+
+TEMPLATES = Path(__file__).parent / "templates"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def static_copy(nb: Any) -> Any:
+    """The notebook as a static page shows it: live widgets (progress bars, review controls)
+    need a kernel or a widget manager fetched from a CDN, so their outputs are dropped and only
+    what they printed as plain data stays."""
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW in data:
+                continue
+            kept.append(output)
+        cell.outputs = kept
+    return nb
+
+
 def export_html(executed: str | os.PathLike[str], html_path: str | os.PathLike[str]) -> Path:
-    """Write a self-contained HTML page: outputs only (code hidden), images embedded."""
+    """Write a self-contained HTML page: outputs only (code hidden), images embedded, nothing
+    fetched from the network, readable on a phone (see ``templates/pixellab_report``)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+    exporter = HTMLExporter(template_name="pixellab_report",
+                            extra_template_basedirs=[str(TEMPLATES)],
+                            exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4))
+    nb = static_copy(nbformat.read(str(executed), as_version=4))
+    body, _ = exporter.from_notebook_node(nb)
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(body, encoding="utf-8")

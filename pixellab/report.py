@@ -12,6 +12,7 @@ import html
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from PIL import Image
 
 from pixellab.ledger import Ledger
 from pixellab.scoring import LOWER_IS_BETTER, TaskScoring, load_task_scoring
+from pixellab.stats import wilson_interval
 from pixellab.store import Store
 from pixellab.validate import decode_image
 
@@ -34,6 +36,7 @@ def request_table(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.
     where, params = _sweep_filter(sweep_ids)
     return ledger.query(
         f"""select s.sweep_id, r.request_key, r.product_id, r.category, r.task, r.arm,
+                   r.prompt_id, r.seed,
                    r.status, r.model_id, r.output_sha256, r.error_class, r.error_reason,
                    r.error_message, o.media_type,
                    coalesce(a.usd, 0)::double as usd, coalesce(a.credits, 0)::double as credits,
@@ -112,61 +115,181 @@ def metric_summary(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd
     return table  # NaN: the metric is not one of this task's
 
 
-def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per category × task × arm: n, success rate, pass rate, mean score, cost, latency."""
+def leaderboard(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
+    """Per category × task × ``by`` (the arm, or e.g. ``prompt_id`` for a prompt sweep): n,
+    successes, pass rate with its 95 % Wilson interval, mean score, spend per request and per
+    accepted output, median latency."""
+    columns = ["task", "category", by, "n", "succeeded", "passed", "pass_rate", "pass_low",
+               "pass_high", "mean_score", "usd", "usd_per_request", "usd_per_accepted",
+               "latency_p50_s"]
     if frame.empty:
-        return pd.DataFrame(columns=["task", "category", "arm", "n", "succeeded", "pass_rate",
-                                     "mean_score", "usd", "usd_per_accepted", "latency_p50_s"])
-    grouped = frame.groupby(["task", "category", "arm"], dropna=False)
+        return pd.DataFrame(columns=columns)
+    grouped = frame.groupby(["task", "category", by], dropna=False)
     table = grouped.agg(
         n=("request_key", "count"),
         succeeded=("status", lambda s: int((s == "succeeded").sum())),
-        pass_rate=("passed", "mean"),
+        passed=("passed", "sum"),
         mean_score=("score", "mean"),
         usd=("usd", "sum"),
         latency_p50_s=("latency_s", "median"),
     ).reset_index()
-    accepted = table["pass_rate"] * table["n"]
-    table["usd_per_accepted"] = np.where(accepted > 0, table["usd"] / accepted.where(accepted > 0),
+    table["passed"] = table["passed"].astype(int)
+    table["pass_rate"] = table["passed"] / table["n"]
+    bounds = [wilson_interval(k, n) for k, n in zip(table["passed"], table["n"], strict=True)]
+    table["pass_low"] = [low for low, _ in bounds]
+    table["pass_high"] = [high for _, high in bounds]
+    table["usd_per_request"] = table["usd"] / table["n"]
+    table["usd_per_accepted"] = np.where(table["passed"] > 0,
+                                         table["usd"] / table["passed"].where(table["passed"] > 0),
                                          np.nan)
-    return table.sort_values(["task", "category", "mean_score"],
-                             ascending=[True, True, False]).reset_index(drop=True)
+    return table[columns].sort_values(["task", "category", "mean_score"],
+                                      ascending=[True, True, False]).reset_index(drop=True)
 
 
-def task_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per task × arm with every category pooled: the one-glance answer before the details."""
+def pareto_front(table: pd.DataFrame, *, cost: str = "usd_per_request",
+                 quality: str = "mean_score") -> pd.Series:
+    """True for rows no other row beats: none is at least as good on both quality (higher) and
+    cost (lower) and strictly better on one. Rows without a quality value are never on it."""
+    values = table[[cost, quality]].to_numpy(dtype=float)
+    front = []
+    for i, (c, q) in enumerate(values):
+        if math.isnan(q) or math.isnan(c):
+            front.append(False)
+            continue
+        dominated = any(
+            j != i and not math.isnan(q2) and not math.isnan(c2)
+            and c2 <= c and q2 >= q and (c2 < c or q2 > q)
+            for j, (c2, q2) in enumerate(values))
+        front.append(not dominated)
+    return pd.Series(front, index=table.index, dtype=bool)
+
+
+def recommended_chains(board: pd.DataFrame, *, max_length: int = 3) -> pd.DataFrame:
+    """Per category × task, the models to try in order, from a :func:`leaderboard`.
+
+    The rule, stated so it can be checked: models that passed at least once, ranked by pass
+    rate, then mean score, then lower cost per accepted output; the first is the default, the
+    next ones its fallbacks (a fallback only runs when the one before fails). It ranks point
+    estimates: where the pass-rate intervals overlap, the evidence column shows it and the
+    order is a tie broken by score, not a proven difference.
+    """
+    rows = []
+    for (task, category), group in board.groupby(["task", "category"]):
+        ranked = group[group["passed"] > 0].sort_values(
+            ["pass_rate", "mean_score", "usd_per_accepted"], ascending=[False, False, True],
+            na_position="last")
+        if ranked.empty:
+            rows.append({"task": task, "category": category, "chain": "—",
+                         "evidence": f"no model passed ({int(group['n'].sum())} requests)"})
+            continue
+        chosen = ranked.head(max_length)
+        evidence = "; ".join(
+            f"{r.arm}: {r.passed}/{r.n} passed (95 % {r.pass_low:.0%}–{r.pass_high:.0%})"
+            + ("" if pd.isna(r.mean_score) else f", score {r.mean_score:.3g}")
+            for r in chosen.itertuples(index=False))
+        rows.append({"task": task, "category": category,
+                     "chain": " → ".join(str(a) for a in chosen["arm"]), "evidence": evidence})
+    return pd.DataFrame(rows, columns=["task", "category", "chain", "evidence"])
+
+
+def task_summary(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
+    """Per task × ``by`` with every category pooled: the one-glance answer before the details."""
     if frame.empty:
-        return pd.DataFrame(columns=["task", "arm", "n", "pass_rate", "mean_score", "usd"])
-    table = frame.groupby(["task", "arm"], dropna=False).agg(
+        return pd.DataFrame(columns=["task", by, "n", "pass_rate", "mean_score", "usd",
+                                     "usd_per_request"])
+    table = frame.groupby(["task", by], dropna=False).agg(
         n=("request_key", "count"), products=("product_id", "nunique"),
         pass_rate=("passed", "mean"), mean_score=("score", "mean"), usd=("usd", "sum"),
         latency_p50_s=("latency_s", "median")).reset_index()
+    table["usd_per_request"] = table["usd"] / table["n"]
     return table.sort_values(["task", "mean_score"], ascending=[True, False]).reset_index(drop=True)
 
 
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
     """Requests that did not produce an accepted output, with the reason in words."""
     failed = frame[~frame["passed"]].copy()
-    reasons = []
-    for row in failed.itertuples(index=False):
-        if row.status != "succeeded":
-            reasons.append(f"{row.error_class}: {row.error_message}")
-        else:
-            reasons.append("output failed a gate (see its scores)")
-    failed["reason"] = reasons
+    failed["reason"] = [failure_reason(row) for _, row in failed.iterrows()]
     return failed[["task", "category", "product_id", "arm", "status", "error_reason", "reason"]]
+
+
+def failure_reason(row: Any) -> str:
+    """Why a request has no accepted output, in a few words; empty when it passed."""
+    if row["status"] != "succeeded":
+        cls, message = row.get("error_class"), row.get("error_message")
+        text = ": ".join(str(p) for p in (cls, message) if isinstance(p, str) and p)
+        return text or str(row["status"])
+    if not bool(row["passed"]):
+        return "output failed a gate (see its scores)"
+    return ""
+
+
+def failure_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Failures counted by task, model and kind of reason (the error class, or the gate), so a
+    pattern — one model's content rejections, another's blank outputs — shows at a glance."""
+    failed = frame[~frame["passed"]]
+    if failed.empty:
+        return pd.DataFrame(columns=["task", "arm", "reason", "count", "share", "example"])
+    kinds = [row.error_class if row.status != "succeeded" else "failed a gate"
+             for row in failed.itertuples(index=False)]
+    failed = failed.assign(kind=kinds)
+    totals = frame.groupby(["task", "arm"])["request_key"].count()
+    rows = []
+    for (task, arm, kind), group in failed.groupby(["task", "arm", "kind"]):
+        first = group.iloc[0]
+        example = (f"{first['product_id']}: {failure_reason(first)}")[:140]
+        rows.append({"task": task, "arm": arm, "reason": kind, "count": len(group),
+                     "share": len(group) / totals[(task, arm)], "example": example})
+    return pd.DataFrame(rows).sort_values(["task", "count"], ascending=[True, False]
+                                          ).reset_index(drop=True)
 
 
 def costs(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Spend by sweep and model: calls, credits, USD, how much of it is an estimate."""
+    return costs_by(ledger, sweep_ids, ["sweep_id", "provider", "model_id"])
+
+
+COST_GROUPS = {"sweep_id": "sweep_id", "provider": "provider", "model_id": "model_id",
+               "day": "strftime(created_at, '%Y-%m-%d')"}
+
+
+def costs_by(ledger: Ledger, sweep_ids: Sequence[str] | None = None,
+             by: Sequence[str] = ("model_id",)) -> pd.DataFrame:
+    """Calls, credits and USD from the ledger's cost rows (one per billed attempt), grouped by
+    any of ``sweep_id``, ``provider``, ``model_id`` and ``day`` (UTC)."""
+    unknown = [b for b in by if b not in COST_GROUPS]
+    if unknown:
+        raise ValueError(f"cannot group costs by {unknown}; use {sorted(COST_GROUPS)}")
     where, params = ("", [])
     if sweep_ids:
         where, params = "where sweep_id in (select unnest(?))", [list(sweep_ids)]
+    keys = ", ".join(f"{COST_GROUPS[b]} as {b}" for b in by)
     return ledger.query(
-        f"""select sweep_id, provider, model_id, count(*) as calls,
-                   sum(credits)::double as credits, sum(usd)::double as usd,
-                   sum(case when estimated then usd else 0 end)::double as usd_estimated
-            from costs {where} group by all order by usd desc, sweep_id, model_id""", params)
+        f"""select {keys}, count(*) as calls,
+                   coalesce(sum(credits), 0)::double as credits,
+                   coalesce(sum(usd), 0)::double as usd,
+                   coalesce(sum(case when estimated then usd else 0 end), 0)::double
+                     as usd_estimated
+            from costs {where} group by all order by usd desc, {", ".join(by)}""", params)
+
+
+FORMATS = {"pass_rate": "{:.0%}", "pass_low": "{:.0%}", "pass_high": "{:.0%}",
+           "share": "{:.0%}", "mean_score": "{:.3f}", "usd": "${:.4f}",
+           "usd_per_request": "${:.4f}", "usd_per_accepted": "${:.4f}",
+           "usd_estimated": "${:.4f}", "credits": "{:.2f}", "latency_p50_s": "{:.2f} s"}
+
+
+def styled(table: pd.DataFrame) -> Any:
+    """A table as a merchandiser reads it: text left, numbers right, no index, '—' for missing
+    (never a zero), money and rates formatted."""
+    text = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    long = [c for c in text if table[c].astype(str).str.len().max() > 60]
+    formats = {c: f for c, f in FORMATS.items() if c in table.columns}
+    return (table.style.hide(axis="index").format(formats, na_rep="—")
+            .set_properties(subset=[c for c in text if c not in long],
+                            **{"text-align": "left", "white-space": "nowrap"})
+            .set_properties(subset=long, **{"text-align": "left", "white-space": "normal",
+                                            "min-width": "22em"})
+            .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
 
 
 # -- images -----------------------------------------------------------------------------------
@@ -186,24 +309,76 @@ def thumbnail_data_uri(image: Image.Image, max_side: int = 220) -> str:
     return f"data:{media};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
+def full_data_uri(image: Image.Image, max_side: int = 1024) -> str:
+    """The enlarged view: WebP (alpha included) at up to ``max_side`` pixels.
+
+    Why WebP, 1024 px and quality 72: the page embeds every image to stay one self-contained
+    file that opens on a phone; a 1600 px PNG packshot or cut-out weighs ~1 MB, an 800 px
+    photo as WebP at quality 82 ~40 KB and at 72 ~15 KB, and the difference is not visible
+    at screen size. The whole demo report is then ~8 MB instead of ~15 MB."""
+    image = image.copy()
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=72, method=4)
+    return f"data:image/webp;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def zoomable_html(image: Image.Image, *, alt: str, caption: str = "",
+                  max_side: int = 220) -> str:
+    """A thumbnail that opens the full image over the page on click (no script: a <details>
+    whose <summary> holds both; the report template styles it)."""
+    size = f"{image.width}×{image.height}"
+    label = html.escape(f"{alt} · {size}" + (f" · {caption}" if caption else ""))
+    return (f"<details class='plx-zoom'><summary>"
+            f"<img src='{thumbnail_data_uri(image, max_side)}' alt='{html.escape(alt)}' "
+            f"title='click to enlarge ({size})'>"
+            f"<span class='plx-full'><img src='{full_data_uri(image)}' alt='{html.escape(alt)}"
+            f" (full size)'><span>{label} — click to close</span></span>"
+            f"</summary></details>")
+
+
 GRID_CSS = """
 <style>
 .plx-grid { border-collapse: collapse; font: 12px system-ui, sans-serif; }
-.plx-grid th, .plx-grid td { padding: 4px; text-align: center; vertical-align: top; }
-.plx-grid img { max-width: 200px; max-height: 200px; display: block; margin: auto;
+.plx-grid { margin: 0; }
+/* doubled class: outranks JupyterLab's ":not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td" */
+table.plx-grid.plx-grid th, table.plx-grid.plx-grid td {
+  padding: 4px; text-align: center; vertical-align: top; }
+.plx-grid summary > img, .plx-thumbs summary > img {
+  max-width: 200px; max-height: 200px; display: block; margin: auto;
   background: repeating-conic-gradient(#ddd 0% 25%, #fff 0% 50%) 50% / 16px 16px; }
+@media (max-width: 700px) {
+  .plx-grid summary > img { max-width: 120px; max-height: 120px; } }
 .plx-cap { color: #555; max-width: 200px; }
 .plx-fail { color: #b00020; max-width: 200px; font-size: 11px; }
 .plx-pass { color: #1b7f3b; }
+/* Click a thumbnail, see the full image; click again (or Enter) to close. No script: the
+   overlay lives inside the <summary> of a <details>, so it works in the static page too. */
+details.plx-zoom { display: inline-block; }
+details.plx-zoom > summary { list-style: none; cursor: zoom-in; }
+details.plx-zoom > summary::-webkit-details-marker { display: none; }
+details.plx-zoom .plx-full { display: none; }
+details.plx-zoom[open] .plx-full {
+  display: flex; position: fixed; inset: 0; z-index: 1000; cursor: zoom-out;
+  align-items: center; justify-content: center; flex-direction: column;
+  background: rgba(20, 20, 20, 0.88); }
+details.plx-zoom[open] .plx-full img {
+  max-width: 96vw; max-height: 88vh; width: auto; height: auto;
+  background: repeating-conic-gradient(#ccc 0% 25%, #fff 0% 50%) 50% / 20px 20px; }
+details.plx-zoom .plx-full span { color: #eee; font: 13px system-ui, sans-serif; margin: 6px; }
 </style>
 """
 
 
 def image_grid_html(frame: pd.DataFrame, store: Store, *, task: str, category: str,
-                    product_images: dict[str, str], max_products: int = 6) -> str:
-    """Input vs each arm's output, one row per product, with the score or the failure."""
+                    product_images: dict[str, str], max_products: int = 6,
+                    by: str = "arm") -> str:
+    """Input vs each arm's (or each ``by`` value's, e.g. prompt version's) output, one row per
+    product, with the score or the failure; every image enlarges on click."""
     subset = frame[(frame["task"] == task) & (frame["category"] == category)]
-    arms = sorted(subset["arm"].unique())
+    arms = sorted(subset[by].dropna().unique())
     products = sorted(subset["product_id"].unique())[:max_products]
     head = "".join(f"<th>{html.escape(a)}</th>" for a in arms)
     rows = []
@@ -211,7 +386,7 @@ def image_grid_html(frame: pd.DataFrame, store: Store, *, task: str, category: s
         cells = [f"<td><b>{html.escape(product_id)}</b></td>",
                  _image_cell(product_images.get(product_id), None)]
         for arm in arms:
-            match = subset[(subset["product_id"] == product_id) & (subset["arm"] == arm)]
+            match = subset[(subset["product_id"] == product_id) & (subset[by] == arm)]
             if match.empty:
                 cells.append("<td></td>")
                 continue
@@ -226,12 +401,16 @@ def _image_cell(path: str | None, caption: str | None) -> str:
     if not path:
         return "<td>—</td>"
     try:
-        with open(path, "rb") as handle:
-            uri = thumbnail_data_uri(decode_image(handle.read()))
+        image = decode_image(_read(path))
     except Exception as exc:
         return f"<td class='plx-fail'>input unreadable: {html.escape(str(exc))}</td>"
     cap = f"<div class='plx-cap'>{html.escape(caption)}</div>" if caption else ""
-    return f"<td><img src='{uri}' alt='input'>{cap}</td>"
+    return f"<td>{zoomable_html(image, alt='input')}{cap}</td>"
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _output_cell(row: pd.Series, store: Store) -> str:
@@ -243,7 +422,7 @@ def _output_cell(row: pd.Series, store: Store) -> str:
     verdict = ("<span class='plx-pass'>✓ pass</span>" if row["passed"]
                else "<span class='plx-fail'>✗ gate</span>")
     label = "" if pd.isna(score) else f"score {score:.3g} · "
-    return (f"<td><img src='{thumbnail_data_uri(image)}' alt='output'>"
+    return (f"<td>{zoomable_html(image, alt=str(row['arm']), caption=str(row['product_id']))}"
             f"<div class='plx-cap'>{label}{verdict}</div></td>")
 
 

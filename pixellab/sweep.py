@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pixellab.budget import Budget
 from pixellab.catalog import Model
 from pixellab.datasets import Dataset, Product, load_dataset
-from pixellab.errors import ConfigError
+from pixellab.errors import BudgetExceeded, ConfigError
 from pixellab.ledger import Ledger, LedgerWriter, Statement
 from pixellab.prompts import Prompt, load_prompt
 from pixellab.runner import Request, RequestOutcome, RetryPolicy, Runner
@@ -150,6 +150,16 @@ class CostEstimate:
 
     def exceeds(self, budget_usd: float | None) -> bool:
         return budget_usd is not None and self.usd > budget_usd
+
+    def ensure_within(self, budget_usd: float | None) -> None:
+        """Raise :class:`BudgetExceeded` before anything is spent when the estimate is over."""
+        if self.exceeds(budget_usd):
+            assert budget_usd is not None
+            raise BudgetExceeded(
+                f"the estimate, ${self.usd:.4f} for {self.to_run} requests (worst case "
+                f"${self.usd_worst:.4f}), exceeds budget_usd ${budget_usd:.4f}; nothing was "
+                f"spent", cap_usd=budget_usd, committed_usd=0.0, reserved_usd=0.0,
+                requested_usd=self.usd)
 
 
 def request_key(*, task: Task, chain: tuple[Model, ...], input_sha256: str,

@@ -177,3 +177,56 @@ def no_traffic_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+# -- a real browser for the report's HTML -----------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+"""Headless Chromium as root on a closed network: without the background-networking flags it
+tries Google's hosts at every start."""
+
+
+def _install_chromium() -> str:
+    """Install Debian's chromium package; returns why it could not be, or '' on success."""
+    import os
+    import shutil
+    import subprocess
+
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return "no apt-get on this machine (not Debian-like)"
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        sudo = shutil.which("sudo")
+        if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True).returncode:
+            return "not root and no password-less sudo to run apt-get"
+        prefix = [sudo, "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in ([apt, "update", "-qq"],
+                    [apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+        try:
+            done = subprocess.run(prefix + command, capture_output=True, text=True, env=env,
+                                  timeout=900)
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(command)}` took more than 15 minutes"
+        if done.returncode:
+            return f"`{' '.join(command)}` failed: {(done.stderr or done.stdout)[-300:]}"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path to Debian's Chromium, installed by the test set-up when missing; the test is skipped,
+    with the reason, only where it cannot be installed."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    reason = _install_chromium()
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip(f"Chromium is not installed and could not be: {reason or 'unknown'}")
+    return found

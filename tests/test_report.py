@@ -1,12 +1,20 @@
-"""Report tables: pass means every gate held, and a missing metric is missing, not zero."""
+"""Report tables: pass means every gate held, a missing metric is missing, not zero, and the
+recommended chain follows a rule that can be checked."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import nbformat
+import pandas as pd
+
 from pixellab import report
 from pixellab.ledger import Ledger
+from pixellab.live import LiveProgress
+from pixellab.notebook import WIDGET_VIEW, static_copy
+from pixellab.runner import RequestOutcome
+from pixellab.stats import wilson_interval
 
 
 def seed(ledger: Ledger) -> None:
@@ -58,3 +66,100 @@ def test_failures_carry_the_provider_reason(tmp_path: Path) -> None:
     failed = report.failures(report.scored_requests(ledger, ["s"]))
     assert "ContentRejected: refused" in set(failed["reason"])
     assert len(failed) == 3  # h2 failed its gate, h3's gate is missing, k3 failed outright
+
+
+# -- the decision helpers -------------------------------------------------------------------------
+
+def test_wilson_interval_matches_published_values_and_never_collapses() -> None:
+    low, high = wilson_interval(5, 5)  # 5/5 is not certainty
+    assert (round(low, 4), high) == (0.5655, 1.0)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and round(high, 4) == 0.2775
+    low, high = wilson_interval(81, 263)  # Newcombe (1998), method 3: 0.2553-0.3662
+    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_the_pareto_front_keeps_models_nothing_beats_on_both_quality_and_cost() -> None:
+    table = pd.DataFrame({"arm": ["cheap-good", "dear-better", "dear-worse", "free-bad", "tie",
+                                  "unscored"],
+                          "usd_per_request": [0.01, 0.05, 0.06, 0.0, 0.01, 0.0],
+                          "mean_score": [0.8, 0.9, 0.7, 0.2, 0.8, math.nan]})
+    front = report.pareto_front(table).to_numpy().tolist()
+    assert front == [True, True, False, True, True, False]
+
+
+def board(rows: list[tuple[str, int, int, float, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["arm", "n", "passed", "mean_score", "usd"])
+    frame["task"], frame["category"] = "packshot", "jewelry"
+    frame["pass_rate"] = frame["passed"] / frame["n"]
+    bounds = [wilson_interval(k, n) for k, n in zip(frame["passed"], frame["n"], strict=True)]
+    frame["pass_low"], frame["pass_high"] = zip(*bounds, strict=True)
+    frame["usd_per_accepted"] = frame["usd"] / frame["passed"].where(frame["passed"] > 0)
+    return frame
+
+
+def test_the_recommended_chain_ranks_pass_rate_then_score_then_cost() -> None:
+    chains = report.recommended_chains(board([
+        ("fal:b", 10, 9, 0.7, 0.5), ("replicate:a", 10, 9, 0.9, 1.0),
+        ("local:c", 10, 5, 0.95, 0.0), ("openai:d", 10, 0, 0.99, 2.0)]))
+    [row] = chains.to_dict("records")
+    assert row["chain"] == "replicate:a → fal:b → local:c"  # d never passed: no place in it
+    assert "replicate:a: 9/10 passed (95 % 60%–98%)" in row["evidence"]
+
+
+def test_no_chain_is_recommended_when_no_model_passed() -> None:
+    [row] = report.recommended_chains(board([("fal:b", 4, 0, 0.7, 0.5)])).to_dict("records")
+    assert row["chain"] == "—" and "no model passed (4 requests)" in row["evidence"]
+
+
+def test_failures_are_counted_by_model_and_kind_with_an_example(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.duckdb")
+    seed(ledger)
+    summary = report.failure_summary(report.scored_requests(ledger, ["s"]))
+    by = {(r.arm, r.reason): (r.count, r.share) for r in summary.itertuples(index=False)}
+    assert by == {("local:a", "failed a gate"): (1, 0.5), ("local:b", "failed a gate"): (1, 0.5),
+                  ("local:b", "ContentRejected"): (1, 0.5)}
+    assert "refused" in summary.loc[summary["reason"] == "ContentRejected", "example"].iloc[0]
+
+
+def test_costs_group_by_day_model_and_sweep(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.duckdb")
+    ledger.write([("insert into costs values (?, 'k', ?, 'fal', ?, 1, ?, false, ?)",
+                   [f"a{i}", sweep, model, usd, f"2026-11-{day} 10:00:00"])
+                  for i, (sweep, model, usd, day) in enumerate([
+                      ("s1", "fal:x", 0.25, 24), ("s1", "fal:y", 0.5, 24),
+                      ("s2", "fal:x", 1.0, 25)])])
+    by_day = report.costs_by(ledger, None, ["day"])
+    assert [(str(d), u) for d, u in zip(by_day["day"], by_day["usd"], strict=True)] == [
+        ("2026-11-25", 1.0), ("2026-11-24", 0.75)]
+    by_model = report.costs_by(ledger, ["s1"], ["model_id"]).set_index("model_id")
+    assert by_model["usd"].to_dict() == {"fal:y": 0.5, "fal:x": 0.25}
+    try:
+        report.costs_by(ledger, None, ["month; drop table costs"])
+    except ValueError as exc:
+        assert "cannot group costs" in str(exc)
+    else:
+        raise AssertionError("an unknown grouping must be refused")
+
+
+def test_the_static_page_drops_live_widgets_but_keeps_everything_else() -> None:
+    nb = nbformat.v4.new_notebook(metadata={"widgets": {"state": {}}})
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("display_data", {WIDGET_VIEW: {"model_id": "m"},
+                                                            "text/plain": "HBox()"}),
+                    nbformat.v4.new_output("display_data", {"text/html": "<b>table</b>"})]
+    nb.cells.append(cell)
+    static = static_copy(nb)
+    assert "widgets" not in static.metadata
+    assert static.cells[0].outputs == [cell.outputs[1]]
+    assert len(nb.cells[0].outputs) == 2  # the executed notebook itself is left as it was
+
+
+def test_live_progress_counts_outcomes_per_model() -> None:
+    live = LiveProgress({"k1": "local:a", "k2": "local:a", "k3": "local:b"})
+    for key, status in (("k1", "succeeded"), ("k2", "failed"), ("k3", "succeeded")):
+        live.done(RequestOutcome(request_key=key, status=status))
+    table = live.table().set_index("model")
+    assert table.loc["local:a"].to_dict() == {"succeeded": 1, "failed": 1, "stopped": 0}
+    assert table.loc["local:b", "succeeded"] == 1
