@@ -316,6 +316,8 @@ class PairRater(_Displayable):
         self.status = widgets.HTML()
         self.keys = widgets.Text(value="", placeholder=KEY_HELP, continuous_update=True,
                                  description="keys")
+        self._seen = ""
+        """The last text the browser sent in ``keys``: what has been taken already."""
         self.keys.observe(self._typed, names="value")
         buttons = []
         for label, key, tip in (("A: left better", "a", "key a or 1"), ("Tie", "t", "key t or ="),
@@ -372,14 +374,27 @@ class PairRater(_Displayable):
         return message
 
     def _typed(self, change: dict[str, Any]) -> None:
-        """Observer of ``keys``: every character typed is one key; then the field is cleared,
-        so the next keystroke is a change again, even if it is the same letter."""
+        """Observer of ``keys``: every character typed is one key, taken exactly once.
+
+        The field keeps what was typed (a visible log of the session's keys), and only what
+        extends the text the browser sent last is a key: ``"ab"`` after ``"a"`` is one ``b``.
+        Why not clear the field after each key: in a real JupyterLab a value the kernel sets
+        while it handles the browser's update does not reach the input, so the browser sends
+        the whole text again with the next key, and a cleared-then-retyped field could not be
+        told from a resent one (seen in tests/test_review.py, typed by Playwright). A shorter
+        text (backspace, or the field emptied) is no key; any other text (the field's content
+        replaced) counts in full.
+        """
         text = str(change["new"])
-        if not text:
-            return
-        for char in text:
+        seen, self._seen = self._seen, text
+        if text.startswith(seen) and len(text) > len(seen):
+            fresh = text[len(seen):]
+        elif seen.startswith(text):
+            fresh = ""  # a deletion, not a key
+        else:
+            fresh = text
+        for char in fresh:
             self.press(char)
-        self.keys.value = ""
 
     def _vote(self, winner: str) -> str:
         pair = self.current

@@ -239,10 +239,10 @@ def test_a_person_rates_ten_pairs_with_the_keyboard_alone(workbench: Workbench,
     shown = ratings.pairs_to_rate(frame, rater="kim", ledger=ledger, seed=3)
     with review_notebook({"ledger_path": str(ledger.path), "store_path": workbench.store.root,
                           "sweep_ids": ["rev"], "rater": "kim", "seed": 3}) as run:
-        typed = run('for ch in "ab12t=abab":\n'
-                    '    pair_rater.keys.value = ch\n'
-                    'print(pair_rater.progress(), pair_rater.keys.value == "")')
-        assert typed.outputs[0]["text"].strip() == "pair 11 of 12 True"
+        typed = run('for end in range(1, 11):  # the browser sends the text after each key\n'
+                    '    pair_rater.keys.value = "ab12t=abab"[:end]\n'
+                    'print(pair_rater.progress())')
+        assert typed.outputs[0]["text"].strip() == "pair 11 of 12"
 
         stored = ratings.ratings_table(ledger, rater="kim")  # read while the kernel lives
         assert len(stored) == 10
@@ -257,11 +257,24 @@ def test_a_person_rates_ten_pairs_with_the_keyboard_alone(workbench: Workbench,
         assert stored["arm_a"].tolist() == [p.left.arm for p in shown[:10]]
         assert (stored["sweep_id"] == "rev").all()
 
-        undone = run('pair_rater.keys.value = "u"\n'
+        undone = run('pair_rater.keys.value = "ab12t=ababu"\n'
                      'print(pair_rater.rated_count, pair_rater.progress())')
         assert undone.outputs[0]["text"].strip() == "9 pair 10 of 12"
         after = ratings.ratings_table(ledger, rater="kim")
         assert after["rating_id"].tolist() == stored["rating_id"].tolist()[:9]
+
+
+def test_each_key_counts_once_and_deleting_counts_nothing(
+        workbench: Workbench, frame: pd.DataFrame) -> None:
+    """The browser sends the whole text with every key (``a``, ``ab``, ``ab1``…): only the new
+    character is a vote; a backspace or emptying the field is none; retyping after that is."""
+    ledger = workbench.ledger
+    with review_notebook({"ledger_path": str(ledger.path), "store_path": workbench.store.root,
+                          "sweep_ids": ["rev"], "rater": "ana", "seed": 3}) as run:
+        run('for text in ["a", "ab", "ab1", "ab", "ab2", "", "a", "aa"]:\n'
+            '    pair_rater.keys.value = text')
+    stored = ratings.ratings_table(ledger, rater="ana")
+    assert stored["winner"].tolist() == ["a", "b", "a", "b", "a", "a"]
 
 
 def test_the_notebook_says_so_when_there_is_nothing_to_rate(tmp_path: Path) -> None:
@@ -270,3 +283,105 @@ def test_the_notebook_says_so_when_there_is_nothing_to_rate(tmp_path: Path) -> N
                           "store_path": str(tmp_path / "store"), "rater": "lou"}) as run:
         said = run('pair_rater.press("a")')
     assert "Nothing to rate" in json.dumps(said.outputs)
+
+
+# -- in a real JupyterLab, typed by a real keyboard ---------------------------------------------
+
+
+@contextmanager
+def jupyterlab(root: Path, env: dict[str, str]) -> Iterator[str]:
+    """A JupyterLab server on a free loopback port over ``root``; yields its URL."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = root / ".jupyter-state"
+    env = {**os.environ, **env, "JUPYTER_CONFIG_DIR": str(state / "config"),
+           "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
+           "JUPYTERLAB_SETTINGS_DIR": str(state / "settings")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+         f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
+         "--ServerApp.password=", f"--ServerApp.root_dir={root}",
+         "--ServerApp.disable_check_xsrf=True"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/status", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"JupyterLab did not start: {server.stderr.read()[-2000:]}"
+                                   if server.stderr else "JupyterLab did not start")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_in_jupyterlab_ten_keystrokes_store_ten_ratings(workbench: Workbench, tmp_path: Path,
+                                                        chromium: str) -> None:
+    """The acceptance test as a person does it: open 30_review.ipynb in JupyterLab, Run All,
+    click the rating field once, type ten keys; the ten votes are in the ledger."""
+    import getpass
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import CHROMIUM_ARGS
+
+    root = tmp_path / "lab"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "notebooks" / NOTEBOOK.name).write_bytes(NOTEBOOK.read_bytes())  # autosave stays here
+    rater = getpass.getuser()
+    before = ratings.count(workbench.ledger, rater)
+    with jupyterlab(root, {"PIXELLAB_HOME": str(workbench.home)}) as url, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{url}/lab/tree/notebooks/{NOTEBOOK.name}")
+            page.wait_for_selector(".jp-Notebook", timeout=90_000)
+            # Run All before the kernel is up runs nothing: wait for the status bar's "Idle"
+            page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=90_000)
+            page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=30_000)
+            page.click(".lm-Menu-itemLabel:text-is('Run All Cells')", timeout=30_000)
+            field = page.locator("input[placeholder*='type a, b']")
+            field.wait_for(timeout=120_000)
+            field.click()
+            for key in "ab12t=abab":
+                count = ratings.count(workbench.ledger, rater)
+                page.keyboard.type(key)
+                deadline = page.evaluate("Date.now()") + 15_000
+                while ratings.count(workbench.ledger, rater) == count:  # one vote per key
+                    assert page.evaluate("Date.now()") < deadline, f"key {key!r} stored nothing"
+                    page.wait_for_timeout(100)
+            assert field.input_value() == "ab12t=abab"  # the field keeps the keys typed
+            field.scroll_into_view_if_needed()  # JupyterLab renders only cells in view
+            page.wait_for_timeout(500)
+            assert "pair 11 of 12" in page.inner_text(".jp-Notebook")
+            assert not errors, errors
+        finally:
+            browser.close()
+    stored = ratings.ratings_table(workbench.ledger, rater=rater)
+    assert len(stored) - before == 10
+    new = stored.tail(10)
+    assert new["winner"].tolist() == ["a", "b", "a", "b", "tie", "tie", "a", "b", "a", "b"]
+    assert (new["output_a"] != new["output_b"]).all() and new["rated_at"].notna().all()
