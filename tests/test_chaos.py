@@ -20,11 +20,14 @@ from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench
 from tests.emulated import emulated_providers, point_sdks_at, remote_models
 
-CATALOG = remote_models("emu/enhance", "emu-enhance", usd_per_image=0.02, timeout_s=1.0)
+# 2.5 s: far above an emulated job (10 ms), so a loaded 2-core CI machine does not time out
+# healthy jobs (at 1 s it did, and the extra paid retries diluted the fault rate below 20 %),
+# and below the 5 s "hang", which must time out.
+CATALOG = remote_models("emu/enhance", "emu-enhance", usd_per_image=0.02, timeout_s=2.5)
 FAULTS = {  # action: (times per provider, options)
     "rate_limit": (4, {"retry_after": 0}),
     "server_error": (4, {"status": 500}),
-    "hang": (2, {"seconds": 3}),
+    "hang": (2, {"seconds": 5}),
     "accept_then_hang": (2, {}),
     "job_failure": (3, {"error": "CUDA out of memory"}),
     "content_rejected": (2, {}),
