@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +19,8 @@ from tqdm import tqdm
 from pixellab.errors import PixellabError
 
 if TYPE_CHECKING:  # the CLI imports heavy modules lazily so `--help` stays instant
+    from pixellab.intel.analyze import AnalysisResult
+    from pixellab.intel.scrape import FetchPolicy
     from pixellab.sweep import Sweep, SweepResult
     from pixellab.workbench import Workbench
 
@@ -115,6 +117,8 @@ def demo(
     if failed:
         console.print(f"[yellow]{failed} request(s) failed; the report lists each reason.[/]")
     console.print(f"Ledger: {workbench.ledger.path}   Outputs: {workbench.store.root}")
+    console.print(f"Routing table: {result.defaults}   (try `pixellab generate --task packshot "
+                  f"--image PHOTO --category kitchen`)", highlight=False)
     console.print(f"[bold green]Report:[/] {result.report}   "
                   f"({time.monotonic() - started:.1f} s)")
 
@@ -219,6 +223,232 @@ def score(
     chosen = [m.strip() for item in metrics or [] for m in item.split(",") if m.strip()]
     written = Sweep.resume(sweep_id, Workbench(home)).score(chosen or None)
     console.print(f"{written} score row(s) written")
+
+
+@app.command("select")
+def select_command(
+    sweep_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="SWEEP...", help="Sweeps whose evidence decides (default: every sweep).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Where the routing table goes (default $PIXELLAB_DEFAULTS or "
+             "<home>/defaults.toml).")] = None,
+    min_products: Annotated[int, typer.Option(help="Products an arm needs to be compared.")
+                            ] = 5,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples (>= 100).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same intervals).")] = 0,
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Pick the default chain per category × task, with intervals, and write defaults.toml."""
+    from pixellab import routing
+    from pixellab.errors import ConfigError
+    from pixellab.select import SelectionPolicy, select, write_defaults
+    from pixellab.workbench import Workbench
+
+    workbench = Workbench(home)
+    if sweep_ids:
+        known = set(workbench.ledger.query("select sweep_id from sweeps")["sweep_id"])
+        unknown = [s for s in sweep_ids if s not in known]
+        if unknown:
+            raise ConfigError(f"no sweep {', '.join(map(repr, unknown))} in "
+                              f"{workbench.ledger.path}")
+    target = out or (Path(home) / "defaults.toml" if home else routing.default_routes_path())
+    try:
+        policy = SelectionPolicy(min_products=min_products, resamples=resamples, seed=seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    previous = routing.load_routes(target)
+    selection = select(workbench.ledger, sweep_ids or None, policy=policy,
+                       current=routing.current_defaults(previous, workbench.catalog))
+    if not selection.decisions:
+        raise ConfigError("the sweeps have no requests to decide on")
+    table = Table(title="Default chain per task × category")
+    for column in ("task", "category", "chain", "verdict", "products", "composite",
+                   "passed"):
+        table.add_column(column, overflow="fold")
+    for row in selection.table().itertuples(index=False):
+        table.add_row(row.task, row.category, row.chain, row.verdict, str(row.products),
+                      row.composite, row.passed)
+    console.print(table)
+    for task, agreement in selection.agreement.items():
+        if agreement and agreement.get("n", 0) >= 2:
+            console.print(f"{task}: people vs composite ranking, Kendall tau "
+                          f"{agreement['kendall_tau']:.2f} over {int(agreement['n'])} models")
+    console.print(f"[bold green]Routing table:[/] {write_defaults(selection, target)}")
+
+
+@app.command()
+def generate(
+    task: Annotated[str, typer.Option(help="enhance, remove_background, packshot, upscale, …")],
+    image: Annotated[Path, typer.Option(help="The product photo.")],
+    category: Annotated[str | None, typer.Option(
+        help="Product category (unknown or absent: the global default).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Also copy the output here (a file, or a folder).")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt template name@version.")] = None,
+    routes: Annotated[Path | None, typer.Option(
+        help="Routing table (default $PIXELLAB_DEFAULTS or <home>/defaults.toml).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed passed to the model.")] = 0,
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Run one photo through the chain the routing table picks, with fallbacks; exit 1 if
+    every model of the chain failed."""
+    from pixellab import routing
+    from pixellab.workbench import Workbench
+
+    workbench = Workbench(home)
+    table = routes or (Path(home) / "defaults.toml" if home else routing.default_routes_path())
+    result = routing.generate(image, task, category=category, workbench=workbench,
+                              routes=routing.load_routes(table), prompt=prompt, seed=seed,
+                              out=out)
+    console.print(f"Route: {' → '.join(result.route.model_ids)}", highlight=False)
+    console.print(f"  from {result.route.source}", highlight=False, soft_wrap=True)
+    attempts = workbench.ledger.query(
+        """select attempt_no, model_id, status, error_class, error_message from attempts
+           where request_key = ? order by started_at, attempt_no""", [result.request_key])
+    for row in attempts.itertuples(index=False):
+        detail = (f" ({row.error_class}: {row.error_message})"
+                  if isinstance(row.error_class, str) else "")
+        console.print(f"  attempt {row.attempt_no}: {row.model_id} {row.status}{detail}",
+                      highlight=False, soft_wrap=True)
+    if not result.succeeded:
+        err_console.print(f"[red]every model failed:[/] {result.outcome.error_class}: "
+                          f"{result.outcome.error_message}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1)
+    if result.reused:
+        console.print("  reused the stored output of the same request (no provider call)")
+    console.print(f"Model: {result.outcome.model_id}")
+    console.print(f"[bold green]Output:[/] {result.stored_at}", soft_wrap=True)
+    if result.written_to is not None:
+        console.print(f"Copied to: {result.written_to}", soft_wrap=True)
+
+
+def _fetch_policy(allow: list[str] | None) -> FetchPolicy:
+    from pixellab.intel.scrape import FetchPolicy
+
+    return FetchPolicy(allow=frozenset(allow or ()))
+
+
+def _refused_hint(exc: BaseException) -> NoReturn:
+    """A refused private address gets the way out, for an intranet or a test server."""
+    if getattr(exc, "reason", None) == "private_address":
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        err_console.print("If this host is yours (an intranet, a test server), allow it with "
+                          "--allow HOST (or an IP or CIDR).", soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
+    raise exc
+
+
+AllowOption = Annotated[list[str] | None, typer.Option(
+    "--allow", help="Host, IP or CIDR that may be private (an intranet, a test server); "
+                    "repeatable. Without it, private and loopback addresses are refused.")]
+
+
+def _analysis_table(results: list[AnalysisResult]) -> Table:
+    table = Table(title="Product analysis")
+    for column in ("product", "category", "audience", "aesthetic", "tasks", "confidence",
+                   "model"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        a = result.analysis
+        if a is None:
+            table.add_row(result.product_id, "—", "—", "—", "—", "—", f"failed: {result.error}")
+            continue
+        table.add_row(result.product_id, a.category, a.audience, a.aesthetic,
+                      ", ".join(a.suggested_tasks), f"{a.confidence:.2f}", str(result.model_id))
+    return table
+
+
+@app.command()
+def analyze(
+    target: Annotated[str, typer.Argument(
+        help="A product page or store URL, an image file, or a dataset (name or folder).")],
+    allow: AllowOption = None,
+    title: Annotated[str | None, typer.Option(help="The product's title (image files).")
+                     ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N products.")] = None,
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Category, audience, aesthetic and suggested tasks per product, through the analyze
+    chain (an LLM with a key, the offline rules without); every answer is in the ledger."""
+    from pixellab.datasets import Product, load_dataset
+    from pixellab.errors import ConfigError
+    from pixellab.intel.analyze import analyze_products
+    from pixellab.workbench import Workbench
+
+    workbench = Workbench(home)
+    products: list[Product]
+    if target.startswith(("http://", "https://")):
+        from pixellab.intel.scrape import download_images, scrape
+
+        policy = _fetch_policy(allow)
+        products = []
+        folder = workbench.home / "inputs" / "scraped"
+        try:
+            scraped = scrape(target, policy, max_products=limit or 50)
+        except PixellabError as exc:
+            _refused_hint(exc)
+        for item in scraped:
+            if not item.image_urls:
+                err_console.print(f"skipped {item.id}: no image on the page")
+                continue
+            image = download_images(item, folder, policy, max_images=1)[0]
+            products.append(Product(
+                id=item.id, title=item.title, description=item.description,
+                category="uncategorized", image=image,
+                attributes={"category_hint": item.category_hint or "",
+                            "breadcrumbs": item.breadcrumbs, "brand": item.brand or "",
+                            "tags": item.tags}))
+    elif Path(target).is_file():
+        path = Path(target)
+        products = [Product(id=path.stem, title=title or path.stem.replace("-", " "),
+                            description="", category="uncategorized", image=path)]
+    else:
+        products = list(load_dataset(target).products[:limit])
+    if not products:
+        raise ConfigError(f"no products found at {target}")
+    results = analyze_products(products, workbench)
+    console.print(_analysis_table(results))
+    console.print(f"Ledger: {workbench.ledger.path} (table analyses)")
+    if any(r.analysis is None for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_command(
+    url: Annotated[str, typer.Argument(help="A product page or a store (Shopify, JSON-LD, "
+                                            "OpenGraph or plain HTML).")],
+    dataset: Annotated[str, typer.Option(help="Dataset name under datasets/, or a folder.")],
+    allow: AllowOption = None,
+    analyze_products_: Annotated[bool, typer.Option(
+        "--analyze/--no-analyze", help="Set each new product's category from its analysis "
+                                       "(the store's own words stay in store_category).")
+                                 ] = True,
+    limit: Annotated[int, typer.Option(help="At most N products.")] = 50,
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Add a store's products, with one validated image each, to a dataset's manifest."""
+    from pixellab.datasets import load_dataset
+    from pixellab.intel.analyze import analyze_products
+    from pixellab.intel.scrape import import_products, relabel
+    from pixellab.workbench import Workbench
+
+    folder = Path(dataset) if ("/" in dataset or Path(dataset).is_dir()) else (
+        Path("datasets") / dataset)
+    policy = _fetch_policy(allow)
+    try:
+        added = import_products(url, folder, policy, max_products=limit)
+    except PixellabError as exc:
+        _refused_hint(exc)
+    console.print(f"{len(added)} product(s) added to {folder / 'manifest.csv'}")
+    if not added or not analyze_products_:
+        return
+    workbench = Workbench(home)
+    chosen = [p for p in load_dataset(folder).products if p.id in set(added)]
+    results = analyze_products(chosen, workbench)
+    console.print(_analysis_table(results))
+    changed = relabel(folder, {r.product_id: r.analysis.category for r in results
+                               if r.analysis is not None})
+    console.print(f"{changed} categor{'y' if changed == 1 else 'ies'} set from the analysis")
 
 
 @app.command()

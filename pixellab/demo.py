@@ -1,7 +1,9 @@
 """``pixellab demo``: the sample dataset through the local provider, scored, as an HTML report.
 
 Three sweeps (enhance, remove_background, packshot), each comparing two free local models, then
-``notebooks/90_report.ipynb`` executed with papermill and exported to ``reports/demo.html``.
+``notebooks/90_report.ipynb`` executed with papermill and exported to ``reports/demo.html``, and
+the routing table its evidence picks written to ``<home>/defaults.toml`` (what ``pixellab
+generate`` then follows).
 Running it again reuses every output: zero provider calls, no new cost rows.
 """
 
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixellab import notebook
+from pixellab.routing import current_defaults, load_routes
 from pixellab.runner import RequestOutcome
+from pixellab.select import select, write_defaults
 from pixellab.sweep import Sweep, SweepResult, SweepSpec
 from pixellab.workbench import Workbench
 
@@ -30,6 +34,8 @@ DEMO_SWEEPS: tuple[dict[str, object], ...] = (
 class DemoResult:
     sweeps: list[SweepResult]
     report: Path | None
+    defaults: Path | None = None
+    """The routing table the demo's evidence chose (``<home>/defaults.toml``)."""
 
 
 def demo_sweeps(dataset: str = "sample", limit: int | None = None) -> list[SweepSpec]:
@@ -47,13 +53,19 @@ def run_demo(workbench: Workbench, *, dataset: str = "sample", limit: int | None
     for spec in demo_sweeps(dataset, limit):
         sweep = Sweep(spec, workbench)
         results.append(sweep.run(progress=progress, on_planned=on_planned))
-    if not with_report:
-        return DemoResult(results, None)
-    executed = report_path.with_suffix(".ipynb")
-    notebook.execute(notebook_path, executed, {
-        "ledger_path": str(workbench.ledger.path),
-        "store_path": str(workbench.store.root),
-        "sweep_ids": [r.sweep_id for r in results],
-        "title": f"pixellab demo — {dataset} dataset, local models",
-    })
-    return DemoResult(results, notebook.export_html(executed, report_path))
+    sweep_ids = [r.sweep_id for r in results]
+    routes_path = workbench.home / "defaults.toml"
+    selection = select(workbench.ledger, sweep_ids, current=current_defaults(
+        load_routes(routes_path), workbench.catalog))
+    html = None
+    if with_report:
+        executed = report_path.with_suffix(".ipynb")
+        notebook.execute(notebook_path, executed, {
+            "ledger_path": str(workbench.ledger.path),
+            "store_path": str(workbench.store.root),
+            "sweep_ids": sweep_ids,
+            "routes_path": str(routes_path),  # compared against the table in use until now
+            "title": f"pixellab demo — {dataset} dataset, local models",
+        })
+        html = notebook.export_html(executed, report_path)
+    return DemoResult(results, html, write_defaults(selection, routes_path))

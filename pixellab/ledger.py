@@ -137,7 +137,7 @@ def coalesce(statements: Iterable[Statement]) -> Iterator[tuple[str, Sequence[An
     yield from segment.statements()
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
         """create table sweeps (
@@ -181,6 +181,13 @@ _MIGRATIONS: dict[int, list[str]] = {
             task varchar, category varchar, product_id varchar,
             output_a varchar, output_b varchar, arm_a varchar, arm_b varchar,
             winner varchar, sweep_id varchar, comment varchar)"""],
+    # Product analyses (pixellab.intel.analyze): the parsed answer of every succeeded
+    # ``analyze`` request, so "what did we decide this product is" is one SQL query away.
+    4: ["""create table analyses (
+            request_key varchar primary key, product_id varchar, input_sha256 varchar,
+            model_id varchar, category varchar, audience varchar, aesthetic varchar,
+            suggested_tasks json, confidence double, output_sha256 varchar,
+            created_at timestamp)"""],
 }
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
@@ -337,6 +344,17 @@ class Ledger:
             [sweep_id, name, task, as_json(spec), money(budget_usd), status, message, now(),
              now()],
         )
+
+    @staticmethod
+    def plan_request(row: dict[str, Any]) -> Statement:
+        """One request outside any sweep (``pixellab generate``); a no-op if it exists."""
+        columns = ("request_key", "product_id", "category", "task", "arm", "chain",
+                   "prompt_id", "prompt_hash", "prompt_text", "params", "seed", "input_sha256")
+        values = [as_json(row[c]) if c in ("chain", "params") else row[c] for c in columns]
+        return (f"""insert into requests ({", ".join(columns)}, status, created_at, updated_at)
+                    values ({", ".join("?" * (len(columns) + 3))})
+                    on conflict (request_key) do nothing""",
+                [*values, "pending", now(), now()])
 
     @staticmethod
     def set_sweep_status(sweep_id: str, status: str, message: str = "") -> Statement:

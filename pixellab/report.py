@@ -20,6 +20,7 @@ from PIL import Image
 
 from pixellab.ledger import Ledger
 from pixellab.scoring import LOWER_IS_BETTER, TaskScoring, load_task_scoring
+from pixellab.scoring.composite import CompositeUsed, composite_scores
 from pixellab.stats import wilson_interval
 from pixellab.store import Store
 from pixellab.validate import decode_image
@@ -60,8 +61,9 @@ def score_table(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.Da
 
 def scored_requests(ledger: Ledger, sweep_ids: Sequence[str] | None = None,
                     task_scoring: dict[str, TaskScoring] | None = None) -> pd.DataFrame:
-    """Requests with one column per metric, plus ``score`` (the task's primary metric) and
-    ``passed`` (succeeded, every metric present and every gate holds)."""
+    """Requests with one column per metric, plus ``passed`` (succeeded, every gate metric
+    present and holding) and ``score``: the task's composite (see
+    :mod:`pixellab.scoring.composite`: 0 for a model's failure, NaN when not measurable)."""
     task_scoring = task_scoring or load_task_scoring()
     requests = request_table(ledger, sweep_ids)
     scores = score_table(ledger, sweep_ids)
@@ -69,20 +71,34 @@ def scored_requests(ledger: Ledger, sweep_ids: Sequence[str] | None = None,
         wide = scores.pivot_table(index="output_sha256", columns="metric", values="value",
                                   aggfunc="first", dropna=False)
         requests = requests.merge(wide, how="left", left_on="output_sha256", right_index=True)
-    scores_primary, passed = [], []
+    passed = []
     for row in requests.itertuples(index=False):
         config = task_scoring.get(row.task)
-        primary = config.primary if config else None
-        value = getattr(row, primary, None) if primary else None
-        scores_primary.append(value if value is not None else math.nan)
         ok = row.status == "succeeded"
         for metric, required in (config.gates.items() if config else []):
             measured = getattr(row, metric, None)
             ok = ok and measured is not None and not pd.isna(measured) and measured == required
         passed.append(ok)
-    requests["score"] = pd.Series(scores_primary, index=requests.index, dtype="float64")
-    requests["passed"] = passed
+    requests["passed"] = pd.Series(passed, index=requests.index, dtype=bool)
+    requests["score"] = pd.Series(math.nan, index=requests.index, dtype="float64")
+    for task, rows in requests.groupby("task"):
+        config = task_scoring.get(str(task))
+        values, _ = composite_scores(rows, str(task), config.composite if config else None,
+                                     dict(config.gates) if config else {})
+        requests.loc[rows.index, "score"] = values
     return requests
+
+
+def composites_used(frame: pd.DataFrame, task_scoring: dict[str, TaskScoring] | None = None
+                    ) -> dict[str, CompositeUsed]:
+    """Per task in ``frame``: which composite (id, fingerprint, terms) its ``score`` is."""
+    task_scoring = task_scoring or load_task_scoring()
+    used = {}
+    for task, rows in frame.groupby("task"):
+        config = task_scoring.get(str(task))
+        used[str(task)] = composite_scores(rows, str(task), config.composite if config else None,
+                                           dict(config.gates) if config else {})[1]
+    return used
 
 
 def metric_summary(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -162,34 +178,6 @@ def pareto_front(table: pd.DataFrame, *, cost: str = "usd_per_request",
             for j, (c2, q2) in enumerate(values))
         front.append(not dominated)
     return pd.Series(front, index=table.index, dtype=bool)
-
-
-def recommended_chains(board: pd.DataFrame, *, max_length: int = 3) -> pd.DataFrame:
-    """Per category × task, the models to try in order, from a :func:`leaderboard`.
-
-    The rule, stated so it can be checked: models that passed at least once, ranked by pass
-    rate, then mean score, then lower cost per accepted output; the first is the default, the
-    next ones its fallbacks (a fallback only runs when the one before fails). It ranks point
-    estimates: where the pass-rate intervals overlap, the evidence column shows it and the
-    order is a tie broken by score, not a proven difference.
-    """
-    rows = []
-    for (task, category), group in board.groupby(["task", "category"]):
-        ranked = group[group["passed"] > 0].sort_values(
-            ["pass_rate", "mean_score", "usd_per_accepted"], ascending=[False, False, True],
-            na_position="last")
-        if ranked.empty:
-            rows.append({"task": task, "category": category, "chain": "—",
-                         "evidence": f"no model passed ({int(group['n'].sum())} requests)"})
-            continue
-        chosen = ranked.head(max_length)
-        evidence = "; ".join(
-            f"{r.arm}: {r.passed}/{r.n} passed (95 % {r.pass_low:.0%}–{r.pass_high:.0%})"
-            + ("" if pd.isna(r.mean_score) else f", score {r.mean_score:.3g}")
-            for r in chosen.itertuples(index=False))
-        rows.append({"task": task, "category": category,
-                     "chain": " → ".join(str(a) for a in chosen["arm"]), "evidence": evidence})
-    return pd.DataFrame(rows, columns=["task", "category", "chain", "evidence"])
 
 
 def task_summary(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
@@ -275,20 +263,22 @@ def costs_by(ledger: Ledger, sweep_ids: Sequence[str] | None = None,
 FORMATS = {"pass_rate": "{:.0%}", "pass_low": "{:.0%}", "pass_high": "{:.0%}",
            "share": "{:.0%}", "mean_score": "{:.3f}", "usd": "${:.4f}",
            "usd_per_request": "${:.4f}", "usd_per_accepted": "${:.4f}",
-           "usd_estimated": "${:.4f}", "credits": "{:.2f}", "latency_p50_s": "{:.2f} s"}
+           "usd_estimated": "${:.4f}", "credits": "{:.2f}", "latency_p50_s": "{:.2f} s",
+           "latency_p95_s": "{:.2f} s", "score": "{:.3f}", "score_low": "{:.3f}",
+           "score_high": "{:.3f}"}
 
 
 def styled(table: pd.DataFrame) -> Any:
     """A table as a merchandiser reads it: text left, numbers right, no index, '—' for missing
     (never a zero), money and rates formatted."""
     text = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
-    long = [c for c in text if table[c].astype(str).str.len().max() > 60]
+    long = [c for c in text if table[c].astype(str).str.len().max() > 40]
     formats = {c: f for c, f in FORMATS.items() if c in table.columns}
     return (table.style.hide(axis="index").format(formats, na_rep="—")
             .set_properties(subset=[c for c in text if c not in long],
                             **{"text-align": "left", "white-space": "nowrap"})
             .set_properties(subset=long, **{"text-align": "left", "white-space": "normal",
-                                            "min-width": "22em"})
+                                            "min-width": "14em", "max-width": "30em"})
             .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
 
 
@@ -445,3 +435,21 @@ def product_images(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> di
             continue
         images.update({p.id: str(p.image) for p in dataset.products})
     return images
+
+
+def human_ratings(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
+                  resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per task: Bradley-Terry ratings (Elo scale, 95 % bootstrap intervals) from the people's
+    pairwise votes in the ``ratings`` table, with wins, losses, ties and battles per model."""
+    from pixellab.ratings import ratings_table
+    from pixellab.stats import BT_COLUMNS, bradley_terry
+
+    votes = ratings_table(ledger, sweep_ids)
+    tables = []
+    for task, group in votes.groupby("task", sort=True):
+        fitted = bradley_terry(group[["arm_a", "arm_b", "winner"]], resamples=resamples,
+                               seed=seed)
+        tables.append(fitted.assign(task=task, raters=group["rater"].nunique()))
+    if not tables:
+        return pd.DataFrame(columns=["task", *BT_COLUMNS, "raters"])
+    return pd.concat(tables, ignore_index=True)[["task", *BT_COLUMNS, "raters"]]

@@ -43,7 +43,7 @@ from pixellab.ledger import Ledger, LedgerWriter, Statement
 from pixellab.providers.base import Job, JobState, Provider, ProviderRequest
 from pixellab.store import Store, sha256_hex
 from pixellab.tasks import Task, expected_output_size
-from pixellab.validate import MEDIA_TYPES, check_image_output, decode_image
+from pixellab.validate import MEDIA_TYPES, check_image_output, check_json_output, decode_image
 from pixellab.webhooks import JobSignals
 
 
@@ -247,7 +247,8 @@ class Runner:
             megapixels = (expected[0] * expected[1] if expected
                           else source.width * source.height) / 1e6
             provider_request = ProviderRequest(
-                request_key=request.request_key, model=model, image=image_bytes,
+                request_key=request.request_key, model=model, task=request.task,
+                image=image_bytes,
                 image_media_type=MEDIA_TYPES.get(source.format or ""),
                 params={**request.params, "prompt": request.prompt_text})
             try:
@@ -380,10 +381,14 @@ class Runner:
                 raise InvalidOutput("no_output", f"{model.id} finished without an output",
                                     model_id=model.id)
             output = job.output
-            check = await asyncio.to_thread(
-                check_image_output, output.data, declared_media_type=output.media_type,
-                expected_size=expected, source=source_bytes,
-                require_alpha=request.task is Task.REMOVE_BACKGROUND)
+            if request.task.output_kind == "json":
+                check = await asyncio.to_thread(check_json_output, output.data,
+                                                request.task.value)
+            else:
+                check = await asyncio.to_thread(
+                    check_image_output, output.data, declared_media_type=output.media_type,
+                    expected_size=expected, source=source_bytes,
+                    require_alpha=request.task is Task.REMOVE_BACKGROUND)
             if not check.ok:
                 raise InvalidOutput(check.reason or "invalid", f"{model.id}: {check.message}",
                                     model_id=model.id, provider_job_id=job.provider_job_id)

@@ -30,11 +30,18 @@ from pixellab.budget import Budget
 from pixellab.catalog import Model
 from pixellab.datasets import Dataset, Product, load_dataset
 from pixellab.errors import BudgetExceeded, ConfigError
+from pixellab.intel.analyze import (
+    latest_analyses,
+    load_taxonomy,
+    product_data,
+    record_analyses,
+)
 from pixellab.ledger import Ledger, LedgerWriter, Statement
 from pixellab.prompts import Prompt, load_prompt
 from pixellab.runner import Request, RequestOutcome, RetryPolicy, Runner
 from pixellab.scoring import (
     BATCHED,
+    JSON_METRICS,
     ScoreContext,
     compute,
     known_metric,
@@ -258,14 +265,20 @@ class Sweep:
         planned: list[tuple[Request, dict[str, Any]]] = []
         prompts = self._prompts()
         arms = self.arms()
-        for product in self.products():
+        products = self.products()
+        analyses = (latest_analyses(self.workbench.ledger, [p.id for p in products])
+                    if any(p is not None for p in prompts) else {})
+        for product in products:
             image_path = self.input_path(product)
             input_sha256 = _file_sha256(image_path)
+            fields = {**product.fields(), "analysis": analyses.get(product.id)}
+            extra = ({"product": product_data(product.fields())}
+                     if task is Task.ANALYZE else {})
             for arm in arms:
                 for prompt in prompts:
-                    text = prompt.render(product.fields()) if prompt else None
+                    text = prompt.render(fields) if prompt else None
                     for seed in self.spec.seeds:
-                        params = {**self.spec.params, "seed": seed}
+                        params = {**self.spec.params, **extra, "seed": seed}
                         key = request_key(task=task, chain=arm.chain, input_sha256=input_sha256,
                                           prompt=prompt, prompt_text=text, params=params)
                         request = Request(
@@ -436,6 +449,8 @@ class Sweep:
         for metric in wanted:
             if not known_metric(metric):
                 raise ConfigError(f"unknown metric {metric!r}", key="metrics")
+        if self.spec.task.output_kind != "image":
+            return self._score_json([m for m in wanted if m in JSON_METRICS])
         batched = [m for m in wanted if m in BATCHED]
         if batched and clip is None:
             clip = ClipScorer(ClipSettings.from_env(cache_dir=self.workbench.home / "cache"
@@ -508,6 +523,38 @@ class Sweep:
                         written += 1
                 ledger.write(statements)
         return written
+
+    def _score_json(self, wanted: list[str]) -> int:
+        """``category_match`` of each analysis against the product's labelled category."""
+        ledger = self.workbench.ledger
+        if not wanted:
+            return 0
+        record_analyses(ledger, self.workbench.store, list(ledger.query(
+            "select request_key from sweep_requests where sweep_id = ?",
+            [self.sweep_id])["request_key"]))
+        rows = ledger.query(
+            """select distinct a.output_sha256, a.product_id, a.category from analyses a
+               join sweep_requests s using (request_key) where s.sweep_id = ?
+                 and a.output_sha256 not in (select output_sha256 from scores
+                                             where metric = 'category_match')""",
+            [self.sweep_id])
+        taxonomy = load_taxonomy()
+        labels = {p.id: p.category for p in self.dataset.products}
+        version = JSON_METRICS["category_match"]
+        statements: list[Statement] = []
+        for digest, product_id, category in rows.itertuples(index=False):
+            label = labels.get(str(product_id))
+            if label in taxonomy.categories:
+                statements.append(Ledger.record_score(
+                    digest, "category_match", version, float(category == label), None,
+                    {"answered": category, "labelled": label}))
+            else:
+                statements.append(Ledger.record_score(
+                    digest, "category_match", version, None,
+                    f"no ground truth: the product's category {label!r} is not in the "
+                    "taxonomy", {"answered": category}))
+        ledger.write(statements)
+        return len(statements)
 
     def _context(self, product: Product, output: bytes) -> ScoreContext:
         """What the scorers see. For a degraded upscale sweep the source is the downscaled

@@ -44,6 +44,7 @@ __all__ = [
     "BlankStats",
     "ImageCheck",
     "check_image_output",
+    "check_json_output",
     "decode_image",
     "has_alpha",
     "load_input_image",
@@ -564,3 +565,42 @@ def check_image_output(
         if same:
             return fail("no_op", f"output pixels are identical to the source ({width}×{height})")
     return ImageCheck(True, None, "", media_type, width, height, image.mode)
+
+
+MAX_JSON_BYTES = 1024 * 1024
+"""An analysis answer is a few hundred bytes; anything near this is not one."""
+
+
+def check_json_output(data: bytes, task: str) -> ImageCheck:
+    """Check a JSON output (``analyze``): UTF-8 JSON, bounded, and valid for the task's schema
+    (for ``analyze``: every field inside the taxonomy's enums, see
+    :func:`pixellab.intel.analyze.parse_analysis`). Never raises on bad bytes."""
+    media_type = "application/json"
+
+    def fail(reason: str, message: str) -> ImageCheck:
+        return ImageCheck(False, reason, message, media_type, None, None, None)
+
+    if not data:
+        return fail("zero_bytes", "the answer is empty")
+    if len(data) > MAX_JSON_BYTES:
+        return fail("too_many_bytes", f"the answer is {len(data)} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return fail("undecodable", "the answer is not UTF-8")
+    if task == "analyze":
+        from pixellab.intel.analyze import parse_analysis
+
+        try:
+            parse_analysis(text)
+        except ValueError as exc:
+            reason = "undecodable" if "json" in str(exc).lower() else "schema"
+            return fail(reason, f"not a valid analysis: {exc}")
+    else:
+        import json
+
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            return fail("undecodable", f"not JSON: {exc}")
+    return ImageCheck(True, None, "", media_type, None, None, None)

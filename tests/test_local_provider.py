@@ -15,7 +15,8 @@ from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import check_image_output, decode_image
 from tests.conftest import product_photo
 
-LOCAL_MODELS = [m for m in load_catalog().models.values() if m.provider == "local"]
+LOCAL_MODELS = [m for m in load_catalog().models.values()
+                if m.provider == "local" and Task.ANALYZE not in m.tasks]  # image operations
 PARAMS = {Task.PACKSHOT: {"size": 1200}, Task.UPSCALE: {"scale": 2}}
 
 

@@ -8,6 +8,7 @@ run them, and the report is executed over what they left, as ``pixellab demo`` d
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import sys
@@ -59,6 +60,9 @@ class Run:
         return Ledger(self.home / "ledger.duckdb", read_only=True)
 
 
+REPORTED = ("quickstart", "nb-packshot", "nb-prompts")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     run = Run(tmp_path_factory.mktemp("notebooks"))
@@ -74,7 +78,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         params={"size": 800}, concurrency=2, **run.paths)
     run.executed["90"] = execute(
         "90_report.ipynb", run.root, title="notebook test report", max_products=2,
-        sweep_ids=["quickstart", "nb-packshot", "nb-prompts"], **run.paths)
+        sweep_ids=list(REPORTED), min_products=2, resamples=200,
+        routes_path=str(run.root / "none.toml"), **run.paths)
     return run
 
 
@@ -159,6 +164,26 @@ def test_report_shows_the_decision_its_evidence_and_the_money(run: Run) -> None:
     assert "local:packshot →" in text or "local:packshot-threshold →" in text
     assert [o for o in outputs(nb) if "image/png" in o.get("data", {})], "no static figure"
     assert "By model" in text or "Nothing was billed" in text
+
+
+def test_report_shows_the_same_decision_as_pixellab_select(run: Run) -> None:
+    from pixellab.catalog import load_catalog
+    from pixellab.routing import current_defaults
+    from pixellab.select import SelectionPolicy, select
+
+    selection = select(run.ledger, list(REPORTED),
+                       policy=SelectionPolicy(min_products=2, resamples=200),
+                       current=current_defaults(None, load_catalog()))
+    shown = next(o["data"]["text/html"] for o in outputs(run.executed["90"])
+                 if "verdict" in str(o.get("data", {}).get("text/html", "")))
+    cells: dict[int, list[str]] = {}
+    for row, _, value in re.findall(r'<td[^>]*class="data row(\d+) col(\d+)"[^>]*>(.*?)</td>',
+                                    shown, flags=re.S):
+        cells.setdefault(int(row), []).append(html.unescape(value).strip())
+    shown_rows = [values[:4] for _, values in sorted(cells.items())]
+    expected = selection.table()[["task", "category", "chain", "verdict"]].values.tolist()
+    assert shown_rows == expected
+    assert any(row[3] in ("clear winner", "no clear winner") for row in shown_rows)
 
 
 # -- HTML: self-contained, in a real browser -----------------------------------------------------

@@ -52,12 +52,16 @@ def test_pass_rate_counts_only_outputs_that_pass_every_gate(tmp_path: Path) -> N
     assert board.loc["local:b", "pass_rate"] == 0.0  # a missing gate metric does not pass
 
 
-def test_a_missing_primary_metric_stays_missing_in_the_mean(tmp_path: Path) -> None:
+def test_an_unmeasured_gate_is_missing_in_the_mean_and_a_failure_counts_zero(
+        tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.duckdb")
     seed(ledger)
-    board = report.leaderboard(report.scored_requests(ledger, ["s"])).set_index("arm")
-    assert board.loc["local:a", "mean_score"] == 0.5
-    assert math.isnan(board.loc["local:b", "mean_score"])
+    frame = report.scored_requests(ledger, ["s"]).set_index("request_key")
+    assert frame.loc["k0", "score"] == 1.0 and frame.loc["k1", "score"] == 0.0  # gate held/failed
+    assert math.isnan(frame.loc["k2", "score"])  # its gate could not be measured: no score
+    assert frame.loc["k3", "score"] == 0.0  # the model failed: nothing usable
+    board = report.leaderboard(frame.reset_index()).set_index("arm")
+    assert board.loc["local:a", "mean_score"] == 0.5 and board.loc["local:b", "mean_score"] == 0.0
 
 
 def test_failures_carry_the_provider_reason(tmp_path: Path) -> None:
@@ -87,30 +91,6 @@ def test_the_pareto_front_keeps_models_nothing_beats_on_both_quality_and_cost() 
                           "mean_score": [0.8, 0.9, 0.7, 0.2, 0.8, math.nan]})
     front = report.pareto_front(table).to_numpy().tolist()
     assert front == [True, True, False, True, True, False]
-
-
-def board(rows: list[tuple[str, int, int, float, float]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["arm", "n", "passed", "mean_score", "usd"])
-    frame["task"], frame["category"] = "packshot", "jewelry"
-    frame["pass_rate"] = frame["passed"] / frame["n"]
-    bounds = [wilson_interval(k, n) for k, n in zip(frame["passed"], frame["n"], strict=True)]
-    frame["pass_low"], frame["pass_high"] = zip(*bounds, strict=True)
-    frame["usd_per_accepted"] = frame["usd"] / frame["passed"].where(frame["passed"] > 0)
-    return frame
-
-
-def test_the_recommended_chain_ranks_pass_rate_then_score_then_cost() -> None:
-    chains = report.recommended_chains(board([
-        ("fal:b", 10, 9, 0.7, 0.5), ("replicate:a", 10, 9, 0.9, 1.0),
-        ("local:c", 10, 5, 0.95, 0.0), ("openai:d", 10, 0, 0.99, 2.0)]))
-    [row] = chains.to_dict("records")
-    assert row["chain"] == "replicate:a → fal:b → local:c"  # d never passed: no place in it
-    assert "replicate:a: 9/10 passed (95 % 60%–98%)" in row["evidence"]
-
-
-def test_no_chain_is_recommended_when_no_model_passed() -> None:
-    [row] = report.recommended_chains(board([("fal:b", 4, 0, 0.7, 0.5)])).to_dict("records")
-    assert row["chain"] == "—" and "no model passed (4 requests)" in row["evidence"]
 
 
 def test_failures_are_counted_by_model_and_kind_with_an_example(tmp_path: Path) -> None:

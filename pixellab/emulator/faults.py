@@ -32,6 +32,7 @@ ACTIONS: tuple[str, ...] = (
     "content_rejected",
     "corrupt",
     "blank",
+    "reply",
     "drop_webhook",
     "duplicate_webhook",
     "delay_webhook",
@@ -47,7 +48,8 @@ class Fault:
     """One armed fault, as handed to the request that consumed it.
 
     ``options`` holds the action's keyword options (``retry_after``, ``status``, ``seconds``,
-    ``error``); :meth:`option` reads one with a default.
+    ``error``, and ``content`` for ``reply``: the exact text a chat completion answers, e.g. a
+    model that obeyed a prompt injection); :meth:`option` reads one with a default.
     """
 
     provider: str

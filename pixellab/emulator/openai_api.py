@@ -17,7 +17,8 @@ Protocol quirks reproduced on purpose (providers.md §3.2-3.4):
   call. A failure (``job_failure`` -> 500, ``content_rejected`` -> 400 ``moderation_blocked``) is
   not billed, as on the real API.
 * ``chat/completions`` with a ``json_schema`` response format returns a JSON object valid for
-  that schema (:func:`instance_for_schema`), so ``chat.completions.parse`` works end to end.
+  that schema (:func:`instance_for_schema`), so ``chat.completions.parse`` works end to end;
+  the ``reply`` fault answers a given text instead (a model that broke out of the schema).
 """
 
 from __future__ import annotations
@@ -253,7 +254,10 @@ def routes(ctx: Context) -> list[Route]:
                              type_="invalid_request_error", param="prompt")
         return await images(request, params, None)
 
-    def chat_content(body: dict[str, Any], action: str | None) -> str:
+    def chat_content(body: dict[str, Any], job: Job) -> str:
+        action = job.action
+        if action == "reply" and job.fault is not None:
+            return str(job.fault.option("content", ""))
         response_format = body.get("response_format") or {}
         if response_format.get("type") == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema") or {}
@@ -290,7 +294,7 @@ def routes(ctx: Context) -> list[Route]:
             await engine.pause(float(fault.option("seconds", 30.0)))
             return oai_error(504, "upstream timed out (emulated)", type_="server_error")
         await engine.pause(job.queue_s + job.run_s)
-        content = chat_content(body, job.action)
+        content = chat_content(body, job)
         engine.finish(job, "succeeded")
         prompt_tokens = max(1, len(json.dumps(body.get("messages"))) // 4)
         completion_tokens = max(1, len(content) // 4)

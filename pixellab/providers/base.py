@@ -24,6 +24,7 @@ from pixellab.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from pixellab.tasks import Task
 
 __all__ = [
     "ContentRejected", "InvalidOutput", "InvalidRequest", "Job", "JobState", "MissingCredentials",
@@ -46,6 +47,8 @@ class ProviderRequest:
     image: bytes | None = None
     image_media_type: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    task: Task | None = None
+    """What the call is for, where one model serves several tasks (an LLM's ``analyze``)."""
 
 
 class JobState(StrEnum):

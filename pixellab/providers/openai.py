@@ -18,7 +18,9 @@ from typing import Any
 import openai
 
 from pixellab.errors import (
+    ContentRejected,
     InvalidOutput,
+    InvalidRequest,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -31,6 +33,7 @@ from pixellab.providers.base import (
     ProviderRequest,
     error_for_status,
 )
+from pixellab.tasks import Task
 
 _CONTENT_CODES = ("moderation_blocked", "content_policy_violation")
 _FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -85,6 +88,8 @@ class OpenAIProvider(KeyedProvider):
         return self._client
 
     async def submit(self, request: ProviderRequest) -> Job:
+        if request.task is Task.ANALYZE:
+            return await self._analyze(request)
         model = request.model
         arguments: dict[str, Any] = {"model": model.endpoint,
                                      **model.provider_inputs(request.params)}
@@ -119,6 +124,43 @@ class OpenAIProvider(KeyedProvider):
         return Job(job_id, JobState.SUCCEEDED, output=Output(
             data=data, media_type=media_type, reported_cost_usd=reported,
             metadata={"total_tokens": tokens}))
+
+    async def _analyze(self, request: ProviderRequest) -> Job:
+        """Chat completion with a strict JSON-schema answer (structured outputs); the scraped
+        text goes as delimited data, never as instructions (see pixellab.intel.analyze)."""
+        from pixellab.intel.analyze import analysis_messages, load_taxonomy
+
+        model = request.model
+        product = request.params.get("product")
+        if not isinstance(product, dict):
+            raise InvalidRequest(f"{model.id}: analyze needs the product's text (params.product)",
+                                 model_id=model.id)
+        arguments = {k: v for k, v in model.provider_inputs(request.params).items()
+                     if k not in ("prompt", "product")}
+        create: Any = self.client.chat.completions.with_raw_response.create
+        try:
+            raw = await create(
+                model=model.endpoint, timeout=model.timeout_s,
+                messages=analysis_messages(product, request.image, request.image_media_type),
+                response_format=load_taxonomy().response_format(), **arguments)
+            response = raw.parse()
+        except Exception as exc:
+            raise map_error(exc, model.id) from None
+        job_id = raw.headers.get("x-request-id") or f"openai-{next(self._ids)}"
+        message = response.choices[0].message if response.choices else None
+        if message is not None and getattr(message, "refusal", None):
+            return Job(job_id, JobState.FAILED, error=ContentRejected(
+                f"{model.id}: refused: {str(message.refusal)[:200]}", model_id=model.id))
+        if message is None or not message.content:
+            return Job(job_id, JobState.FAILED, error=InvalidOutput(
+                "no_output", f"{model.id}: the answer is empty", model_id=model.id))
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "total_tokens", None)
+        reported = (tokens * model.pricing.usd_per_unit
+                    if model.pricing.unit == "token" and isinstance(tokens, int) else None)
+        return Job(job_id, JobState.SUCCEEDED, output=Output(
+            data=message.content.encode(), media_type="application/json",
+            reported_cost_usd=reported, metadata={"total_tokens": tokens}))
 
     async def poll(self, job: Job) -> Job:
         return job

@@ -18,6 +18,7 @@ from pixellab.errors import ConfigError
 from pixellab.scoring.base import Score, ScoreContext
 from pixellab.scoring.clip import METRICS as CLIP_METRICS
 from pixellab.scoring.clip import SCORER_VERSION as CLIP_VERSION
+from pixellab.scoring.composite import Composite
 from pixellab.scoring.quality import SCORER_VERSION as QUALITY_VERSION
 from pixellab.scoring.quality import (
     score_blank,
@@ -51,6 +52,10 @@ SCORERS: dict[str, tuple[Scorer, str]] = {
 """Metrics computed one output at a time (in worker threads)."""
 BATCHED: dict[str, str] = {metric: CLIP_VERSION for metric in CLIP_METRICS}
 """Metrics computed for many outputs at once (a model's forward pass): see scoring/clip.py."""
+JSON_METRICS: dict[str, str] = {"category_match": "intel-1"}
+"""Metrics of JSON outputs (``analyze``), computed from the answer and the dataset's own
+labels: ``category_match`` is 1 when the analysed category is the product's category in the
+manifest, 0 when it is another, missing when the manifest's category is not in the taxonomy."""
 LOWER_IS_BETTER = frozenset({"delta_e", "exposure_clipping", "blank"})
 COMPLIANCE_PREFIX = "compliance_"
 
@@ -61,6 +66,8 @@ class TaskScoring(BaseModel):
     metrics: tuple[str, ...] = Field(min_length=1)
     primary: str | None = None
     gates: dict[str, float] = Field(default_factory=dict)
+    composite: Composite | None = None
+    """How the metrics combine into the score that ranks models (see scoring/composite.py)."""
 
 
 def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
@@ -77,14 +84,21 @@ def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             raise ConfigError(err["msg"], path=str(path), key=f"{task}.{loc}") from None
-        for metric in (*result[task].metrics, *result[task].gates):
+        config = result[task]
+        terms = tuple(config.composite.terms) if config.composite else ()
+        for metric in (*config.metrics, *config.gates, *terms):
             if not known_metric(metric):
                 raise ConfigError(f"unknown metric {metric!r}", path=str(path), key=task)
+        for metric in terms:
+            if metric not in config.metrics:
+                raise ConfigError(f"composite term {metric!r} is not one of the task's metrics",
+                                  path=str(path), key=f"{task}.composite.terms.{metric}")
     return result
 
 
 def known_metric(metric: str) -> bool:
-    return metric in SCORERS or metric in BATCHED or metric.startswith(COMPLIANCE_PREFIX)
+    return (metric in SCORERS or metric in BATCHED or metric in JSON_METRICS
+            or metric.startswith(COMPLIANCE_PREFIX))
 
 
 def scorer_version(metric: str) -> str:
@@ -92,6 +106,8 @@ def scorer_version(metric: str) -> str:
         return QUALITY_VERSION
     if metric in BATCHED:
         return BATCHED[metric]
+    if metric in JSON_METRICS:
+        return JSON_METRICS[metric]
     return SCORERS[metric][1]
 
 
@@ -107,5 +123,5 @@ def compute(metric: str, ctx: ScoreContext) -> Score:
         return Score.missing(metric, scorer_version(metric), f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["BATCHED", "LOWER_IS_BETTER", "SCORERS", "Score", "ScoreContext", "TaskScoring",
-           "compute", "known_metric", "load_task_scoring", "scorer_version"]
+__all__ = ["BATCHED", "JSON_METRICS", "LOWER_IS_BETTER", "SCORERS", "Score", "ScoreContext",
+           "TaskScoring", "compute", "known_metric", "load_task_scoring", "scorer_version"]

@@ -5,6 +5,9 @@ It is every sweep's baseline and the demo's engine. A model's ``endpoint`` names
 keyword arguments. Work runs in a thread so the event loop never blocks on pixels. Outputs are
 PNG (lossless, and the only allowed format that keeps an alpha channel everywhere).
 
+The ``rules`` endpoint is the offline product analyser (:func:`pixellab.intel.analyze.
+analyze_by_rules`): the ``analyze`` task's free fallback, so the chain always has an answer.
+
 ``identity``, ``solid`` and ``fail`` exist so test catalogs can exercise validation and fallback
 with a real provider: a no-op model, a safety-filter-like blank model, and an unavailable one.
 """
@@ -60,6 +63,8 @@ class LocalProvider:
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model
+        if model.endpoint == "rules":  # the offline analyser: text in, JSON out
+            return await self._analyze(request)
         operation = OPERATIONS.get(model.endpoint)
         if operation is None:
             raise InvalidRequest(f"local provider has no operation {model.endpoint!r}",
@@ -76,6 +81,18 @@ class LocalProvider:
         data = await asyncio.to_thread(self._run, operation, request.image, kwargs, model.id)
         output = Output(data=data, media_type="image/png", metadata={"operation": model.endpoint})
         return Job(provider_job_id=job_id, state=JobState.SUCCEEDED, output=output)
+
+    async def _analyze(self, request: ProviderRequest) -> Job:
+        from pixellab.intel.analyze import rules_output
+
+        product = request.params.get("product")
+        if not isinstance(product, dict):
+            raise InvalidRequest("local:rules needs the product's text (params.product)",
+                                 model_id=request.model.id)
+        data = await asyncio.to_thread(rules_output, product)
+        return Job(provider_job_id=f"local-{next(self._ids)}", state=JobState.SUCCEEDED,
+                   output=Output(data=data, media_type="application/json",
+                                 metadata={"operation": "rules"}))
 
     @staticmethod
     def _run(operation: Callable[..., Image.Image], image_bytes: bytes,

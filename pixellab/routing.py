@@ -1,0 +1,269 @@
+"""Auto-routing: the chain a product's task should run, from ``defaults.toml``, and running it.
+
+``pixellab select`` writes the routing table (see :mod:`pixellab.select`); this module reads it.
+Which chain a request gets, in order of preference:
+
+1. ``routes.<task>.<category>`` when that category has a decision (a non-empty chain);
+2. ``routes.<task>."*"``, the global default, for an unknown category or one without a decision;
+3. the catalog's chain for the task when there is no routing table or it has nothing for the
+   task.
+
+The :class:`Route` says which of these it used, so a surprising choice can be traced to its
+evidence. :func:`generate` then runs the chain like a one-request sweep: the same runner
+(retries, fallbacks, validation), the same ledger rows, the same content-addressed store, and
+the same ``request_key``: generating the same image twice calls no provider the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pixellab.catalog import Catalog, Model, load_catalog
+from pixellab.datasets import Product
+from pixellab.errors import ConfigError
+from pixellab.ledger import Ledger, LedgerWriter
+from pixellab.prompts import load_prompt
+from pixellab.runner import Request, RequestOutcome, Runner
+from pixellab.store import _EXTENSIONS, sha256_hex
+from pixellab.tasks import Task
+from pixellab.workbench import Workbench, default_home
+
+ALL_CATEGORIES = "*"
+
+
+class RouteEntry(BaseModel):
+    """One category × task of the routing table; the evidence fields are kept as written."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    chain: list[str] = Field(default_factory=list)
+    verdict: str = ""
+
+
+class RoutingTable(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    routes: dict[Task, dict[str, RouteEntry]] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+
+
+def default_routes_path() -> Path:
+    """``$PIXELLAB_DEFAULTS``, else ``<PIXELLAB_HOME>/defaults.toml``."""
+    return Path(os.environ.get("PIXELLAB_DEFAULTS") or default_home() / "defaults.toml")
+
+
+def load_routes(path: str | os.PathLike[str] | None = None) -> RoutingTable | None:
+    """The routing table at ``path`` (default :func:`default_routes_path`), ``None`` when there
+    is none; a malformed file is a :class:`ConfigError` naming the file and the key."""
+    path = Path(path) if path is not None else default_routes_path()
+    if not path.exists():
+        return None
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
+    try:
+        return RoutingTable.model_validate({**raw, "source": str(path)})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(str(err["msg"]), path=str(path),
+                          key=".".join(str(p) for p in err["loc"]) or None) from None
+
+
+@dataclass(frozen=True)
+class Route:
+    task: Task
+    category: str
+    chain: tuple[Model, ...]
+    source: str
+    """Where the chain came from, in words (the file and key, or the catalog)."""
+    verdict: str = ""
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.chain)
+
+
+def route(product: Product | str | None, task: Task | str, *,
+          routes: RoutingTable | str | os.PathLike[str] | None = None,
+          catalog: Catalog | None = None) -> Route:
+    """The chain ``task`` should run for ``product`` (a :class:`Product`, a category name, or
+    ``None`` for no category); see the module docstring for the order of preference."""
+    task = Task(task)
+    catalog = catalog or load_catalog()
+    category = product.category if isinstance(product, Product) else (product or "")
+    table = routes if isinstance(routes, RoutingTable) or routes is None else load_routes(routes)
+    if routes is None:
+        table = load_routes()
+    cells = table.routes.get(task, {}) if table is not None else {}
+    for key, label in ((category, category), (ALL_CATEGORIES, "the global default")):
+        entry = cells.get(key) if key else None
+        if entry is None or not entry.chain:
+            continue
+        models = []
+        for position, model_id in enumerate(entry.chain):
+            if model_id not in catalog.models:
+                raise ConfigError(f"unknown model {model_id!r}: the catalog no longer has it; "
+                                  "run `pixellab select` again or edit the chain",
+                                  path=table.source if table else None,
+                                  key=f"routes.{task.value}.{key}.chain[{position}]")
+            models.append(catalog.models[model_id])
+        why = "" if key == category else (
+            f" (no decision for category {category!r})" if category else " (no category given)")
+        assert table is not None
+        return Route(task=task, category=category, chain=tuple(models), verdict=entry.verdict,
+                     source=f"{table.source}: routes.{task.value}.{key_text(key)}, {label}{why}")
+    reason = ("no routing table" if table is None
+              else f"{table.source} has no decision for {task.value}")
+    return Route(task=task, category=category, chain=catalog.chain(task),
+                 source=f"the catalog's {task.value} chain ({reason})")
+
+
+def key_text(key: str) -> str:
+    return f'"{key}"' if key == ALL_CATEGORIES else key
+
+
+def current_defaults(routes: RoutingTable | None, catalog: Catalog) -> dict[tuple[str, str], str]:
+    """(task, category) → the first model of the chain in use today: the routing table's where
+    it decides, else the catalog's chain (as the global default)."""
+    current: dict[tuple[str, str], str] = {
+        (task.value, ALL_CATEGORIES): chain[0] for task, chain in catalog.chains.items() if chain}
+    if routes is not None:
+        for task, cells in routes.routes.items():
+            for category, entry in cells.items():
+                if entry.chain:
+                    current[(task.value, category)] = entry.chain[0]
+    return current
+
+
+# -- running a routed request --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Generated:
+    route: Route
+    request_key: str
+    outcome: RequestOutcome
+    reused: bool
+    """True when the ledger already had this request's output: no provider was called."""
+    stored_at: str | None
+    """The output's path in the store."""
+    written_to: Path | None
+    """Where a copy was written (``out``), if asked for."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome.status == "succeeded"
+
+
+def generate(image: str | os.PathLike[str], task: Task | str, *, category: str | None = None,
+             workbench: Workbench | None = None,
+             routes: RoutingTable | str | os.PathLike[str] | None = None,
+             params: dict[str, Any] | None = None, prompt: str | None = None,
+             title: str | None = None, seed: int = 0,
+             out: str | os.PathLike[str] | None = None,
+             product_id: str | None = None) -> Generated:
+    """Route ``image`` for ``task`` and run the chain; see :func:`agenerate`."""
+    coroutine = agenerate(image, task, category=category, workbench=workbench, routes=routes,
+                          params=params, prompt=prompt, title=title, seed=seed, out=out,
+                          product_id=product_id)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    box: dict[str, Any] = {}
+
+    def target() -> None:  # inside a notebook's running loop: run in a thread of its own
+        try:
+            box["result"] = asyncio.run(coroutine)
+        except BaseException as exc:
+            box["error"] = exc
+
+    import threading
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: Generated = box["result"]
+    return result
+
+
+async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
+                    category: str | None = None, workbench: Workbench | None = None,
+                    routes: RoutingTable | str | os.PathLike[str] | None = None,
+                    params: dict[str, Any] | None = None, prompt: str | None = None,
+                    title: str | None = None, seed: int = 0,
+                    out: str | os.PathLike[str] | None = None,
+                    product_id: str | None = None) -> Generated:
+    """Run one routed request: the route's chain with fallbacks, validation, the ledger and the
+    store, exactly as a sweep would (no sweep id). A request that already succeeded is reused."""
+    from pixellab.sweep import request_key
+
+    workbench = workbench or Workbench()
+    task = Task(task)
+    path = Path(image)
+    if not path.is_file():
+        raise ConfigError(f"no image file at {path}")
+    chosen = route(category, task, routes=routes, catalog=workbench.catalog)
+    product = Product(id=product_id or path.stem,
+                      title=title or path.stem.replace("-", " ").replace("_", " "),
+                      description="", category=category or "uncategorized", image=path)
+    template = load_prompt(prompt) if prompt else None
+    text = template.render(product.fields()) if template else None
+    request_params = {**(params or {}), "seed": seed}
+    input_sha256 = sha256_hex(path.read_bytes())
+    key = request_key(task=task, chain=chosen.chain, input_sha256=input_sha256, prompt=template,
+                      prompt_text=text, params=request_params)
+    ledger = workbench.ledger
+    reused = bool(ledger.succeeded_request_keys([key]))
+    if reused:
+        row = ledger.query("select model_id, output_sha256 from requests where request_key = ?",
+                           [key]).iloc[0]
+        outcome = RequestOutcome(key, "succeeded", model_id=str(row["model_id"]),
+                                 output_sha256=str(row["output_sha256"]))
+    else:
+        ledger.write([Ledger.plan_request({
+            "request_key": key, "product_id": product.id, "category": product.category,
+            "task": task.value, "arm": "route:" + ">".join(chosen.model_ids),
+            "chain": list(chosen.model_ids), "prompt_id": template.id if template else None,
+            "prompt_hash": template.content_hash if template else None, "prompt_text": text,
+            "params": request_params, "seed": seed, "input_sha256": input_sha256})])
+        writer = LedgerWriter(ledger)
+        try:
+            runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
+                            writer=writer, store=workbench.store, concurrency=1,
+                            unfinished=ledger.unfinished_attempts([key]))
+            summary = await runner.run([Request(
+                request_key=key, product_id=product.id, category=product.category, task=task,
+                chain=chosen.chain, image_path=str(path), params=request_params,
+                prompt_id=template.id if template else None, prompt_text=text)])
+        finally:
+            writer.close()
+        outcome = summary.outcomes[0]
+    stored_at = written = None
+    if outcome.status == "succeeded" and outcome.output_sha256:
+        media_type = str(ledger.scalar("select media_type from outputs where sha256 = ?",
+                                       [outcome.output_sha256]) or "application/octet-stream")
+        stored_at = workbench.store.path_for(outcome.output_sha256, media_type)
+        if out is not None:
+            written = Path(out)
+            if written.is_dir() or not written.suffix:  # a folder: name the file
+                written = written / f"{path.stem}.{task.value}{_EXTENSIONS.get(media_type, '')}"
+            written.parent.mkdir(parents=True, exist_ok=True)
+            data = workbench.store.get(outcome.output_sha256, media_type)
+            tmp = written.with_name(written.name + ".part")
+            tmp.write_bytes(data)
+            shutil.move(tmp, written)
+    return Generated(route=chosen, request_key=key, outcome=outcome, reused=reused,
+                     stored_at=stored_at, written_to=written)

@@ -1,0 +1,527 @@
+"""The decision: which model chain to use per category × task, with its uncertainty.
+
+Evidence comes only from the ledger (the sweeps' requests, their composite scores, costs,
+latencies, and the people's pairwise votes); the result is a :class:`Selection` that the report
+shows and ``pixellab select`` writes to ``defaults.toml``, which :mod:`pixellab.routing` reads.
+
+The pick rule (per category × task; ``*`` pools every category for the global default):
+
+1. **Enough data?** An arm (a model, or a whole chain a sweep compared) counts only with a
+   composite on at least ``min_products`` distinct products. With none, the verdict is
+   ``insufficient data (n < N)`` and no chain is written: routing then uses the task's global
+   default, or the catalog's chain.
+2. **Clear winner.** The arm with the best mean composite wins outright when its paired
+   difference against *every* rival, on the products both have, has a cluster-bootstrap interval
+   (resampling products, ``resamples`` times, seeded) that excludes 0. The intervals are
+   Bonferroni-widened to ``1 - (1 - level) / (k - 1)`` for k arms, so the family of k-1 claims
+   holds at ``level`` together, not only one by one.
+3. **Otherwise the cheapest not significantly worse.** Among the arms whose difference from the
+   best arm includes 0, the lowest cost per accepted output wins (spend ÷ outputs that passed
+   the gates; ties broken by mean composite). The verdict says ``no clear winner``.
+4. **The chain** is the pick's models, then the other arms that ever passed, best mean composite
+   first, without repeats, at most ``max_chain`` long: a fallback runs only when the one before
+   fails.
+
+Human votes (``30_review.ipynb``) are fitted with Bradley-Terry (ties are half a win) per task,
+and per category × task where that cell alone has ``human_min_votes``. They **override** the
+automatic pick only when an arm's rating interval lies entirely above the pick's (people
+clearly prefer it) and its pass rate's Wilson interval overlaps the pick's (people cannot waive a
+gate: a packshot the marketplace refuses stays refused). Otherwise the votes are shown beside the
+decision, with the rank agreement (Kendall's tau) between people and the composite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pixellab import report
+from pixellab.ledger import Ledger
+from pixellab.ratings import ratings_table
+from pixellab.scoring import TaskScoring, load_task_scoring
+from pixellab.scoring.composite import CompositeUsed
+from pixellab.stats import (
+    Interval,
+    bradley_terry,
+    cluster_bootstrap_mean,
+    paired_difference,
+    rank_agreement,
+    wilson_interval,
+)
+
+ALL_CATEGORIES = "*"
+"""The category key of the global default: every category pooled."""
+PAIR_ON = ("product_id", "prompt_id", "seed")
+"""Two arms' requests are compared only on the same product, prompt and seed."""
+
+CLEAR_WINNER = "clear winner"
+NO_CLEAR_WINNER = "no clear winner"
+ONLY_CANDIDATE = "only candidate"
+NOTHING_PASSED = "no model passed"
+
+
+def insufficient(min_products: int) -> str:
+    return f"insufficient data (n < {min_products})"
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """The knobs of the pick rule, recorded with every decision."""
+
+    min_products: int = 5
+    resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    max_chain: int = 3
+    human_min_votes: int = 10
+
+    def __post_init__(self) -> None:
+        if self.min_products < 1 or self.resamples < 100 or not 0.5 < self.level < 1:
+            raise ValueError("min_products >= 1, resamples >= 100 and 0.5 < level < 1")
+
+
+@dataclass(frozen=True)
+class ArmEvidence:
+    """One arm's record in one category × task."""
+
+    arm: str
+    models: tuple[str, ...]
+    requests: int
+    products: int
+    """Distinct products with a composite score."""
+    score: Interval
+    """Mean composite with its cluster-bootstrap interval (products resampled)."""
+    passed: int
+    judged: int
+    """Requests the model had a fair chance at (the pass-rate denominator)."""
+    pass_low: float
+    pass_high: float
+    usd: float
+    usd_per_accepted: float
+    latency_p50_s: float
+    latency_p95_s: float
+    vs_best: Interval | None = None
+    """Paired difference best − this arm (None for the best itself)."""
+    vs_default: Interval | None = None
+    """Paired difference this arm − the current default, on shared products."""
+    human: Interval | None = None
+    """Bradley-Terry rating (Elo scale) from people's pairwise votes, when there are any."""
+    human_votes: int = 0
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / self.judged if self.judged else math.nan
+
+    @property
+    def enough(self) -> bool:
+        return not math.isnan(self.score.estimate)
+
+
+@dataclass(frozen=True)
+class Decision:
+    task: str
+    category: str
+    chain: tuple[str, ...]
+    """Model ids in fallback order; empty when there is no decision."""
+    pick: str | None
+    verdict: str
+    reason: str
+    products: int
+    composite: CompositeUsed
+    current_default: str | None
+    arms: tuple[ArmEvidence, ...]
+    human_note: str = ""
+    sweeps: tuple[str, ...] = ()
+
+
+@dataclass
+class Selection:
+    decisions: list[Decision]
+    sweeps: tuple[str, ...]
+    policy: SelectionPolicy
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    agreement: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per task: Kendall's tau and pairwise agreement between the composite's ranking and the
+    people's (Bradley-Terry), over the arms both rank."""
+
+    def decision(self, task: str, category: str = ALL_CATEGORIES) -> Decision | None:
+        return next((d for d in self.decisions
+                     if d.task == task and d.category == category), None)
+
+    def table(self) -> pd.DataFrame:
+        """One row per category × task: the chain, the verdict and the pick's evidence."""
+        rows = []
+        for d in self.decisions:
+            pick = next((a for a in d.arms if a.arm == d.pick), None)
+            rows.append({
+                "task": d.task, "category": d.category,
+                "chain": " → ".join(d.chain) or "—", "verdict": d.verdict,
+                "products": d.products,
+                "composite": "—" if pick is None else str(pick.score),
+                "passed": "—" if pick is None else f"{pick.passed}/{pick.judged}",
+                "usd_per_accepted": math.nan if pick is None else pick.usd_per_accepted,
+                "why": d.reason + (f" {d.human_note}" if d.human_note else ""),
+            })
+        return pd.DataFrame(rows, columns=["task", "category", "chain", "verdict", "products",
+                                           "composite", "passed", "usd_per_accepted", "why"])
+
+    def evidence(self) -> pd.DataFrame:
+        """Every arm of every decision: the leaderboard the decision was made from."""
+        rows = []
+        for d in self.decisions:
+            for a in d.arms:
+                rows.append({
+                    "task": d.task, "category": d.category, "arm": a.arm,
+                    "picked": a.arm == d.pick, "products": a.products,
+                    "score": a.score.estimate, "score_low": a.score.low,
+                    "score_high": a.score.high, "pass_rate": a.pass_rate,
+                    "pass_low": a.pass_low, "pass_high": a.pass_high,
+                    "usd_per_accepted": a.usd_per_accepted,
+                    "latency_p50_s": a.latency_p50_s, "latency_p95_s": a.latency_p95_s,
+                    "vs_best": _interval_text(a.vs_best),
+                    "vs_default": _interval_text(a.vs_default),
+                    "human_rating": _interval_text(a.human, digits=0),
+                    "human_votes": a.human_votes,
+                })
+        return pd.DataFrame(rows)
+
+    def evidence_table(self) -> pd.DataFrame:
+        """:meth:`evidence` as a person reads it: each estimate beside its interval, the pick
+        marked, one column per comparison (what the report shows)."""
+        rows = []
+        for d in self.decisions:
+            for a in d.arms:
+                latency = ("—" if math.isnan(a.latency_p50_s)
+                           else f"{a.latency_p50_s:.2f} / {a.latency_p95_s:.2f}")
+                rows.append({
+                    "task": d.task, "category": d.category,
+                    "model": ("✓ " if a.arm == d.pick else "") + a.arm,
+                    "products": a.products,
+                    "composite": ("—" if math.isnan(a.score.estimate) else str(a.score)),
+                    "pass": (f"{a.passed}/{a.judged} [{a.pass_low:.0%}–{a.pass_high:.0%}]"
+                             if a.judged else "—"),
+                    "usd_per_accepted": a.usd_per_accepted,
+                    "latency p50 / p95 s": latency,
+                    "best − this": _interval_text(a.vs_best),
+                    "this − default": _interval_text(a.vs_default),
+                    "people (Elo)": (_interval_text(a.human, digits=0)
+                                     + (f", {a.human_votes} votes" if a.human_votes else "")),
+                })
+        return pd.DataFrame(rows)
+
+
+def _interval_text(interval: Interval | None, digits: int = 3) -> str:
+    if interval is None or math.isnan(interval.estimate):
+        return "—"
+    return (f"{interval.estimate:+.{digits}f} [{interval.low:+.{digits}f}, "
+            f"{interval.high:+.{digits}f}]" if digits else
+            f"{interval.estimate:.0f} [{interval.low:.0f}, {interval.high:.0f}]")
+
+
+def arm_models(arm: str) -> tuple[str, ...]:
+    """The model ids of a sweep arm: ``provider:slug``, or ``chain:a>b`` for a whole chain."""
+    if arm.startswith("chain:"):
+        return tuple(m for m in arm.removeprefix("chain:").split(">") if m)
+    return (arm,)
+
+
+# -- the computation ---------------------------------------------------------------------------
+
+
+def select(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
+           policy: SelectionPolicy | None = None,
+           current: dict[tuple[str, str], str] | None = None,
+           task_scoring: dict[str, TaskScoring] | None = None) -> Selection:
+    """Decide every category × task the sweeps cover (see the module docstring for the rule).
+
+    ``current`` maps (task, category) to the model in use today (the first of its chain), to
+    report each arm's paired difference against it; :func:`pixellab.routing.current_defaults`
+    builds it from an existing defaults.toml and the catalog.
+    """
+    policy = policy or SelectionPolicy()
+    task_scoring = task_scoring or load_task_scoring()
+    frame = report.scored_requests(ledger, sweep_ids, task_scoring)
+    votes = ratings_table(ledger, sweep_ids) if _has_ratings(ledger) else pd.DataFrame()
+    return select_from_frame(frame, votes, policy=policy, current=current or {},
+                             task_scoring=task_scoring,
+                             sweeps=tuple(sweep_ids or sorted(frame["sweep_id"].unique())
+                                          if not frame.empty else ()))
+
+
+def _has_ratings(ledger: Ledger) -> bool:
+    return bool(ledger.scalar("select count(*) from ratings"))
+
+
+def select_from_frame(frame: pd.DataFrame, votes: pd.DataFrame | None = None, *,
+                      policy: SelectionPolicy | None = None,
+                      current: dict[tuple[str, str], str] | None = None,
+                      task_scoring: dict[str, TaskScoring] | None = None,
+                      sweeps: tuple[str, ...] = ()) -> Selection:
+    """:func:`select` on a frame shaped like :func:`pixellab.report.scored_requests` (columns
+    ``task, category, arm, product_id, prompt_id, seed, status, error_class, passed, score, usd,
+    latency_s``), so the rule can be tested on synthetic score tables."""
+    policy = policy or SelectionPolicy()
+    task_scoring = task_scoring or load_task_scoring()
+    current = current or {}
+    votes = votes if votes is not None else pd.DataFrame()
+    selection = Selection(decisions=[], sweeps=sweeps, policy=policy)
+    if frame.empty:
+        return selection
+    used = report.composites_used(frame, task_scoring)
+    for task, rows in frame.groupby("task", sort=True):
+        task = str(task)
+        task_votes = (votes[votes["task"] == task] if not votes.empty
+                      else pd.DataFrame(columns=["arm_a", "arm_b", "winner", "category"]))
+        pooled_human = _human_ratings(task_votes, policy)
+        cells = [(ALL_CATEGORIES, rows)] + [(str(c), g) for c, g in
+                                           rows.groupby("category", sort=True)]
+        for category, cell in cells:
+            cell_votes = (task_votes if category == ALL_CATEGORIES
+                          else task_votes[task_votes["category"] == category])
+            human = (_human_ratings(cell_votes, policy)
+                     if len(cell_votes) >= policy.human_min_votes else pooled_human)
+            selection.decisions.append(_decide(
+                task, category, cell, policy=policy, composite=used[task],
+                current=current.get((task, category)) or current.get((task, ALL_CATEGORIES)),
+                human=human, sweeps=sweeps))
+        selection.agreement[task] = _agreement(selection.decision(task), pooled_human)
+    return selection
+
+
+def _human_ratings(votes: pd.DataFrame, policy: SelectionPolicy) -> tuple[dict[str, Interval],
+                                                                          dict[str, int]]:
+    if votes.empty:
+        return {}, {}
+    fitted = bradley_terry(votes[["arm_a", "arm_b", "winner"]], resamples=policy.resamples,
+                           seed=policy.seed, level=policy.level)
+    ratings = {str(r.arm): Interval(float(r.rating), float(r.low), float(r.high),
+                                    int(r.battles)) for r in fitted.itertuples(index=False)}
+    return ratings, {arm: interval.n for arm, interval in ratings.items()}
+
+
+def _agreement(decision: Decision | None,
+               human: tuple[dict[str, Interval], dict[str, int]]) -> dict[str, float]:
+    if decision is None:
+        return {}
+    automatic = {a.arm: a.score.estimate for a in decision.arms if a.enough}
+    people = {arm: interval.estimate for arm, interval in human[0].items()}
+    return dict(rank_agreement(automatic, people))
+
+
+def _decide(task: str, category: str, cell: pd.DataFrame, *, policy: SelectionPolicy,
+            composite: CompositeUsed, current: str | None,
+            human: tuple[dict[str, Interval], dict[str, int]],
+            sweeps: tuple[str, ...]) -> Decision:
+    arms = [_evidence(str(arm), rows, policy, human)
+            for arm, rows in cell.groupby("arm", sort=True)]
+    if "sweep_id" in cell.columns:  # the sweeps this cell's evidence comes from
+        sweeps = tuple(sorted(str(s) for s in cell["sweep_id"].dropna().unique()))
+    scored = cell[cell["score"].notna()]
+    products = int(scored["product_id"].nunique())
+    base = Decision(task=task, category=category, chain=(), pick=None, verdict="", reason="",
+                    products=products, composite=composite, current_default=current,
+                    arms=(), sweeps=sweeps)
+    if current is not None and any(a.arm == current for a in arms):
+        arms = [replace(a, vs_default=None if a.arm == current else paired_difference(
+            cell, a=a.arm, b=current, pair_on=PAIR_ON, resamples=policy.resamples,
+            seed=policy.seed, level=policy.level)) for a in arms]
+    eligible = [a for a in arms if a.products >= policy.min_products]
+    if not eligible:
+        most = max((a.products for a in arms), default=0)
+        return replace(base, arms=tuple(arms), verdict=insufficient(policy.min_products),
+                       reason=f"the best-covered model has a score on {most} product(s); "
+                              f"{policy.min_products} are needed to decide")
+    if not any(a.passed for a in eligible):
+        return replace(base, arms=tuple(arms), verdict=NOTHING_PASSED,
+                       reason=f"none of {len(eligible)} model(s) produced an output that "
+                              "passed the gates")
+    best = max(eligible, key=lambda a: (a.score.estimate, -_cost_key(a)))
+    rivals = [a for a in eligible if a.arm != best.arm]
+    family_level = 1 - (1 - policy.level) / max(1, len(rivals))
+    differences = {a.arm: paired_difference(cell, a=best.arm, b=a.arm, pair_on=PAIR_ON,
+                                            resamples=policy.resamples, seed=policy.seed,
+                                            level=family_level) for a in rivals}
+    arms = [replace(a, vs_best=differences.get(a.arm)) for a in arms]
+    by_name = {a.arm: a for a in arms}
+    if not rivals:
+        pick, verdict = best, ONLY_CANDIDATE
+        reason = (f"{best.arm} is the only model with {policy.min_products}+ scored products "
+                  f"(composite {best.score})")
+    elif all(_beats(differences[a.arm]) for a in rivals):
+        pick, verdict = by_name[best.arm], CLEAR_WINNER
+        worst_margin = min(rivals, key=lambda a: differences[a.arm].low)
+        reason = (f"beats every rival on shared products; closest: {worst_margin.arm} by "
+                  f"{differences[worst_margin.arm]}"
+                  + (f" ({family_level:.1%} intervals)" if len(rivals) > 1 else ""))
+    else:
+        tied = [by_name[best.arm]] + [by_name[a.arm] for a in rivals
+                                      if not _beats(differences[a.arm])]
+        tied = [a for a in tied if a.passed]
+        pick = min(tied, key=lambda a: (_cost_key(a), -a.score.estimate, a.arm))
+        verdict = NO_CLEAR_WINNER
+        others = [a for a in tied if a.arm != best.arm]
+        lead = (f"{best.arm} leads {', '.join(a.arm for a in others)} within noise (by "
+                f"{differences[others[0].arm]})" if len(others) == 1 else
+                f"{best.arm} leads {len(others)} models within noise" if others else
+                f"{best.arm} is not clearly ahead of models that never passed a gate")
+        cost = ("" if math.isnan(pick.usd_per_accepted)
+                else f" at ${pick.usd_per_accepted:.4f}")
+        reason = (f"{lead}; it is also the cheapest per accepted output{cost}"
+                  if pick.arm == best.arm else
+                  f"{lead}; {pick.arm} is the cheapest per accepted output{cost}")
+    pick, verdict, human_note = _apply_human(pick, verdict, arms, human, policy)
+    chain = _chain(pick, arms, policy.max_chain)
+    return replace(base, arms=tuple(arms), chain=chain, pick=pick.arm, verdict=verdict,
+                   reason=reason, human_note=human_note)
+
+
+def _beats(difference: Interval) -> bool:
+    return not math.isnan(difference.low) and difference.low > 0
+
+
+def _cost_key(arm: ArmEvidence) -> float:
+    return math.inf if math.isnan(arm.usd_per_accepted) else arm.usd_per_accepted
+
+
+def _apply_human(pick: ArmEvidence, verdict: str, arms: list[ArmEvidence],
+                 human: tuple[dict[str, Interval], dict[str, int]],
+                 policy: SelectionPolicy) -> tuple[ArmEvidence, str, str]:
+    """The documented override: people clearly prefer another arm that passes as often."""
+    ratings, _ = human
+    mine = ratings.get(pick.arm)
+    if not ratings:
+        return pick, verdict, ""
+    if mine is None:
+        return pick, verdict, f"People have not rated {pick.arm} against the others yet."
+    preferred = [a for a in arms if a.arm in ratings and a.arm != pick.arm and a.passed
+                 and ratings[a.arm].low > mine.high
+                 and a.pass_high >= pick.pass_low and a.pass_low <= pick.pass_high]
+    if not preferred:
+        return pick, verdict, (f"People's ratings do not clearly favour another model "
+                               f"({pick.arm}: {_interval_text(mine, 0)}).")
+    top = max(preferred, key=lambda a: ratings[a.arm].estimate)
+    note = (f"People clearly prefer {top.arm} (rating {_interval_text(ratings[top.arm], 0)} vs "
+            f"{_interval_text(mine, 0)} for {pick.arm}, {ratings[top.arm].n} votes) and it "
+            "passes the gates as often: the human evidence overrides the composite.")
+    return top, f"{verdict}; human override", note
+
+
+def _chain(pick: ArmEvidence, arms: list[ArmEvidence], max_chain: int) -> tuple[str, ...]:
+    chain: list[str] = list(pick.models)
+    others = sorted((a for a in arms if a.arm != pick.arm and a.passed),
+                    key=lambda a: (-_nan_low(a.score.estimate), _cost_key(a), a.arm))
+    for arm in others:
+        for model in arm.models:
+            if model not in chain:
+                chain.append(model)
+    return tuple(chain[:max(max_chain, len(pick.models))])
+
+
+def _nan_low(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+def _evidence(arm: str, rows: pd.DataFrame, policy: SelectionPolicy,
+              human: tuple[dict[str, Interval], dict[str, int]]) -> ArmEvidence:
+    scored = rows[rows["score"].notna()]
+    products = int(scored["product_id"].nunique())
+    score = (cluster_bootstrap_mean(scored["score"].to_numpy(dtype=float),
+                                    scored["product_id"].to_numpy(), resamples=policy.resamples,
+                                    seed=policy.seed, level=policy.level)
+             if products >= policy.min_products
+             else Interval(math.nan, math.nan, math.nan, products))
+    judged_rows = rows[rows["score"].notna() | rows["passed"]]
+    judged = len(judged_rows)
+    passed = int(judged_rows["passed"].sum())
+    low, high = wilson_interval(passed, judged) if judged else (math.nan, math.nan)
+    usd = float(rows["usd"].sum())
+    latency = rows["latency_s"].dropna().to_numpy(dtype=float)
+    ratings, counts = human
+    return ArmEvidence(
+        arm=arm, models=arm_models(arm), requests=len(rows), products=products, score=score,
+        passed=passed, judged=judged, pass_low=low, pass_high=high, usd=usd,
+        usd_per_accepted=usd / passed if passed else math.nan,
+        latency_p50_s=float(np.percentile(latency, 50)) if latency.size else math.nan,
+        latency_p95_s=float(np.percentile(latency, 95)) if latency.size else math.nan,
+        human=ratings.get(arm), human_votes=counts.get(arm, 0))
+
+
+# -- defaults.toml -----------------------------------------------------------------------------
+
+
+def _number(value: float) -> float | str:
+    """TOML has nan, but a person reading the file should see that a number is missing."""
+    return "missing" if value is None or math.isnan(value) else round(float(value), 6)
+
+
+def _interval_dict(prefix: str, interval: Interval | None) -> dict[str, Any]:
+    if interval is None:
+        return {}
+    return {prefix: _number(interval.estimate), f"{prefix}_low": _number(interval.low),
+            f"{prefix}_high": _number(interval.high)}
+
+
+def to_toml_data(selection: Selection) -> dict[str, Any]:
+    """The routing table as plain data: ``routes.<task>.<category>`` with the chain and the
+    evidence behind it (see :mod:`pixellab.routing` for how it is read)."""
+    p = selection.policy
+    routes: dict[str, dict[str, Any]] = {}
+    for d in selection.decisions:
+        entry: dict[str, Any] = {
+            "chain": list(d.chain), "verdict": d.verdict, "reason": d.reason,
+            "products": d.products, "composite": d.composite.id,
+            "composite_fingerprint": d.composite.fingerprint,
+            "composite_terms": list(d.composite.terms), "sweeps": list(d.sweeps),
+        }
+        if d.current_default:
+            entry["previous_default"] = d.current_default
+        if d.human_note:
+            entry["human"] = d.human_note
+        entry["evidence"] = [{
+            "arm": a.arm, "models": list(a.models), "products": a.products,
+            **_interval_dict("score", a.score), "passed": a.passed, "judged": a.judged,
+            "pass_low": _number(a.pass_low), "pass_high": _number(a.pass_high),
+            "usd": round(a.usd, 6), "usd_per_accepted": _number(a.usd_per_accepted),
+            "latency_p50_s": _number(a.latency_p50_s), "latency_p95_s": _number(a.latency_p95_s),
+            **_interval_dict("vs_best", a.vs_best), **_interval_dict("vs_default", a.vs_default),
+            **_interval_dict("human_rating", a.human),
+            **({"human_votes": a.human_votes} if a.human_votes else {}),
+        } for a in d.arms]
+        routes.setdefault(d.task, {})[d.category] = entry
+    return {
+        "meta": {"generated_at": selection.generated_at.replace(microsecond=0).isoformat(),
+                 "sweeps": list(selection.sweeps), "min_products": p.min_products,
+                 "resamples": p.resamples, "seed": p.seed, "level": p.level,
+                 "max_chain": p.max_chain, "human_min_votes": p.human_min_votes},
+        "routes": routes,
+    }
+
+
+HEADER = """\
+# pixellab routing table: the default fallback chain per task × product category, with the
+# evidence it was chosen on. Written by `pixellab select`; read by `pixellab generate` and
+# pixellab.route(). Category "*" is the global default (every category pooled), used for a
+# category that has no decision of its own. An empty chain means no decision (see `verdict`).
+# Scores are the task's composite (0-1, `composite` names its definition) with 95 % cluster-
+# bootstrap intervals over products; the rule is in pixellab/select.py.
+"""
+
+
+def write_defaults(selection: Selection, path: str | Path) -> Path:
+    """Write ``defaults.toml`` atomically (a reader never sees half a routing table)."""
+    import tomli_w
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = HEADER + "\n" + tomli_w.dumps(to_toml_data(selection))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
