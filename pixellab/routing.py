@@ -16,7 +16,6 @@ the same ``request_key``: generating the same image twice calls no provider the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tomllib
@@ -26,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pixellab.blocking import run_blocking
 from pixellab.catalog import Catalog, Model, load_catalog
 from pixellab.datasets import Product
 from pixellab.errors import ConfigError
@@ -173,30 +173,9 @@ def generate(image: str | os.PathLike[str], task: Task | str, *, category: str |
              out: str | os.PathLike[str] | None = None,
              product_id: str | None = None) -> Generated:
     """Route ``image`` for ``task`` and run the chain; see :func:`agenerate`."""
-    coroutine = agenerate(image, task, category=category, workbench=workbench, routes=routes,
-                          params=params, prompt=prompt, title=title, seed=seed, out=out,
-                          product_id=product_id)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    box: dict[str, Any] = {}
-
-    def target() -> None:  # inside a notebook's running loop: run in a thread of its own
-        try:
-            box["result"] = asyncio.run(coroutine)
-        except BaseException as exc:
-            box["error"] = exc
-
-    import threading
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    result: Generated = box["result"]
-    return result
+    return run_blocking(agenerate(image, task, category=category, workbench=workbench,
+                                  routes=routes, params=params, prompt=prompt, title=title,
+                                  seed=seed, out=out, product_id=product_id))
 
 
 async def agenerate(image: str | os.PathLike[str], task: Task | str, *,

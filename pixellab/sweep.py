@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pixellab.blocking import run_blocking
 from pixellab.budget import Budget
 from pixellab.catalog import Model
 from pixellab.datasets import Dataset, Product, load_dataset
@@ -362,27 +363,8 @@ class Sweep:
             retry: RetryPolicy | None = None, score: bool = True,
             signals: JobSignals | None = None) -> SweepResult:
         """Run synchronously; works inside a running event loop too (e.g. a notebook)."""
-        coroutine = self.arun(progress=progress, on_planned=on_planned, retry=retry, score=score,
-                              signals=signals)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coroutine)
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["result"] = asyncio.run(coroutine)
-            except BaseException as exc:
-                box["error"] = exc
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        result: SweepResult = box["result"]
-        return result
+        return run_blocking(self.arun(progress=progress, on_planned=on_planned, retry=retry,
+                                      score=score, signals=signals))
 
     async def arun(self, *, progress: Callable[[RequestOutcome], None] | None = None,
                    on_planned: Callable[[str, int, int], None] | None = None,

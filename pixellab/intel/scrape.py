@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -51,6 +51,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from pixellab.blocking import run_blocking
 from pixellab.errors import ConfigError, InvalidImage, PixellabError
 from pixellab.redact import redact
 from pixellab.validate import decode_image
@@ -578,17 +579,6 @@ async def fetch_async(url: str, policy: FetchPolicy, *, kind: FetchKind = "html"
         current = outcome.location
 
 
-def _run_sync(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-    """Run a coroutine to completion from sync code, also inside a running event loop (a
-    notebook), where ``asyncio.run`` is not allowed: then it runs on a worker thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pixellab-fetch") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
-
-
 def fetch(url: str, policy: FetchPolicy, *, kind: FetchKind = "html") -> Fetched:
     """Fetch ``url`` if, and only if, every rule of ``policy`` holds; else :class:`FetchRefused`.
 
@@ -598,7 +588,7 @@ def fetch(url: str, policy: FetchPolicy, *, kind: FetchKind = "html") -> Fetched
     connection was made to an address the policy refuses, at any hop; the body is complete and
     within the cap; the status is 2xx.
     """
-    return _run_sync(lambda: fetch_async(url, policy, kind=kind))
+    return run_blocking(fetch_async(url, policy, kind=kind))
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -1156,6 +1146,15 @@ def _read_manifest(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), rows
 
 
+def _write_manifest(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    """Replace the manifest atomically: a reader sees the old file or the new one."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, text.getvalue().encode("utf-8"))
+
+
 def _manifest_row(product: ScrapedProduct, image: str, image_url: str) -> dict[str, str]:
     return {
         "id": product.id, "title": product.title, "description": product.description,
@@ -1205,12 +1204,8 @@ def import_products(url: str, dataset_dir: str | os.PathLike[str], policy: Fetch
         known.add(product.id)
         added.append(product.id)
     if added:
-        columns = header + [c for c in MANIFEST_COLUMNS if c not in header]
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        _write_atomic(manifest, text.getvalue().encode("utf-8"))
+        _write_manifest(manifest, header + [c for c in MANIFEST_COLUMNS if c not in header],
+                        rows)
     return added
 
 
@@ -1232,9 +1227,5 @@ def relabel(dataset_dir: str | os.PathLike[str], categories: dict[str, str]) -> 
             row["category"] = new
             changed += 1
     if changed:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        _write_atomic(manifest, text.getvalue().encode("utf-8"))
+        _write_manifest(manifest, columns, rows)
     return changed

@@ -17,6 +17,7 @@ from typing import Any
 
 import openai
 
+from pixellab.catalog import Model
 from pixellab.errors import (
     ContentRejected,
     InvalidOutput,
@@ -68,6 +69,15 @@ def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
     return ProviderUnavailable(f"{model_id}: {type(exc).__name__}: {exc}", model_id=model_id)
 
 
+def _billed(response: Any, model: Model) -> tuple[int | None, float | None]:
+    """The tokens a response reports, and what they cost at a per-token catalog price (None
+    when the model is not priced per token or the response says nothing)."""
+    tokens = getattr(getattr(response, "usage", None), "total_tokens", None)
+    if model.pricing.unit == "token" and isinstance(tokens, int):
+        return tokens, tokens * model.pricing.usd_per_unit
+    return (tokens if isinstance(tokens, int) else None), None
+
+
 class OpenAIProvider(KeyedProvider):
     """OpenAI image edits (with an input image) and generations (prompt only)."""
 
@@ -116,10 +126,7 @@ class OpenAIProvider(KeyedProvider):
         except ValueError:
             return Job(job_id, JobState.FAILED, error=InvalidOutput(
                 "undecodable", f"{model.id}: b64_json is not base64", model_id=model.id))
-        usage = getattr(response, "usage", None)
-        tokens = getattr(usage, "total_tokens", None)
-        reported = (tokens * model.pricing.usd_per_unit
-                    if model.pricing.unit == "token" and isinstance(tokens, int) else None)
+        tokens, reported = _billed(response, model)
         media_type = _FORMATS.get(getattr(response, "output_format", None) or "png", "image/png")
         return Job(job_id, JobState.SUCCEEDED, output=Output(
             data=data, media_type=media_type, reported_cost_usd=reported,
@@ -154,10 +161,7 @@ class OpenAIProvider(KeyedProvider):
         if message is None or not message.content:
             return Job(job_id, JobState.FAILED, error=InvalidOutput(
                 "no_output", f"{model.id}: the answer is empty", model_id=model.id))
-        usage = getattr(response, "usage", None)
-        tokens = getattr(usage, "total_tokens", None)
-        reported = (tokens * model.pricing.usd_per_unit
-                    if model.pricing.unit == "token" and isinstance(tokens, int) else None)
+        tokens, reported = _billed(response, model)
         return Job(job_id, JobState.SUCCEEDED, output=Output(
             data=message.content.encode(), media_type="application/json",
             reported_cost_usd=reported, metadata={"total_tokens": tokens}))

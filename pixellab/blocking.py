@@ -1,0 +1,26 @@
+"""Running a coroutine to completion from plain (synchronous) code.
+
+Why a module of its own: the sync faces of async work (``Sweep.run``, ``pixellab.generate``,
+``intel.scrape.fetch``) are called from scripts, where ``asyncio.run`` is right, and from
+notebooks, where an event loop is already running and ``asyncio.run`` is refused. There the
+coroutine runs on a fresh loop in a worker thread, and its result or exception comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coroutine`` to completion and return its result (or raise its exception)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pixellab-run") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
