@@ -8,9 +8,11 @@ numbers appear in the CLI summary, the notebook and any script.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -311,7 +313,7 @@ def full_data_uri(image: Image.Image, max_side: int = 1024) -> str:
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     buffer = io.BytesIO()
-    image.save(buffer, format="WEBP", quality=72, method=4)
+    image.save(buffer, format="WEBP", quality=72, method=2)  # method 4: 1.4x slower, same size
     return f"data:image/webp;base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
@@ -390,6 +392,17 @@ def image_grid_html(frame: pd.DataFrame, store: Store, *, task: str, category: s
 def _image_cell(path: str | None, caption: str | None) -> str:
     if not path:
         return "<td>—</td>"
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError as exc:
+        return f"<td class='plx-fail'>input unreadable: {html.escape(str(exc))}</td>"
+    return _input_cell(path, stamp, caption)
+
+
+@functools.lru_cache(maxsize=256)
+def _input_cell(path: str, stamp: int, caption: str | None) -> str:
+    """An input photo's cell, made once per file version: the same photo heads the grids of
+    every task of its category, and encoding it is most of a grid's cost."""
     try:
         image = decode_image(_read(path))
     except Exception as exc:
