@@ -41,7 +41,7 @@ from pixellab.errors import (
 )
 from pixellab.ledger import Ledger, LedgerWriter, Statement
 from pixellab.providers.base import Job, JobState, Provider, ProviderRequest
-from pixellab.store import Store, sha256_hex
+from pixellab.store import Store, envelope_json, sha256_hex
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import MEDIA_TYPES, check_image_output, check_json_output, decode_image
 from pixellab.webhooks import JobSignals
@@ -393,7 +393,9 @@ class Runner:
                 raise InvalidOutput(check.reason or "invalid", f"{model.id}: {check.message}",
                                     model_id=model.id, provider_job_id=job.provider_job_id)
             media_type = check.media_type or output.media_type
-            digest = await asyncio.to_thread(self.store.put, output.data, media_type)
+            stored = (envelope_json(request.request_key, output.data)
+                      if request.task.output_kind == "json" else output.data)
+            digest = await asyncio.to_thread(self.store.put, stored, media_type)
         except ProviderError as exc:
             charged = charged or isinstance(exc, OutcomeUnknown)
             usd = estimate_usd if charged else 0.0
@@ -422,7 +424,7 @@ class Runner:
         self.budget.settle(reservation, usd)
         # Written together with the request's own final row, in one commit (see _finish).
         outcome.unwritten.extend([
-            Ledger.record_output(digest, media_type, check.width, check.height, len(output.data)),
+            Ledger.record_output(digest, media_type, check.width, check.height, len(stored)),
             Ledger.finish_attempt(
                 attempt_id, status="succeeded", latency_s=time.monotonic() - started,
                 credits=credits, usd=usd, cost_estimated=reported is None,

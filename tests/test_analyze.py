@@ -240,7 +240,8 @@ def test_an_analyze_sweep_scores_each_answer_against_the_label(tmp_path: Path) -
     root = write_dataset(tmp_path / "ds", n=4, categories=("kitchen", "jewelry"))
     manifest = root / "manifest.csv"
     manifest.write_text(manifest.read_text().replace("Product 0", "Enamel coffee mug")
-                        .replace("Product 1", "Gold ring").replace("Product 2", "Walnut stool"))
+                        .replace("Product 1", "Gold ring").replace("Product 2", "Walnut stool")
+                        .replace("Product 3", "Espresso coffee cup"))
     workbench = Workbench(tmp_path / "home")
     Sweep(SweepSpec.parse({"name": "an", "task": "analyze", "dataset": str(root),
                            "models": ["local:rules"]}), workbench).run()
@@ -248,8 +249,12 @@ def test_an_analyze_sweep_scores_each_answer_against_the_label(tmp_path: Path) -
         """select r.product_id, s.value from scores s
            join requests r on r.output_sha256 = s.output_sha256
            where s.metric = 'category_match' order by r.product_id""")
-    # p00 mug → kitchen ✓, p01 ring → jewelry ✓, p02 stool (labelled kitchen) ✗, p03 → other ✗
+    # p00 mug → kitchen ✓, p01 ring → jewelry ✓, p02 stool (labelled kitchen) ✗, and p03 cup
+    # (labelled jewelry) → kitchen ✗: the same answer as p00's, scored against its own label
     assert scores["value"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    outputs = workbench.ledger.query("select output_sha256 from requests where status = "
+                                     "'succeeded' and product_id in ('p00', 'p03')")
+    assert outputs["output_sha256"].nunique() == 2
     assert set(latest_analyses(workbench.ledger, ["p00", "p01"])) == {"p00", "p01"}
 
 

@@ -316,6 +316,7 @@ def record_analyses(ledger: Any, store: Any, request_keys: Sequence[str]) -> int
     """Parse the stored answers of these (succeeded ``analyze``) requests into the
     ``analyses`` table; requests already recorded are skipped. Returns rows written."""
     from pixellab.ledger import as_json, now
+    from pixellab.store import open_envelope
 
     if not request_keys:
         return 0
@@ -330,7 +331,7 @@ def record_analyses(ledger: Any, store: Any, request_keys: Sequence[str]) -> int
     statements = []
     for row in rows.itertuples(index=False):
         try:
-            answer = parse_analysis(store.get(row.output_sha256, row.media_type))
+            answer = parse_analysis(open_envelope(store.get(row.output_sha256, row.media_type)))
         except (OSError, ValueError):
             continue  # validated before it was stored; a store that lost it is not an answer
         statements.append((
@@ -367,6 +368,7 @@ def analyze_products(products: Sequence[Any], workbench: Any, *,
     routed ``analyze`` chain, exactly like any other task (ledger, budget-free retries,
     fallbacks, validation), and record the answers in ``analyses``."""
     from pixellab.routing import generate
+    from pixellab.store import open_envelope
 
     results: list[AnalysisResult] = []
     for product in products:
@@ -377,8 +379,8 @@ def analyze_products(products: Sequence[Any], workbench: Any, *,
         record_analyses(workbench.ledger, workbench.store, [done.request_key])
         answer = None
         if done.succeeded and done.outcome.output_sha256:
-            answer = parse_analysis(workbench.store.get(done.outcome.output_sha256,
-                                                        "application/json"))
+            answer = parse_analysis(open_envelope(workbench.store.get(
+                done.outcome.output_sha256, "application/json")))
         results.append(AnalysisResult(
             product_id=product.id, analysis=answer, model_id=done.outcome.model_id,
             request_key=done.request_key, reused=done.reused,
