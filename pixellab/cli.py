@@ -251,7 +251,7 @@ def select_command(
         if unknown:
             raise ConfigError(f"no sweep {', '.join(map(repr, unknown))} in "
                               f"{workbench.ledger.path}")
-    target = out or (Path(home) / "defaults.toml" if home else routing.default_routes_path())
+    target = out or routing.default_routes_path(home)
     try:
         policy = SelectionPolicy(min_products=min_products, resamples=resamples, seed=seed)
     except ValueError as exc:
@@ -296,7 +296,7 @@ def generate(
     from pixellab.workbench import Workbench
 
     workbench = Workbench(home)
-    table = routes or (Path(home) / "defaults.toml" if home else routing.default_routes_path())
+    table = routes or routing.default_routes_path(home)
     result = routing.generate(image, task, category=category, workbench=workbench,
                               routes=routing.load_routes(table), prompt=prompt, seed=seed,
                               out=out)

@@ -37,6 +37,7 @@ from pixellab.tasks import Task
 from pixellab.workbench import Workbench, default_home
 
 ALL_CATEGORIES = "*"
+"""The category key of the global default: every category pooled."""
 
 
 class RouteEntry(BaseModel):
@@ -56,8 +57,11 @@ class RoutingTable(BaseModel):
     source: str = ""
 
 
-def default_routes_path() -> Path:
-    """``$PIXELLAB_DEFAULTS``, else ``<PIXELLAB_HOME>/defaults.toml``."""
+def default_routes_path(home: str | os.PathLike[str] | None = None) -> Path:
+    """``<home>/defaults.toml`` for an explicit data dir, else ``$PIXELLAB_DEFAULTS``, else
+    ``<PIXELLAB_HOME>/defaults.toml``."""
+    if home is not None:
+        return Path(home) / "defaults.toml"
     return Path(os.environ.get("PIXELLAB_DEFAULTS") or default_home() / "defaults.toml")
 
 
@@ -101,9 +105,7 @@ def route(product: Product | str | None, task: Task | str, *,
     task = Task(task)
     catalog = catalog or load_catalog()
     category = product.category if isinstance(product, Product) else (product or "")
-    table = routes if isinstance(routes, RoutingTable) or routes is None else load_routes(routes)
-    if routes is None:
-        table = load_routes()
+    table = routes if isinstance(routes, RoutingTable) else load_routes(routes)
     cells = table.routes.get(task, {}) if table is not None else {}
     for key, label in ((category, category), (ALL_CATEGORIES, "the global default")):
         entry = cells.get(key) if key else None

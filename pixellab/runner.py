@@ -381,7 +381,8 @@ class Runner:
                 raise InvalidOutput("no_output", f"{model.id} finished without an output",
                                     model_id=model.id)
             output = job.output
-            if request.task.output_kind == "json":
+            answers_json = request.task.output_kind == "json"
+            if answers_json:
                 check = await asyncio.to_thread(check_json_output, output.data,
                                                 request.task.value)
             else:
@@ -393,8 +394,8 @@ class Runner:
                 raise InvalidOutput(check.reason or "invalid", f"{model.id}: {check.message}",
                                     model_id=model.id, provider_job_id=job.provider_job_id)
             media_type = check.media_type or output.media_type
-            stored = (envelope_json(request.request_key, output.data)
-                      if request.task.output_kind == "json" else output.data)
+            stored = (envelope_json(request.request_key, output.data) if answers_json
+                      else output.data)
             digest = await asyncio.to_thread(self.store.put, stored, media_type)
         except ProviderError as exc:
             charged = charged or isinstance(exc, OutcomeUnknown)

@@ -45,6 +45,7 @@ import pandas as pd
 from pixellab import report
 from pixellab.ledger import Ledger
 from pixellab.ratings import ratings_table
+from pixellab.routing import ALL_CATEGORIES
 from pixellab.scoring import TaskScoring, load_task_scoring
 from pixellab.scoring.composite import CompositeUsed
 from pixellab.stats import (
@@ -56,8 +57,6 @@ from pixellab.stats import (
     wilson_interval,
 )
 
-ALL_CATEGORIES = "*"
-"""The category key of the global default: every category pooled."""
 PAIR_ON = ("product_id", "prompt_id", "seed")
 """Two arms' requests are compared only on the same product, prompt and seed."""
 
@@ -172,29 +171,10 @@ class Selection:
         return pd.DataFrame(rows, columns=["task", "category", "chain", "verdict", "products",
                                            "composite", "passed", "usd_per_accepted", "why"])
 
-    def evidence(self) -> pd.DataFrame:
-        """Every arm of every decision: the leaderboard the decision was made from."""
-        rows = []
-        for d in self.decisions:
-            for a in d.arms:
-                rows.append({
-                    "task": d.task, "category": d.category, "arm": a.arm,
-                    "picked": a.arm == d.pick, "products": a.products,
-                    "score": a.score.estimate, "score_low": a.score.low,
-                    "score_high": a.score.high, "pass_rate": a.pass_rate,
-                    "pass_low": a.pass_low, "pass_high": a.pass_high,
-                    "usd_per_accepted": a.usd_per_accepted,
-                    "latency_p50_s": a.latency_p50_s, "latency_p95_s": a.latency_p95_s,
-                    "vs_best": _interval_text(a.vs_best),
-                    "vs_default": _interval_text(a.vs_default),
-                    "human_rating": _interval_text(a.human, digits=0),
-                    "human_votes": a.human_votes,
-                })
-        return pd.DataFrame(rows)
-
     def evidence_table(self) -> pd.DataFrame:
-        """:meth:`evidence` as a person reads it: each estimate beside its interval, the pick
-        marked, one column per comparison (what the report shows)."""
+        """Every arm of every decision, the leaderboard the decision was made from, as a person
+        reads it: each estimate beside its interval, the pick marked, one column per
+        comparison (what the report shows; defaults.toml carries the same numbers)."""
         rows = []
         for d in self.decisions:
             for a in d.arms:

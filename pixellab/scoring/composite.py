@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -161,12 +160,3 @@ def _gates_measured(frame: pd.DataFrame, gates: dict[str, float]) -> np.ndarray:
             return np.zeros(len(frame), dtype=bool)
         known &= frame[metric].notna().to_numpy()
     return known
-
-
-def composite_description(task: str, composite: Composite | None,
-                          gates: dict[str, float]) -> dict[str, Any]:
-    """The definition as plain data, for defaults.toml and the report."""
-    if composite is None:
-        return {"id": f"{task}@0", "gates": gates, "terms": {}}
-    return {"id": f"{task}@{composite.version}", "fingerprint": composite.fingerprint(gates),
-            "gates": gates, "terms": {k: v.model_dump() for k, v in composite.terms.items()}}
