@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import csv
+import io
 import ipaddress
+import os
+import signal
 import socket
+import subprocess
 import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +23,65 @@ from pixellab.catalog import load_catalog
 from pixellab.workbench import Workbench
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# -- processes a test starts -----------------------------------------------------------------
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def started(args: Sequence[str | os.PathLike[str]], *, ignore_sigint: bool = False,
+            grace_s: float = 0.0, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """Start ``args`` as CI starts it, and always end it: the context manager to start a
+    process with in a test.
+
+    The process gets a session of its own (no controlling terminal; a Ctrl-C at the keyboard
+    reaches pytest, not it), stdin from ``/dev/null`` and text pipes if asked for.
+    ``ignore_sigint`` starts it with SIGINT ignored, as a non-interactive shell's ``cmd &``
+    does. On leaving, whatever happened, its whole process group gets SIGTERM and ``grace_s``
+    seconds to exit (0: none), then SIGKILL, and the process is reaped.
+    """
+    popen.setdefault("stdin", subprocess.DEVNULL)
+    popen.setdefault("text", True)
+    if ignore_sigint:
+        popen["preexec_fn"] = _ignore_sigint
+    process = subprocess.Popen(list(args), start_new_session=True, **popen)
+    try:
+        yield process
+    finally:
+        try:
+            if grace_s > 0 and process.poll() is None:
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            _signal_group(process, signal.SIGKILL)  # also what it started in its group
+            process.wait(timeout=30)
+        finally:
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # the process leads its own session, so its group
+    except (ProcessLookupError, PermissionError):  # no one left in the group
+        pass
+
+
+def run_process(args: Sequence[str | os.PathLike[str]], *, timeout: float,
+                **popen: Any) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(args, capture_output=True, text=True, timeout=timeout)``, started with
+    :func:`started`: no terminal, and on a timeout its whole process group is killed, not
+    only the process itself."""
+    with started(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen) as process:
+        stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(list(args), process.returncode, stdout, stderr)
 
 
 def register_tiny_clip(folder: Path, name: str) -> str:
@@ -69,6 +135,27 @@ def bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
     crc = zlib.crc32(bytes(data[ihdr:ihdr + 17]))
     data[ihdr + 17:ihdr + 21] = crc.to_bytes(4, "big")
     return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def photo_png() -> bytes:
+    """One product photo as PNG bytes, for tests that talk to the emulator directly."""
+    photo, _ = product_photo(3)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_prompted_dataset(root: Path, n: int, prompt_id: str,
+                           monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``n`` products and a prompt ``prompt_id`` whose text names each product, so every job an
+    emulator sees tells which request made it (its ``prompt`` input); the prompt folder is
+    made the one prompts load from."""
+    prompts = root / "prompts"
+    prompts.mkdir(parents=True)
+    (prompts / f"{prompt_id}.j2").write_text("Enhance the photo of {{ title }}")
+    monkeypatch.setenv("PIXELLAB_PROMPTS", str(prompts))
+    return write_dataset(root / "dataset", n=n)
 
 
 def write_dataset(root: Path, n: int = 4, categories: tuple[str, ...] = ("kitchen", "jewelry"),
@@ -190,9 +277,7 @@ tries Google's hosts at every start."""
 
 def _install_chromium() -> str:
     """Install Debian's chromium package; returns why it could not be, or '' on success."""
-    import os
     import shutil
-    import subprocess
 
     apt = shutil.which("apt-get")
     if apt is None:
@@ -200,15 +285,14 @@ def _install_chromium() -> str:
     prefix: list[str] = []
     if os.geteuid() != 0:
         sudo = shutil.which("sudo")
-        if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True).returncode:
+        if sudo is None or run_process([sudo, "-n", "true"], timeout=60).returncode:
             return "not root and no password-less sudo to run apt-get"
         prefix = [sudo, "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in ([apt, "update", "-qq"],
                     [apt, "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
         try:
-            done = subprocess.run(prefix + command, capture_output=True, text=True, env=env,
-                                  timeout=900)
+            done = run_process(prefix + command, env=env, timeout=900)
         except subprocess.TimeoutExpired:
             return f"`{' '.join(command)}` took more than 15 minutes"
         if done.returncode:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from pixellab.ledger import Ledger
-from tests.conftest import BAD_INPUTS, REPO, write_dataset_with_bad_inputs
+from tests.conftest import BAD_INPUTS, REPO, run_process, write_dataset_with_bad_inputs
 
 
 def pixellab(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None
              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pixellab.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, env={**os.environ, **(env or {})}, timeout=600)
+    return run_process([sys.executable, "-m", "pixellab.cli", *args], cwd=cwd,
+                       env={**os.environ, **(env or {})}, timeout=600)
 
 
 def paid_sweep(tmp_path: Path, dataset_dir: Path, command: str, spec_lines: str

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings
-from tests.conftest import register_tiny_clip
+from tests.conftest import register_tiny_clip, run_process
 
 TINY = "pixellab-tiny-test"
 
@@ -150,13 +150,12 @@ def test_a_cutout_is_seen_on_white() -> None:
 
 
 def test_without_the_clip_extra_the_metric_is_missing_and_says_how_to_get_it() -> None:
-    import subprocess
     import sys
 
     code = ("import sys; sys.modules['open_clip'] = None\n"  # as if the extra were not installed
             "from pixellab.scoring.clip import ClipScorer, ClipItem\n"
             "from PIL import Image\n"
             "print(ClipScorer().score([ClipItem('o', Image.new('RGB', (8, 8)))])['o'][0])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = run_process([sys.executable, "-c", code], timeout=120)
     assert "value=None" in out.stdout, out.stderr
     assert "pip install 'pixellab[clip]'" in out.stdout

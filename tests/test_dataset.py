@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,14 +10,14 @@ import pytest
 from pixellab.datasets import load_dataset
 from pixellab.errors import ConfigError
 from pixellab.validate import load_input_image
-from tests.conftest import REPO
+from tests.conftest import REPO, run_process
 
 SAMPLE = REPO / "datasets" / "sample"
 
 
 def test_the_sample_dataset_passes_its_own_integrity_check() -> None:
-    result = subprocess.run([sys.executable, str(SAMPLE / "generate.py"), "--check"],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = run_process([sys.executable, str(SAMPLE / "generate.py"), "--check"], cwd=REPO,
+                         timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -12,12 +12,10 @@ import hashlib
 import io
 import json
 import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Literal
 
 import fal_client
@@ -33,10 +31,9 @@ from pydantic import BaseModel, Field
 from replicate.exceptions import ModelError, ReplicateError
 from replicate.webhook import InvalidSignatureError, WebhookSigningSecret
 
-from pixellab.emulator import Emulator, FaultPlan
+from pixellab.emulator import ACTIONS, Emulator, FaultPlan, JobRecord
 from pixellab.errors import InvalidImage
 from pixellab.validate import decode_image
-from tests.conftest import REPO, product_photo
 from tests.emulated import point_fal_at
 
 # --------------------------------------------------------------------------------------------
@@ -56,12 +53,6 @@ def _no_leftover_faults(emu: Emulator) -> Iterator[None]:
     emu.faults.clear()
 
 
-@pytest.fixture(scope="module")
-def photo_png() -> bytes:
-    photo, _ = product_photo(3)
-    buffer = io.BytesIO()
-    photo.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -167,22 +158,6 @@ def test_faults_can_be_armed_and_the_log_read_over_http(emu: Emulator) -> None:
             "status": 200}.items() <= log[-3].items()
 
 
-def test_python_dash_m_prints_exports_and_serves_until_interrupted() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "pixellab.emulator", "--latency", "0.01"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
-    try:
-        assert process.stdout is not None
-        exports = dict(process.stdout.readline().strip().removeprefix("export ").split("=", 1)
-                       for _ in range(8))
-        assert exports["OPENAI_BASE_URL"].startswith("http://127.0.0.1:")
-        base = exports["REPLICATE_BASE_URL"].removesuffix("/replicate")
-        assert httpx.get(f"{base}/__emu/log").status_code == 200
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-
-
 # --------------------------------------------------------------------------------------------
 # Replicate
 # --------------------------------------------------------------------------------------------
@@ -199,8 +174,8 @@ async def test_replicate_prediction_on_an_uploaded_file_yields_a_real_cutout(
 
     assert prediction.status == "succeeded" and prediction.error is None
     assert prediction.metrics["predict_time"] > 0
-    [url] = prediction.output
-    assert url.startswith(f"{emu.https_url}/files/")
+    url = prediction.output  # a single-output official model answers one URI, not a list
+    assert isinstance(url, str) and url.startswith(f"{emu.https_url}/files/")
     cutout = decode_image(await download(emu, url))
     assert cutout.mode == "RGBA" and cutout.size == Image.open(io.BytesIO(photo_png)).size
     alpha = np.asarray(cutout.getchannel("A"))
@@ -296,7 +271,7 @@ async def test_replicate_hang_holds_the_create_until_the_caller_gives_up_unbille
     assert billed(emu, "replicate") == before
 
 
-async def test_replicate_job_failure_and_content_rejection_fail_the_billed_prediction(
+async def test_replicate_job_failure_and_content_rejection_fail_the_prediction_unbilled(
         emu: Emulator, rep: replicate.Client) -> None:
     emu.faults.add("replicate", "job_failure", error="CUDA out of memory")
     with pytest.raises(ModelError, match="CUDA out of memory"):
@@ -308,22 +283,27 @@ async def test_replicate_job_failure_and_content_rejection_fail_the_billed_predi
     *_, failure, rejection = emu.creates("replicate")
     assert (failure.status, failure.fault) == ("failed", "job_failure")
     assert (rejection.status, rejection.fault) == ("failed", "content_rejected")
-    assert failure.cost_usd > 0 and rejection.cost_usd > 0
+    # an official (per-image) model generated no image: nothing is billed
+    assert (failure.cost_usd, failure.billing) == (0.0, "replicate.failed.compute_time")
+    assert (rejection.cost_usd, rejection.billing) == (
+        0.0, "replicate.content_rejected.compute_time")
 
 
 async def test_replicate_corrupt_and_blank_outputs_succeed_with_bad_bytes(
         emu: Emulator, rep: replicate.Client, photo_png: bytes) -> None:
     emu.faults.add("replicate", "corrupt")
-    [corrupt] = await rep.async_run("nightmareai/real-esrgan",
-                                    input={"image": io.BytesIO(photo_png), "scale": 2})
+    corrupt = await rep.async_run("nightmareai/real-esrgan",
+                                  input={"image": io.BytesIO(photo_png), "scale": 2})
+    assert isinstance(corrupt, replicate.helpers.FileOutput)
     garbage = await corrupt.aread()
     assert garbage.startswith(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(InvalidImage):
         decode_image(garbage)
 
     emu.faults.add("replicate", "blank")
-    [blank] = await rep.async_run("nightmareai/real-esrgan",
-                                  input={"image": io.BytesIO(photo_png), "scale": 2})
+    blank = await rep.async_run("nightmareai/real-esrgan",
+                                input={"image": io.BytesIO(photo_png), "scale": 2})
+    assert isinstance(blank, replicate.helpers.FileOutput)
     black = decode_image(await blank.aread())
     width, height = Image.open(io.BytesIO(photo_png)).size
     assert black.size == (2 * width, 2 * height) and is_black(black)
@@ -428,11 +408,11 @@ async def test_fal_storage_upload_fallback_initiate_then_put(
 
 
 async def test_fal_sync_run_draws_the_prompt(emu: Emulator, fal: fal_client.AsyncClient) -> None:
-    result = await fal.run("fal-ai/flux-pro/v1.1", {"prompt": "a green teapot"})
+    result = await fal.run("fal-ai/flux/dev", {"prompt": "a green teapot"})
     [image] = result["images"]
     assert (image["width"], image["height"]) == (1024, 1024)
     assert decode_image(await download(emu, image["url"])).size == (1024, 1024)
-    assert emu.creates("fal")[-1].cost_usd == 0.05
+    assert emu.creates("fal")[-1].cost_usd == 0.025  # one megapixel at $0.025/MP
 
 
 async def test_fal_reports_the_queue_position_while_a_cold_model_boots() -> None:
@@ -497,9 +477,12 @@ async def test_fal_failed_jobs_complete_with_an_error_and_their_result_is_an_htt
     with pytest.raises(fal_client.client.FalClientHTTPError) as rejection:
         await rejected.get()
     assert rejection.value.status_code == 422
-    assert rejection.value.error_type == "content_policy_violation"
-    assert "content policy" in str(rejection.value)
+    [error] = rejection.value.message  # fal's model-error format: a list of typed errors
+    assert (error["type"], error["loc"]) == ("content_policy_violation", ["body", "prompt"])
+    assert rejection.value.response_headers["x-fal-retryable"] == "false"
     assert [j.status for j in emu.creates("fal")[-2:]] == ["failed", "failed"]
+    # a server error is free; a content-policy 422 after processing is billed (fal FAQ)
+    assert [j.cost_usd for j in emu.creates("fal")[-2:]] == [0.0, 0.025]
 
 
 async def test_fal_corrupt_and_blank_outputs(
@@ -558,7 +541,7 @@ async def test_fal_webhook_verifies_with_the_jwks_key_and_can_be_duplicated(
 async def test_openai_image_edit_returns_a_white_background_packshot(
         emu: Emulator, oai: openai.AsyncOpenAI, photo_png: bytes) -> None:
     raw = await oai.images.with_raw_response.edit(
-        model="gpt-image-1", image=("product.png", photo_png, "image/png"),
+        model="gpt-image-1.5", image=("product.png", photo_png, "image/png"),
         prompt="studio packshot on white")
     # a billed call's request id is its job id, so a client's record maps onto the bill
     assert raw.headers["x-request-id"] == emu.creates("openai")[-1].job_id
@@ -568,17 +551,27 @@ async def test_openai_image_edit_returns_a_white_background_packshot(
     assert packshot.size == (1024, 1024)
     assert np.asarray(packshot)[:10, :10].min() == 255
     job = emu.creates("openai")[-1]
-    assert (job.model, job.cost_usd, job.status) == ("gpt-image-1", 0.04, "succeeded")
+    usage = result.usage
+    assert usage.input_tokens_details is not None
+    tokens = (usage.input_tokens_details.text_tokens, usage.input_tokens_details.image_tokens,
+              usage.output_tokens)
+    assert tokens[1] > 0 and tokens[2] == 1056  # one input image; one medium 1024x1024 image
+    expected = tokens[0] * 5e-6 + tokens[1] * 8e-6 + tokens[2] * 32e-6  # gpt-image-1.5
+    assert (job.model, job.status) == ("gpt-image-1.5", "succeeded")
+    assert job.cost_usd == pytest.approx(expected)
 
 
 async def test_openai_generation_draws_the_prompt_at_the_requested_size(
         emu: Emulator, oai: openai.AsyncOpenAI) -> None:
-    result = await oai.images.generate(model="gpt-image-1", prompt="a lamp", size="1536x1024",
-                                       n=2)
+    result = await oai.images.generate(prompt="a lamp", size="1536x1024", n=2,
+                                       quality="high")
     assert result.data is not None and len(result.data) == 2
     image = decode_image(base64.b64decode(result.data[0].b64_json or ""))
     assert image.size == (1536, 1024)
-    assert emu.creates("openai")[-1].cost_usd == 0.08  # per image
+    assert result.usage is not None and result.usage.output_tokens == 2 * 6208
+    job = emu.creates("openai")[-1]
+    assert job.model == "gpt-image-2.6-sunburst"  # the default: 1 and 1.5 are retired
+    assert job.cost_usd == pytest.approx(result.usage.input_tokens * 5e-6 + 2 * 6208 * 30e-6)
 
 
 class Verdict(BaseModel):
@@ -633,7 +626,7 @@ async def test_openai_rate_limit_sends_both_retry_headers_and_is_not_billed(
 
 async def test_openai_failures_are_errors_and_cost_nothing(
         emu: Emulator, oai: openai.AsyncOpenAI, photo_png: bytes) -> None:
-    before = billed(emu, "openai")
+    before, spent = billed(emu, "openai"), emu.bill("openai")
     image = ("product.png", photo_png, "image/png")
     emu.faults.add("openai", "server_error")
     with pytest.raises(openai.InternalServerError):
@@ -645,7 +638,9 @@ async def test_openai_failures_are_errors_and_cost_nothing(
     with pytest.raises(openai.BadRequestError) as caught:
         await oai.images.edit(model="gpt-image-1", image=image, prompt="x")
     assert caught.value.code == "moderation_blocked"
-    assert billed(emu, "openai") == before
+    # only the model failure was accepted (and ran); none of the three is billed
+    assert [j.fault for j in emu.creates("openai")[before:]] == ["job_failure"]
+    assert emu.bill("openai") == spent
 
 
 async def test_openai_corrupt_and_blank_images_are_passed_through_by_the_sdk(
@@ -684,3 +679,373 @@ async def test_each_model_pays_its_cold_start_once() -> None:
                                                                             "content": "x"}])
             timings.append(time.monotonic() - started)
         assert timings[0] >= 0.35 > timings[1] >= 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# P7: shapes as the providers publish them
+# --------------------------------------------------------------------------------------------
+
+R8 = {"Authorization": "Bearer r8_test"}
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_replicate_official_predictions_answer_a_hidden_version_web_url_and_image_count(
+        emu: Emulator, rep: replicate.Client) -> None:
+    # (replicate 1.0.7 drops ``wait`` from predictions.create(model=...); models.predictions
+    # keeps it)
+    created = await rep.models.predictions.async_create(model="acme/official-art",
+                                                        input={"prompt": "x"}, wait=10)
+    async with httpx.AsyncClient(headers=R8) as client:
+        official = (await client.get(created.urls["get"])).json()
+    assert official["version"] == "hidden"
+    assert official["urls"] == {"get": created.urls["get"], "cancel": created.urls["cancel"],
+                                "web": f"https://replicate.com/p/{created.id}"}
+    assert "source" not in official and official["data_removed"] is False
+    assert official["metrics"]["image_count"] == 1
+    assert isinstance(official["output"], str)  # a single-output official model
+
+    [listed] = await rep.async_run("black-forest-labs/flux-schnell", input={"prompt": "x"})
+    assert isinstance(listed, replicate.helpers.FileOutput)  # a list-output official model
+
+    version = (await rep.models.async_get("acme/community")).latest_version
+    assert version is not None
+    community = await rep.predictions.async_create(version=version.id, input={"prompt": "x"},
+                                                   wait=10)
+    assert community.version == version.id and isinstance(community.output, list)
+    assert "image_count" not in (community.metrics or {})
+
+
+async def test_replicate_files_expire_a_day_after_upload_and_resolve_as_prediction_inputs(
+        emu: Emulator, rep: replicate.Client, photo_png: bytes) -> None:
+    uploaded = await rep.files.async_create(io.BytesIO(photo_png))
+    assert uploaded.urls["get"] == f"{emu.replicate_base_url}/v1/files/{uploaded.id}"
+    assert uploaded.expires_at is not None
+    lifetime = parse_time(uploaded.expires_at) - parse_time(uploaded.created_at)
+    assert abs(lifetime.total_seconds() - 86400) < 1
+    prediction = await rep.models.predictions.async_create(
+        model="acme/background-remover", input={"image": uploaded.urls["get"]}, wait=10)
+    assert prediction.status == "succeeded"
+
+
+async def test_an_expired_replicate_upload_answers_404_and_no_longer_resolves(
+        photo_png: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Emulator(latency_s=0.02, file_ttl_s=0.3) as short:
+        monkeypatch.setenv("SSL_CERT_FILE", short.ca_pem)
+        client = replicate.Client(api_token="r8_test", base_url=short.replicate_base_url)
+        uploaded = await client.files.async_create(io.BytesIO(photo_png))
+        await asyncio.sleep(0.4)
+        with pytest.raises(ReplicateError) as gone:
+            await client.files.async_get(uploaded.id)
+        assert gone.value.status == 404
+        prediction = await client.models.predictions.async_create(
+            model="acme/background-remover", input={"image": uploaded.urls["get"]}, wait=10)
+        assert prediction.status == "failed" and "not found" in (prediction.error or "")
+
+
+async def test_replicate_errors_are_problem_json_that_the_sdk_parses(
+        emu: Emulator, rep: replicate.Client) -> None:
+    emu.faults.add("replicate", "server_error", error="the backend fell over")
+    with pytest.raises(ReplicateError) as caught:
+        await rep.predictions.async_create(model="a/model", input={"prompt": "x"})
+    assert (caught.value.status, caught.value.title, caught.value.detail) == (
+        500, "Internal Server Error", "the backend fell over")
+    raw = httpx.get(f"{emu.replicate_base_url}/v1/predictions/nope", headers=R8)
+    assert raw.headers["content-type"] == "application/problem+json"
+    assert raw.json() == {"title": "Not Found", "detail": "Not found.", "status": 404}
+
+
+async def test_replicate_removes_prediction_data_and_outputs_after_the_retention_period(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with Emulator(latency_s=0.02, retention_s=0.5) as short:
+        monkeypatch.setenv("SSL_CERT_FILE", short.ca_pem)
+        client = replicate.Client(api_token="r8_test", base_url=short.replicate_base_url)
+        prediction = await client.models.predictions.async_create(
+            model="acme/art", input={"prompt": "a kettle"}, wait=10)
+        assert prediction.status == "succeeded"
+        output_url = prediction.output
+        assert (await download(short, output_url))[:8] == b"\x89PNG\r\n\x1a\n"
+        async with httpx.AsyncClient(headers=R8) as raw:
+            assert (await raw.get(prediction.urls["get"])).json()["data_removed"] is False
+            await asyncio.sleep(0.6)
+            removed = (await raw.get(prediction.urls["get"])).json()
+        assert removed["data_removed"] is True
+        assert (removed["input"], removed["output"], removed["logs"]) == ({}, None, None)
+        assert removed["status"] == "succeeded" and removed["metrics"]["predict_time"] > 0
+        await prediction.async_reload()  # the SDK still parses it
+        assert prediction.output is None
+        async with httpx.AsyncClient(verify=tls(short)) as raw:
+            assert (await raw.get(output_url)).status_code == 404
+
+
+# --------------------------------------------------------------------------------------------
+# P7: fal timeouts, redelivery, server-side retries
+# --------------------------------------------------------------------------------------------
+
+
+async def test_fal_ends_a_request_not_started_within_its_request_timeout_with_a_user_504(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with Emulator(latency_s=0.02, cold_start_s=1.6) as cold:
+        point_fal_at(cold, monkeypatch)
+        client = fal_client.AsyncClient(key="k:s")
+        handle = await client.submit("fal-ai/booting", {"prompt": "x"}, start_timeout=1.05)
+        with pytest.raises(fal_client.client.FalClientHTTPError) as caught:
+            await handle.get()
+        assert caught.value.status_code == 504 and caught.value.error_type == "request_timeout"
+        assert caught.value.response_headers["x-fal-request-timeout-type"] == "user"
+        completed = await handle.status()
+        assert isinstance(completed, fal_client.Completed)
+        assert completed.error_type == "request_timeout"
+        [job] = cold.creates("fal")
+        assert (job.status, job.cost_usd, job.billing) == ("failed", 0.0,
+                                                           "fal.timeout.nothing")
+        async with httpx.AsyncClient(verify=tls(cold)) as raw:  # a sync run answers the 504
+            answer = await raw.post(f"{cold.fal_run_url}fal-ai/booting-too", json={},
+                                    headers={"Authorization": "Key k",
+                                             "X-Fal-Request-Timeout": "0.2"})
+        assert answer.status_code == 504
+        assert answer.json() == {"detail": "Request timed out", "error_type": "request_timeout"}
+
+
+async def test_fal_redelivers_a_failed_webhook_ten_times_over_its_window() -> None:
+    with Emulator(latency_s=0.02, fal_webhook_window_s=0.45) as emulator:
+        sink = emulator.webhook_sink("down", status=500)
+        async with httpx.AsyncClient(verify=tls(emulator)) as raw:
+            submitted = (await raw.post(
+                f"{emulator.fal_queue_url}fal-ai/flux/dev?fal_webhook={sink.url}", json={},
+                headers={"Authorization": "Key k"})).json()
+        deliveries = await asyncio.to_thread(sink.wait, 10, 5.0)
+        await asyncio.sleep(0.3)
+        attempts = [a for a in emulator.webhook_attempts
+                    if a.job_id == submitted["request_id"]]
+    assert len(deliveries) == len(attempts) == 10
+    assert {a.status for a in attempts} == {500}
+    span = deliveries[-1].time - deliveries[0].time
+    assert 0.35 <= span <= 2.0
+    ids = {d.headers["x-fal-webhook-request-id"] for d in deliveries}
+    assert ids == {submitted["request_id"]}
+
+
+async def test_fal_retries_a_dead_runner_itself_unless_the_submit_says_no_retry(
+        emu: Emulator, fal: fal_client.AsyncClient) -> None:
+    emu.faults.add("fal", "runner_failure", attempts=2)
+    retried = await fal.submit("fal-ai/flux/dev", {"prompt": "x"})
+    result = await retried.get()
+    assert result["images"]
+    logs = (await retried.status(with_logs=True)).logs or []
+    assert sum("runner disconnected" in line["message"] for line in logs) == 2
+    assert emu.creates("fal")[-1].cost_usd == 0.025  # billed once, for the output
+
+    emu.faults.add("fal", "runner_failure")
+    unretried = await fal.submit("fal-ai/flux/dev", {"prompt": "x"},
+                                 headers={"x-fal-no-retry": "1"})
+    with pytest.raises(fal_client.client.FalClientHTTPError) as caught:
+        await unretried.get()
+    assert (caught.value.status_code, caught.value.error_type) == (503, "runner_disconnected")
+    assert caught.value.response_headers["x-fal-retryable"] == "true"
+    assert (emu.creates("fal")[-1].status, emu.creates("fal")[-1].cost_usd) == ("failed", 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# P7: OpenAI moderation stages and edit limits
+# --------------------------------------------------------------------------------------------
+
+
+async def test_openai_moderation_blocks_at_the_input_stage_by_default_or_at_the_output_stage(
+        emu: Emulator, oai: openai.AsyncOpenAI) -> None:
+    before = billed(emu, "openai")
+    emu.faults.add("openai", "content_rejected")
+    with pytest.raises(openai.BadRequestError) as at_input:
+        await oai.images.generate(prompt="x")
+    assert billed(emu, "openai") == before  # refused before the model ran: no job
+    emu.faults.add("openai", "content_rejected", stage="output", categories=["violence"])
+    with pytest.raises(openai.BadRequestError) as at_output:
+        await oai.images.generate(prompt="x")
+    for caught, stage in ((at_input, "input"), (at_output, "output")):
+        assert caught.value.code == "moderation_blocked"
+        assert caught.value.type == "image_generation_user_error"
+        assert isinstance(caught.value.body, dict)
+        assert caught.value.body["moderation_details"]["moderation_stage"] == stage
+    assert at_output.value.body["moderation_details"]["categories"] == ["violence"]
+    [job] = emu.creates("openai")[before:]
+    assert (job.status, job.cost_usd, job.billing) == (
+        "failed", 0.0, "openai.content_rejected.nothing")
+
+
+async def test_openai_output_stage_refusals_can_be_billed_on_request(
+        emu: Emulator, oai: openai.AsyncOpenAI) -> None:
+    emu.faults.add("openai", "content_rejected", stage="output", billed=True)
+    with pytest.raises(openai.BadRequestError):
+        await oai.images.generate(prompt="x")
+    job = emu.creates("openai")[-1]
+    assert job.billing == "openai.content_rejected.price_requested"
+    assert job.cost_usd >= 1056 * 30e-6  # one medium 1024x1024 image of gpt-image-2.6
+
+
+async def test_openai_edits_take_at_most_16_images_of_at_most_50_mb(
+        emu: Emulator, oai: openai.AsyncOpenAI, photo_png: bytes) -> None:
+    before = billed(emu, "openai")
+    image = ("p.png", photo_png, "image/png")
+    with pytest.raises(openai.BadRequestError) as too_many:
+        await oai.images.edit(image=[image] * 17, prompt="x")
+    assert too_many.value.param == "image" and "16" in too_many.value.message
+    huge = photo_png + b"\0" * (50 * 1024 * 1024)
+    raw = httpx.post(f"{emu.openai_base_url}/images/edits", data={"prompt": "x"},
+                     files={"image": ("huge.png", huge, "image/png")},
+                     headers={"Authorization": "Bearer sk"}, timeout=30)
+    assert raw.status_code == 400
+    assert raw.json()["error"]["param"] == "image" and "50 MB" in raw.json()["error"]["message"]
+    await oai.images.edit(image=[image] * 16, prompt="sixteen is fine")
+    assert billed(emu, "openai") == before + 1
+
+
+# --------------------------------------------------------------------------------------------
+# P7: faults after acceptance, out of credit, the create hook
+# --------------------------------------------------------------------------------------------
+
+
+async def test_accept_then_reset_creates_the_job_then_resets_the_connection(
+        emu: Emulator, rep: replicate.Client, oai: openai.AsyncOpenAI,
+        fal: fal_client.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {p: billed(emu, p) for p in ("replicate", "fal", "openai")}
+    emu.faults.add("replicate", "accept_then_reset")
+    with pytest.raises(httpx.TransportError):
+        await rep.predictions.async_create(model="a/model", input={"prompt": "x"})
+    emu.faults.add("openai", "accept_then_reset")
+    with pytest.raises(openai.APIConnectionError):
+        await oai.images.generate(prompt="x")
+    monkeypatch.setattr(fal_module, "MAX_ATTEMPTS", 1)
+    emu.faults.add("fal", "accept_then_reset")
+    with pytest.raises(httpx.TransportError):  # over TLS
+        await fal.submit("fal-ai/flux/dev", {"prompt": "x"})
+    for provider in before:
+        [job] = emu.creates(provider)[before[provider]:]
+        assert job.fault == "accept_then_reset"
+    assert emu.creates("openai")[-1].status == "succeeded"
+    assert emu.creates("openai")[-1].cost_usd > 0  # ran to completion and billed
+    resets = [r for r in emu.log if r.status == 0]
+    assert {r.provider for r in resets[-3:]} == {"replicate", "openai", "fal"}
+
+
+async def test_fal_client_retries_a_reset_submit_and_pays_for_a_second_job(
+        emu: Emulator, fal: fal_client.AsyncClient) -> None:
+    before = billed(emu, "fal")
+    emu.faults.add("fal", "accept_then_reset")
+    handle = await fal.submit("fal-ai/flux/dev", {"prompt": "x"})  # fal-client retried it
+    await handle.get()
+    first, second = emu.creates("fal")[before:]
+    assert (first.fault, second.fault) == ("accept_then_reset", None)
+    assert second.job_id == handle.request_id
+    deadline = time.monotonic() + 5
+    while emu.creates("fal")[before].status != "succeeded" and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert [j.cost_usd for j in emu.creates("fal")[before:]] == [0.025, 0.025]  # paid twice
+
+
+async def test_accept_then_error_answers_a_5xx_in_the_provider_shape_after_acceptance(
+        emu: Emulator, rep: replicate.Client, oai: openai.AsyncOpenAI,
+        fal: fal_client.AsyncClient) -> None:
+    before = {p: billed(emu, p) for p in ("replicate", "fal", "openai")}
+    emu.faults.add("replicate", "accept_then_error")
+    with pytest.raises(ReplicateError) as replicate_error:
+        await rep.predictions.async_create(model="a/model", input={"prompt": "x"})
+    assert replicate_error.value.status == 504
+    emu.faults.add("fal", "accept_then_error", status=502)
+    with pytest.raises(fal_client.client.FalClientHTTPError) as fal_error:
+        await fal.submit("fal-ai/flux/dev", {"prompt": "x"})
+    assert fal_error.value.status_code == 502  # x-fal-request-id: fal-client did not retry
+    emu.faults.add("openai", "accept_then_error")
+    with pytest.raises(openai.InternalServerError) as openai_error:
+        await oai.images.generate(prompt="x")
+    assert openai_error.value.status_code == 504
+    assert all(billed(emu, p) == before[p] + 1 for p in before)
+    assert emu.creates("openai")[-1].cost_usd > 0
+
+
+async def test_insufficient_quota_is_refused_in_each_providers_shape_and_costs_nothing(
+        emu: Emulator, rep: replicate.Client, oai: openai.AsyncOpenAI,
+        fal: fal_client.AsyncClient) -> None:
+    before = len(emu.creates())
+    emu.faults.add("openai", "insufficient_quota")
+    with pytest.raises(openai.RateLimitError) as openai_error:
+        await oai.images.generate(prompt="x")
+    assert (openai_error.value.code, openai_error.value.type) == ("insufficient_quota",
+                                                                  "insufficient_quota")
+    emu.faults.add("replicate", "insufficient_quota")
+    with pytest.raises(ReplicateError) as replicate_error:
+        await rep.predictions.async_create(model="a/model", input={"prompt": "x"})
+    assert replicate_error.value.status == 402
+    emu.faults.add("fal", "insufficient_quota")
+    with pytest.raises(fal_client.client.FalClientHTTPError) as fal_error:
+        await fal.submit("fal-ai/flux/dev", {"prompt": "x"})
+    assert fal_error.value.status_code == 403 and "Exhausted balance" in str(fal_error.value)
+    assert len(emu.creates()) == before
+
+
+async def test_the_create_hook_runs_after_acceptance_and_before_any_response_byte(
+        emu: Emulator, rep: replicate.Client, oai: openai.AsyncOpenAI) -> None:
+    seen: list[tuple[JobRecord, int]] = []
+
+    def hook(record: JobRecord) -> None:
+        answered = sum(1 for r in emu.log if r.model == record.model)
+        seen.append((record, answered))
+
+    emu.on_create(hook)
+    try:
+        await rep.predictions.async_create(model="acme/hooked", input={"prompt": "x"})
+        await oai.images.generate(model="gpt-image-hooked", prompt="x")
+    finally:
+        emu.remove_create_hook(hook)
+    (replicate_job, replicate_answered), (openai_job, openai_answered) = seen
+    assert (replicate_answered, openai_answered) == (0, 0)  # no status line had gone out
+    assert replicate_job.status == "queued" and replicate_job.model == "acme/hooked"
+    assert openai_job.status == "succeeded" and openai_job.cost_usd > 0  # OpenAI: run, billed
+    assert [r.status for r in emu.log if r.model == "acme/hooked"] == [201]
+
+
+def test_every_fault_is_documented_in_the_package_docstring() -> None:
+    import pixellab.emulator as package
+
+    doc = package.__doc__ or ""
+    for action in ACTIONS:
+        assert f"``{action}``" in doc, action
+
+
+# --------------------------------------------------------------------------------------------
+# P7: billing by the providers' published rules
+# --------------------------------------------------------------------------------------------
+
+
+async def test_replicate_bills_community_models_by_compute_time_even_when_canceled(
+        emu: Emulator, rep: replicate.Client) -> None:
+    version = (await rep.models.async_get("stability-ai/sdxl")).latest_version
+    assert version is not None
+    done = await rep.predictions.async_create(version=version.id, input={"prompt": "x"},
+                                              wait=10)
+    [record] = [j for j in emu.creates("replicate") if j.job_id == done.id]
+    assert done.metrics is not None
+    assert record.cost_usd == pytest.approx(done.metrics["predict_time"] * 0.000975, abs=1e-9)
+    emu.faults.add("replicate", "accept_then_hang")
+    hanging = await rep.predictions.async_create(version=version.id, input={"prompt": "x"})
+    await asyncio.sleep(0.1)  # processing by now
+    canceled = await rep.predictions.async_cancel(hanging.id)
+    [record] = [j for j in emu.creates("replicate") if j.job_id == hanging.id]
+    assert canceled.metrics is not None and canceled.metrics["predict_time"] > 0
+    assert record.billing == "replicate.canceled.compute_time"
+    assert record.cost_usd == pytest.approx(canceled.metrics["predict_time"] * 0.000975,
+                                            abs=1e-9)
+
+
+async def test_a_canceled_fal_request_is_not_billed_and_bill_totals_the_settled_jobs(
+        emu: Emulator, fal: fal_client.AsyncClient) -> None:
+    emu.faults.add("fal", "accept_then_hang")
+    handle = await fal.submit("fal-ai/flux/dev", {"prompt": "x"})
+    assert emu.creates("fal")[-1].cost_usd == 0.0  # nothing is billed before the end
+    await handle.cancel()
+    assert (emu.creates("fal")[-1].cost_usd, emu.creates("fal")[-1].billing) == (
+        0.0, "fal.canceled.nothing")
+    assert emu.bill() == pytest.approx(sum(j.cost_usd for j in emu.creates()))
+    assert emu.bill("fal") == pytest.approx(sum(j.cost_usd for j in emu.creates("fal")))
+    assert emu.bill() > emu.bill("fal") > 0

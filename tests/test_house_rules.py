@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_process
 
 
 def test_ruff_finds_nothing() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-    result = subprocess.run([ruff, "check", "pixellab", "tests", "benchmarks", "datasets"],
-                            cwd=REPO, capture_output=True, text=True)
+    result = run_process([ruff, "check", "pixellab", "tests", "benchmarks", "datasets"],
+                         cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout
 
 
 @pytest.mark.slow
 def test_mypy_finds_nothing_in_the_package() -> None:
-    result = subprocess.run([sys.executable, "-m", "mypy", "pixellab"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = run_process([sys.executable, "-m", "mypy", "pixellab"], cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stdout
 
 

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from pixellab.ledger import SCHEMA_VERSION, Ledger, LedgerError, Row, Statement, coalesce
+from tests.conftest import started
 
 
 def test_a_new_ledger_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
@@ -56,16 +57,18 @@ def test_a_notebook_can_read_while_a_sweep_writes(tmp_path: Path, dataset_dir: P
     spec.write_text(f"name: live\ntask: remove_background\ndataset: {dataset_dir}\n"
                     "models: [local:cutout, local:cutout-threshold]\nseeds: [0, 1, 2]\n")
     Ledger(home / "ledger.duckdb")  # exists before the reader starts
-    sweep = subprocess.Popen([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
-                              "--home", str(home)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    reader = Ledger(home / "ledger.duckdb", read_only=True)
-    counts = []
-    while sweep.poll() is None:
-        counts.append(reader.scalar("select count(*) from attempts"))
-        time.sleep(0.05)
-    output = sweep.stdout.read() if sweep.stdout else ""
-    assert sweep.returncode == 0, output
+    log = tmp_path / "sweep.log"  # a file, not a pipe: a full pipe would stall the sweep
+    with log.open("w") as output, \
+            started([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
+                     "--home", str(home)], stdout=output, stderr=output) as sweep:
+        reader = Ledger(home / "ledger.duckdb", read_only=True)
+        counts = []
+        deadline = time.monotonic() + 300
+        while sweep.poll() is None:
+            assert time.monotonic() < deadline, "the sweep did not finish in 300 s"
+            counts.append(reader.scalar("select count(*) from attempts"))
+            time.sleep(0.05)
+    assert sweep.returncode == 0, log.read_text()
     counts.append(reader.scalar("select count(*) from attempts"))
     assert counts == sorted(counts) and counts[-1] == 4 * 2 * 3
     assert len(set(counts)) > 2  # we saw the sweep progress, not just before and after
@@ -135,3 +138,59 @@ def test_rows_of_one_shape_become_one_statement() -> None:
     # the same attempt updated twice in different shapes keeps its order: three statements
     twice = [starts[0], Ledger.set_provider_job("a0", "j"), finishes[0]]
     assert [sql.split()[0] for sql, _ in coalesce(twice)] == ["insert", "update", "update"]
+
+
+# --- the submit journal: a paid create is on disk before it is sent ----------------------
+
+
+def _start(attempt_id: str) -> Row:
+    return Ledger.start_attempt(attempt_id, "k", "s", 1, "fal", "fal:x", status="submitting")
+
+
+async def test_a_journaled_row_is_on_disk_before_its_commit_and_gone_after_close(
+        tmp_path: Path) -> None:
+    from pixellab.ledger import LedgerWriter, SubmitJournal
+
+    ledger = Ledger(tmp_path / "l.duckdb")
+    writer = LedgerWriter(ledger)
+    try:
+        future = writer.journal(_start("a1"))
+        [journal] = SubmitJournal.folder(ledger.path).glob("*.jsonl")
+        assert '"a1"' in journal.read_text()  # before anything was awaited
+        await future
+    finally:
+        writer.close()
+    assert not journal.exists()
+    assert ledger.scalar("select status from attempts where attempt_id = 'a1'") == "submitting"
+
+
+def test_a_dead_processs_journal_is_folded_into_the_ledger_and_a_live_ones_is_not(
+        tmp_path: Path) -> None:
+    """What a SIGKILL between the journal append and the commit leaves: the next run's resume
+    finds the attempt as ``submitting``; a journal still locked by a running sweep is left."""
+    from pixellab.ledger import SubmitJournal
+
+    ledger = Ledger(tmp_path / "l.duckdb")
+    dead = SubmitJournal.create(ledger.path)
+    dead.append(_start("orphan"))
+    dead.append(_start("landed"))
+    ledger.write([_start("landed")])  # this one had reached the ledger too
+    with open(dead.path, "ab") as handle:
+        handle.write(b'{"table": "attempts", "colu')  # killed mid-line
+    live = SubmitJournal.create(ledger.path)
+    live.append(_start("in-flight"))
+    live.close(delete=False)  # and hand its lock to another process, still running
+    script = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+              "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)")
+    with started([sys.executable, "-c", script, str(live.path)],
+                 stdout=subprocess.PIPE) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        dead.close(delete=False)  # its process died: nothing holds its lock
+        assert ledger.recover_journals() == 1
+        assert not dead.path.exists() and live.path.exists()
+        assert sorted(ledger.query("select attempt_id from attempts")["attempt_id"]) == [
+            "landed", "orphan"]
+    ledger.resume_state(["k"])  # its holder has gone too: folded in on the next resume
+    assert not live.path.exists()
+    assert set(ledger.query("select status from attempts")["status"]) == {"submitting"}
+    assert ledger.scalar("select count(*) from attempts") == 3

@@ -21,7 +21,7 @@ from nbformat import NotebookNode
 
 from pixellab import notebook
 from pixellab.ledger import Ledger
-from tests.conftest import CHROMIUM_ARGS, REPO
+from tests.conftest import CHROMIUM_ARGS, REPO, run_process
 
 NOTEBOOKS = REPO / "notebooks"
 SAMPLE = str(REPO / "datasets" / "sample")
@@ -271,8 +271,7 @@ def test_the_browser_check_sees_broken_images_errors_and_network(tmp_path: Path,
 
 
 def pixellab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pixellab.cli", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=600)
+    return run_process([sys.executable, "-m", "pixellab.cli", *args], cwd=REPO, timeout=600)
 
 
 def test_sweep_run_with_a_notebook_keeps_the_executed_notebook_and_html(tmp_path: Path) -> None:

@@ -299,6 +299,8 @@ def jupyterlab(root: Path, env: dict[str, str]) -> Iterator[str]:
 
     import httpx
 
+    from tests.conftest import started
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -307,14 +309,16 @@ def jupyterlab(root: Path, env: dict[str, str]) -> Iterator[str]:
            "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
            "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
            "JUPYTERLAB_SETTINGS_DIR": str(state / "settings")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-         f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
-         "--ServerApp.password=", f"--ServerApp.root_dir={root}",
-         "--ServerApp.disable_check_xsrf=True"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state.mkdir(parents=True, exist_ok=True)
+    log = state / "server.log"  # a file, not a pipe nobody reads: a full pipe stalls the server
     url = f"http://127.0.0.1:{port}"
-    try:
+    # grace_s: SIGTERM lets the server shut down its kernels, which run in sessions of their own
+    with log.open("w") as output, started(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+             f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
+             "--ServerApp.password=", f"--ServerApp.root_dir={root}",
+             "--ServerApp.disable_check_xsrf=True"],
+            env=env, stdout=subprocess.DEVNULL, stderr=output, grace_s=20) as server:
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -323,16 +327,9 @@ def jupyterlab(root: Path, env: dict[str, str]) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"JupyterLab did not start: {server.stderr.read()[-2000:]}"
-                                   if server.stderr else "JupyterLab did not start")
+                raise RuntimeError(f"JupyterLab did not start: {log.read_text()[-2000:]}")
             time.sleep(0.3)
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def test_in_jupyterlab_ten_keystrokes_store_ten_ratings(workbench: Workbench, tmp_path: Path,

@@ -18,34 +18,60 @@ Any non-empty key is accepted (``Bearer`` for Replicate/OpenAI, ``Key`` for fal)
 gets a 401. ``python -m pixellab.emulator`` serves one from a shell and prints ``emu.env()``.
 
 Faults (``emu.faults.add(provider, action, model=None, times=1, **options)``) apply to the next
-job-creating calls:
+job-creating calls. "Refused" means no job is created and nothing is billed; an accepted job is
+billed when it ends by the provider's published rule for its outcome
+(:mod:`pixellab.emulator.billing`; ``emu.bill()`` totals it, ``emu.creates()`` lists the jobs):
 
-* ``rate_limit`` - 429 with ``Retry-After: <retry_after=0>`` and a provider-shaped body
-  (OpenAI also ``retry-after-ms``); no job, not billed. fal-client retries 429 itself (10 tries).
-* ``server_error`` - ``status`` (500); not billed. fal errors carry ``x-fal-request-id``.
-* ``hang`` - holds the create for ``seconds`` (30), then 500; not billed.
-* ``accept_then_hang`` - billed job that never finishes (Replicate ``processing``, fal
-  ``IN_PROGRESS``; OpenAI holds the call ``seconds`` then 504). Cancel still works.
-* ``job_failure`` - Replicate: billed, ``failed`` with ``error``; fal: billed, ``COMPLETED``
-  with ``error`` and a 500 result GET; OpenAI: 500, not billed.
-* ``content_rejected`` - Replicate: billed, failed "NSFW content detected..."; fal: billed,
-  result GET 422 ``error_type: content_policy_violation``; OpenAI: 400 ``moderation_blocked``,
-  not billed.
+* ``rate_limit`` - refused: 429 with ``Retry-After: <retry_after=0>`` and a provider-shaped body
+  (OpenAI also ``retry-after-ms``). fal-client retries 429 itself (10 tries).
+* ``server_error`` - refused: ``status`` (500). fal errors carry ``x-fal-request-id``.
+* ``hang`` - refused: holds the create for ``seconds`` (30), then 500.
+* ``insufficient_quota`` - refused, out of credit: OpenAI 429 ``insufficient_quota``
+  (type and code); Replicate 402 problem+json; fal 403 "User is locked. Reason: Exhausted
+  balance..." (the two last as reported in public issues; neither publishes a shape).
+* ``accept_then_hang`` - accepted job that never finishes (Replicate ``processing``, fal
+  ``IN_PROGRESS``; OpenAI holds the call ``seconds`` then 504, the job ends failed). Cancel
+  still works.
+* ``accept_then_reset`` - the create is accepted (job created; OpenAI and fal sync runs: run to
+  completion and billed) and then the TCP connection is reset without any HTTP response (an
+  RST, over TLS too): clients see a transport error (``RemoteProtocolError``/``ReadError``).
+  fal-client retries a submit after it, creating a second job.
+* ``accept_then_error`` - like ``accept_then_reset`` but the create answers ``status`` (504)
+  in the provider's error shape (fal: with ``x-fal-request-id``, or with ``ingress=True`` an
+  nginx page, which fal-client retries).
+* ``job_failure`` - accepted, then fails: Replicate ``failed`` with ``error``; fal ``COMPLETED``
+  with ``error`` and a 500 result GET; OpenAI 500.
+* ``content_rejected`` - accepted, then refused by a content check: Replicate failed "NSFW
+  content detected..."; fal result GET 422 with ``detail[].type: content_policy_violation``
+  (billed: the runner had run);
+  OpenAI 400 ``moderation_blocked`` with ``moderation_details.moderation_stage`` =
+  ``stage``: ``input`` (default; refused, no job) or ``output`` (the job ran; not billed unless
+  ``billed=True``).
+* ``runner_failure`` (fal) - the first ``attempts`` (1) runners of a queued job die (503): fal
+  retries it on a new runner (up to 10 attempts) unless the submit sent ``x-fal-no-retry``;
+  then, or on a sync run, the job fails with 503 ``runner_disconnected``. Not billed.
 * ``corrupt`` / ``blank`` - the job succeeds but the output bytes are a truncated fake PNG / an
   all-black image of the normal size (fal also reports ``has_nsfw_concepts: [true]`` for blank;
   OpenAI chat: truncated JSON / empty content).
 * ``drop_webhook`` / ``duplicate_webhook`` / ``delay_webhook`` - the terminal webhook is not
   sent / sent twice with the same id / sent ``seconds`` (1) late (Replicate and fal).
+* ``reply`` (OpenAI chat) - the completion answers ``content`` verbatim.
+
+``emu.on_create(callback)`` calls ``callback(JobRecord)`` on the emulator's loop thread for each
+accepted job-creating call before its response is written (e.g. to SIGKILL a client exactly
+there). ``Emulator(record_bodies=True)`` keeps every answer in ``emu.responses``.
 """
 
-from pixellab.emulator.context import RequestRecord
+from pixellab.emulator.billing import BILLING_RULES, MODEL_PRICES, OPERATION_PRICES, Price
+from pixellab.emulator.context import RequestRecord, ResponseRecord
 from pixellab.emulator.faults import ACTIONS, PROVIDERS, Fault, FaultPlan
-from pixellab.emulator.jobs import MODEL_PRICES, OPERATION_PRICES, JobRecord
+from pixellab.emulator.jobs import JobRecord
 from pixellab.emulator.server import Emulator
 from pixellab.emulator.webhooks import WebhookAttempt, WebhookDelivery, WebhookSink
 
 __all__ = [
     "ACTIONS",
+    "BILLING_RULES",
     "MODEL_PRICES",
     "OPERATION_PRICES",
     "PROVIDERS",
@@ -53,7 +79,9 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "JobRecord",
+    "Price",
     "RequestRecord",
+    "ResponseRecord",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookSink",

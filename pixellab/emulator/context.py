@@ -1,17 +1,23 @@
 """What every route of the emulator shares: job engine, files, faults, URLs, keys, the log.
 
-Also the request log (:class:`RequestRecord`, filled by :class:`RequestLogMiddleware`) and small
-helpers the provider modules use to stay short.
+Also the request log (:class:`RequestRecord`, filled by :class:`RequestLogMiddleware`), the
+opt-in response recorder (:class:`ResponseRecord`), the connection-reset "response"
+(:class:`ConnectionReset`) and small helpers the provider modules use to stay short.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixellab.emulator.faults import FaultPlan
@@ -19,7 +25,20 @@ from pixellab.emulator.files import FileStore
 from pixellab.emulator.jobs import JobEngine
 from pixellab.emulator.webhooks import FalSigner, WebhookSender, WebhookSink
 
-__all__ = ["Context", "RequestLogMiddleware", "RequestRecord", "iso", "set_model"]
+__all__ = [
+    "CYCLE_KEY",
+    "ConnectionReset",
+    "Context",
+    "RequestLogMiddleware",
+    "RequestRecord",
+    "ResponseRecord",
+    "TransportCapture",
+    "iso",
+    "set_model",
+]
+
+CYCLE_KEY = "pixellab.emulator.cycle"
+"""Scope key under which :class:`TransportCapture` keeps uvicorn's request cycle."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,71 @@ class RequestRecord:
                 "duration_s": self.duration_s}
 
 
+@dataclass(frozen=True)
+class ResponseRecord:
+    """One answer the emulator sent (kept only with ``Emulator(record_bodies=True)``).
+
+    ``route`` is the matched route's path template (e.g.
+    ``/replicate/v1/predictions/{id}``), or the path when no route matched; ``headers`` are
+    lower-cased; ``status`` 0 means the connection was reset without an answer.
+    """
+
+    provider: str
+    method: str
+    path: str
+    route: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body parsed as JSON (raises ``ValueError`` when it is not JSON)."""
+        return json.loads(self.body)
+
+
+class ConnectionReset(Response):
+    """Not a response: the TCP connection is reset (RST, no HTTP bytes) - over TLS too.
+
+    Needs :class:`TransportCapture` around the app (it finds uvicorn's transport through it).
+    ``SO_LINGER`` 0 makes the close an RST rather than a FIN.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=500)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.setdefault("state", {})
+        state["emu_reset"] = True
+        log_reset = state.get("emu_log_reset")
+        if callable(log_reset):  # logged before the RST, so no client sees it first
+            log_reset()
+        cycle = scope.get(CYCLE_KEY)
+        transport = getattr(cycle, "transport", None)
+        if transport is None:
+            raise RuntimeError("ConnectionReset needs the TransportCapture wrapper")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        for _ in range(100):  # let connection_lost run, so uvicorn does not answer a 500
+            if getattr(cycle, "disconnected", True):
+                break
+            await asyncio.sleep(0.001)
+
+
+class TransportCapture:
+    """Outermost ASGI wrapper: keeps uvicorn's request cycle (whose ``send`` it receives
+    unwrapped) in the scope, so :class:`ConnectionReset` can reach the TCP transport."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[CYCLE_KEY] = getattr(send, "__self__", None)
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class Context:
     """State shared by the provider modules (one per :class:`~pixellab.emulator.Emulator`)."""
@@ -60,6 +144,8 @@ class Context:
     http_url: str = ""
     https_url: str = ""
     sinks: dict[str, WebhookSink] = field(default_factory=dict)
+    retention_s: float = 3600.0
+    file_ttl_s: float = 86400.0
 
     def file_url(self, file_id: str, ext: str) -> str:
         """Public (HTTPS) URL of a stored file; HTTPS so Replicate wraps it as ``FileOutput``."""
@@ -87,18 +173,23 @@ def _provider_of(path: str) -> str:
 
 
 class RequestLogMiddleware:
-    """Pure-ASGI middleware that appends a :class:`RequestRecord` for every HTTP request."""
+    """Pure-ASGI middleware that appends a :class:`RequestRecord` for every HTTP request, and a
+    :class:`ResponseRecord` to ``responses`` when that list is given (``record_bodies``)."""
 
-    def __init__(self, app: ASGIApp, log: list[RequestRecord]) -> None:
+    def __init__(self, app: ASGIApp, log: list[RequestRecord],
+                 responses: list[ResponseRecord] | None = None) -> None:
         self.app = app
         self.log = log
+        self.responses = responses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.time()
-        logged = False
+        logged = recorded = False
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
 
         def append(status: int) -> None:
             nonlocal logged
@@ -111,14 +202,40 @@ class RequestLogMiddleware:
                 path=scope["path"], model=state.get("emu_model"), time=started, status=status,
                 duration_s=round(time.time() - started, 4)))
 
+        def record(status: int) -> None:
+            nonlocal recorded
+            if self.responses is None or recorded:
+                return
+            recorded = True
+            route = scope.get("route")
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in start.get("headers", [])}
+            self.responses.append(ResponseRecord(
+                provider=_provider_of(scope["path"]), method=scope["method"],
+                path=scope["path"], route=str(getattr(route, "path", scope["path"])),
+                status=status, headers=headers, body=b"".join(chunks)))
+
         async def send_wrapper(message: Message) -> None:
             # Logged when the status goes out, so a client never sees a response that the log
             # does not have yet.
             if message["type"] == "http.response.start":
+                start.update(message)
                 append(int(message["status"]))
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+                if not message.get("more_body", False):
+                    record(int(start.get("status", 500)))
             await send(message)
 
+        def log_reset() -> None:
+            record(0)
+            append(0)
+
+        scope.setdefault("state", {})["emu_log_reset"] = log_reset
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            append(500)  # the app died before answering
+            reset = bool((scope.get("state") or {}).get("emu_reset"))
+            if reset:
+                record(0)
+            append(0 if reset else 500)  # reset on purpose, or the app died before answering

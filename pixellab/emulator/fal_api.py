@@ -14,11 +14,31 @@ Protocol quirks reproduced on purpose (providers.md §2.2-2.5):
 * Status is ``IN_QUEUE`` (with the required ``queue_position``), ``IN_PROGRESS`` (with the
   required ``logs`` key) or ``COMPLETED`` (``logs``, ``metrics``, and ``error``/``error_type``
   when the job failed); ``?logs=`` accepts ``true``/``1``.
-* A failed job still reaches ``COMPLETED``; its result GET answers 500 (model failure) or 422
-  with ``error_type: content_policy_violation``. Every error from the "app" carries
-  ``x-fal-request-id``, which stops the SDK from retrying 502-504 as ingress errors.
+* A failed job still reaches ``COMPLETED`` (with ``error``/``error_type``); its result GET
+  answers the error. Two formats, as fal documents them:
+  - model errors (https://docs.fal.ai/documentation/model-apis/errors): ``{"detail": [{loc,
+    msg, type, url?, ctx?, input?}]}`` with an ``X-Fal-Retryable`` header - a content-policy
+    refusal is a 422 whose ``detail[].type`` is ``content_policy_violation``;
+  - request errors (https://docs.fal.ai/documentation/model-apis/request-errors): ``{"detail":
+    "<text>", "error_type": "<type>"}`` plus ``X-Fal-Error-Type`` - ``request_timeout`` (504),
+    ``runner_disconnected`` (503).
+  A plain model failure answers 500 ``{"detail": "<text>"}``. Every error from the "app"
+  carries ``x-fal-request-id``, which stops the SDK from retrying 502-504 as ingress errors.
+* ``X-Fal-Request-Timeout`` (fal-client's ``start_timeout``) bounds the time before
+  processing starts (fal-ai/fal ``projects/fal_client/src/fal_client/client.py`` at c6f0afaa:
+  "Limits total time spent waiting before processing starts"): a request still queued then is
+  ended - ``COMPLETED`` with ``error_type: request_timeout``, result 504 ``request_timeout``
+  with ``X-Fal-Request-Timeout-Type: user`` (which fal-client never retries; fal-ai/fal
+  ``projects/fal/tests/e2e/test_apps.py::test_start_timeout_queue_blocking``); a sync run
+  answers that 504 itself. Not billed (never processed).
+* Server-side retries (https://docs.fal.ai/model-apis/model-endpoints/reliability): a queued
+  request whose runner fails (the ``runner_failure`` fault) is retried on a new runner up to
+  10 attempts, invisibly but for the status logs, unless the submit sent ``x-fal-no-retry``
+  (``1``, ``true`` or ``yes``); a sync run is never retried.
 * fal-client retries 408/409/429 up to 10 times on every method, POST included, and ignores
   ``Retry-After``: one armed ``rate_limit`` is absorbed by the SDK's own retry.
+* Out of credit is a 403 ``{"detail": "User is locked. Reason: Exhausted balance. ..."}``
+  (reported in fal-ai/fal issues #1147, #1112).
 * Storage: ``POST /storage/auth/token`` returns a tz-aware ``expires_at`` (a naive one breaks
   the SDK's token cache), the CDN takes raw bytes (not multipart) with ``X-Fal-File-Name``, and
   the GCS-style fallback (``/storage/upload/initiate`` + ``PUT upload_url``) works too.
@@ -37,15 +57,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pixellab.emulator.context import Context, iso, set_model
+from pixellab.emulator.context import ConnectionReset, Context, iso, set_model
 from pixellab.emulator.faults import REFUSING_ACTIONS, Fault
 from pixellab.emulator.jobs import Job, Listener
 
-__all__ = ["routes"]
+__all__ = ["fal_error", "model_error", "routes"]
 
 _REQUEST_PATH = re.compile(
     r"^(?P<app>.+?)/requests/(?P<id>[0-9A-Za-z-]+)(?P<op>/status|/cancel)?/?$")
 _CONTENT_TYPE = "content_policy_violation"
+_ERROR_TYPES = {"content": _CONTENT_TYPE, "canceled": "request_cancelled",
+                "timeout": "request_timeout", "runner": "runner_disconnected"}
+_TRUE = ("1", "true", "yes")
 
 
 def fal_error(status: int, detail: Any, *, request_id: str | None = None,
@@ -61,6 +84,16 @@ def fal_error(status: int, detail: Any, *, request_id: str | None = None,
     if request_id:
         all_headers["x-fal-request-id"] = request_id
     return JSONResponse(body, status_code=status, headers=all_headers)
+
+
+def model_error(status: int, errors: list[dict[str, Any]], *, request_id: str | None,
+                retryable: bool = False) -> JSONResponse:
+    """fal's model-error format: ``detail`` is a list of typed error objects, and the
+    ``X-Fal-Retryable`` header says whether sending it again can help."""
+    headers = {"X-Fal-Retryable": "true" if retryable else "false"}
+    if request_id:
+        headers["x-fal-request-id"] = request_id
+    return JSONResponse({"detail": errors}, status_code=status, headers=headers)
 
 
 def app_base(app_path: str) -> str | None:
@@ -107,7 +140,21 @@ def routes(ctx: Context) -> list[Route]:
     def failure(job: Job) -> JSONResponse:
         """The result endpoint's answer for a job that did not succeed."""
         if job.error_kind == "content":
-            return fal_error(422, job.error, request_id=job.id, error_type=_CONTENT_TYPE)
+            prompt = job.params.get("prompt")
+            error: dict[str, Any] = {
+                "loc": ["body", "prompt"], "msg": job.error or "content policy violation",
+                "type": _CONTENT_TYPE, "url": "https://docs.fal.ai/errors#content_policy_violation"}
+            if isinstance(prompt, str):
+                error["input"] = prompt
+            return model_error(422, [error], request_id=job.id)
+        if job.error_kind == "timeout":
+            return fal_error(504, "Request timed out", request_id=job.id,
+                             error_type="request_timeout",
+                             headers={"X-Fal-Request-Timeout-Type": "user"})
+        if job.error_kind == "runner":
+            return fal_error(503, job.error or "Runner disconnected", request_id=job.id,
+                             error_type="runner_disconnected",
+                             headers={"X-Fal-Retryable": "true"})
         if job.status == "canceled":
             return fal_error(400, "Request was cancelled", request_id=job.id,
                              error_type="request_cancelled")
@@ -127,8 +174,7 @@ def routes(ctx: Context) -> list[Route]:
                                 "metrics": {"inference_time": job.predict_time}, **common}
         if job.status != "succeeded":
             body["error"] = job.error or "Request was cancelled"
-            body["error_type"] = {"content": _CONTENT_TYPE, "canceled": "request_cancelled"}.get(
-                job.error_kind or "", "internal_error")
+            body["error_type"] = _ERROR_TYPES.get(job.error_kind or "", "internal_error")
         return body, 200
 
     def webhook_listener(url: str) -> Listener:
@@ -155,6 +201,9 @@ def routes(ctx: Context) -> list[Route]:
             return fal_error(429, "Rate limit exceeded (emulated)",
                              headers={"Retry-After": str(wait)})
         request_id = str(uuid.uuid4())
+        if fault.action == "insufficient_quota":
+            return fal_error(403, "User is locked. Reason: Exhausted balance. Top up your "
+                             "balance at fal.ai/dashboard/billing.")
         if fault.action == "hang":
             await engine.pause(float(fault.option("seconds", 30.0)))
             return fal_error(500, "upstream did not answer (emulated hang)", request_id=request_id)
@@ -178,15 +227,41 @@ def routes(ctx: Context) -> list[Route]:
             return fal_error(422, [{"loc": ["body"], "msg": "must be an object",
                                     "type": "type_error.dict"}])
         set_model(request, app_path)
+        start_timeout: float | None = None
+        raw_timeout = request.headers.get("x-fal-request-timeout")
+        if raw_timeout is not None:
+            try:
+                start_timeout = float(raw_timeout)
+            except ValueError:
+                return fal_error(422, [{"loc": ["header", "X-Fal-Request-Timeout"],
+                                        "msg": "must be a number of seconds",
+                                        "type": "value_error"}])
         fault = ctx.faults.take("fal", app_path)
         if fault is not None and fault.action in REFUSING_ACTIONS:
             return await refuse(fault)
         n = args.get("num_images", 1)
         job = engine.create("fal", app_path, args, fault=fault, start=False,
                             n_outputs=n if isinstance(n, int) and 0 < n <= 8 else 1,
-                            job_id=str(uuid.UUID(int=engine.rng.getrandbits(128), version=4)))
+                            job_id=str(uuid.UUID(int=engine.rng.getrandbits(128), version=4)),
+                            start_timeout=start_timeout)
         job.extra["fal_app"] = fal_app
+        job.extra["no_retry"] = request.headers.get("x-fal-no-retry", "").lower() in _TRUE
         return job
+
+    def broken_answer(job: Job) -> Response | None:
+        """``accept_then_reset`` / ``accept_then_error``: the answer after acceptance."""
+        action = job.action
+        if action == "accept_then_reset":
+            return ConnectionReset()
+        if action == "accept_then_error" and job.fault is not None:
+            status = int(job.fault.option("status", 504))
+            if job.fault.option("ingress", False):  # an nginx page: fal-client retries it
+                return Response(f"<html><body><center><h1>{status} Gateway Time-out</h1>"
+                                "</center><hr><center>nginx</center></body></html>",
+                                status_code=status, media_type="text/html")
+            return fal_error(status, str(job.fault.option(
+                "error", "Upstream request timed out (emulated)")), request_id=job.id)
+        return None
 
     async def submit(request: Request, app_path: str) -> Response:
         accepted = await accept(request, app_path)
@@ -197,6 +272,9 @@ def routes(ctx: Context) -> list[Route]:
         if webhook:
             job.listeners.append(webhook_listener(webhook))
         engine.start(job)
+        engine.accepted(job)
+        if (broken := broken_answer(job)) is not None:
+            return broken
         status, _ = status_json(job, False)
         return JSONResponse({**status, "gateway_request_id": job.id},
                             headers={"x-fal-request-id": job.id})
@@ -206,9 +284,13 @@ def routes(ctx: Context) -> list[Route]:
         if not isinstance(accepted, Job):
             return accepted
         job = accepted
+        job.extra["no_retry"] = True  # "Direct calls via run() ... are never retried"
         engine.start(job)
         if not await engine.wait_done(job, None):
             return fal_error(500, "emulator stopping", request_id=job.id)
+        engine.accepted(job)
+        if (broken := broken_answer(job)) is not None:
+            return broken
         if job.status != "succeeded":
             return failure(job)
         return JSONResponse(result_json(job), headers={"x-fal-request-id": job.id})
@@ -234,8 +316,7 @@ def routes(ctx: Context) -> list[Route]:
         if op == "/cancel" and request.method == "PUT":
             if engine.cancel(job):
                 return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
-            return JSONResponse({"status": "ALREADY_COMPLETED",
-                                 "detail": "Request already completed"}, status_code=400)
+            return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
         if op is None and request.method == "GET":
             if not job.terminal:
                 return fal_error(400, "Request is still in progress")

@@ -27,7 +27,11 @@ ACTIONS: tuple[str, ...] = (
     "rate_limit",
     "server_error",
     "hang",
+    "insufficient_quota",
     "accept_then_hang",
+    "accept_then_reset",
+    "accept_then_error",
+    "runner_failure",
     "job_failure",
     "content_rejected",
     "corrupt",
@@ -40,7 +44,11 @@ ACTIONS: tuple[str, ...] = (
 """Every fault action the emulator knows (see :class:`FaultPlan`)."""
 
 # Actions that refuse the create call: no job exists afterwards, nothing is billed.
-REFUSING_ACTIONS: frozenset[str] = frozenset({"rate_limit", "server_error", "hang"})
+REFUSING_ACTIONS: frozenset[str] = frozenset({"rate_limit", "server_error", "hang",
+                                              "insufficient_quota"})
+
+# Actions that accept the job and then break the create's answer (the job runs and is billed).
+BROKEN_ANSWER_ACTIONS: frozenset[str] = frozenset({"accept_then_reset", "accept_then_error"})
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,10 @@ class Fault:
     """One armed fault, as handed to the request that consumed it.
 
     ``options`` holds the action's keyword options (``retry_after``, ``status``, ``seconds``,
-    ``error``, and ``content`` for ``reply``: the exact text a chat completion answers, e.g. a
-    model that obeyed a prompt injection); :meth:`option` reads one with a default.
+    ``error``, ``stage`` for ``content_rejected``, ``attempts`` for ``runner_failure``,
+    ``ingress`` for ``accept_then_error``, and ``content`` for ``reply``: the exact text a chat
+    completion answers, e.g. a model that obeyed a prompt injection); :meth:`option` reads one
+    with a default.
     """
 
     provider: str

@@ -2,8 +2,13 @@
 
 Files are served at ``/files/<id>.<ext>`` on both ports (no auth, like a CDN) and Replicate
 uploads also at ``/replicate/v1/files/<id>/download``. Input URLs that point back here are
-resolved locally (:meth:`FileStore.resolve`): the emulator never makes HTTP requests to itself,
-nor to anything off the machine.
+resolved locally (:meth:`FileStore.resolve`), including a Replicate file's ``urls.get``
+(``/replicate/v1/files/<id>``): the emulator never makes HTTP requests to itself, nor to
+anything off the machine.
+
+A file may carry an expiry (``expires_at``, unix seconds): once it has passed the file is gone
+for every route and for input resolution, as Replicate deletes uploads after 24 h and
+prediction outputs with the prediction's data (see ``replicate_api``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 from pixellab.emulator.imaging import EmulatedModelError
@@ -35,6 +40,7 @@ class StoredFile:
     content_type: str
     data: bytes
     created_at: float
+    expires_at: float | None = None
 
     @property
     def ext(self) -> str:
@@ -54,19 +60,34 @@ class FileStore:
         self._files: dict[str, StoredFile] = {}
         self._lock = threading.Lock()
 
-    def put(self, data: bytes, content_type: str, name: str, file_id: str | None = None
-            ) -> StoredFile:
-        """Store ``data`` and return its record (a fresh id unless ``file_id`` is given)."""
+    def put(self, data: bytes, content_type: str, name: str, file_id: str | None = None,
+            *, ttl_s: float | None = None) -> StoredFile:
+        """Store ``data`` and return its record (a fresh id unless ``file_id`` is given);
+        with ``ttl_s`` it expires that many seconds from now."""
+        now = time.time()
         stored = StoredFile(file_id or uuid.uuid4().hex, name, content_type or
-                            "application/octet-stream", bytes(data), time.time())
+                            "application/octet-stream", bytes(data), now,
+                            None if ttl_s is None else now + ttl_s)
         with self._lock:
             self._files[stored.id] = stored
         return stored
 
-    def get(self, file_id: str) -> StoredFile | None:
-        """The file with this id, or None."""
+    def expire_at(self, file_id: str, when: float) -> None:
+        """Make a stored file expire at unix time ``when`` (no-op for an unknown id)."""
         with self._lock:
-            return self._files.get(file_id)
+            stored = self._files.get(file_id)
+            if stored is not None:
+                self._files[file_id] = replace(stored, expires_at=when)
+
+    def get(self, file_id: str) -> StoredFile | None:
+        """The file with this id, or None (also once it has expired: it is then forgotten)."""
+        with self._lock:
+            stored = self._files.get(file_id)
+            if stored is not None and stored.expires_at is not None and (
+                    time.time() >= stored.expires_at):
+                del self._files[file_id]
+                return None
+            return stored
 
     def delete(self, file_id: str) -> bool:
         """Forget a file; whether it existed."""
@@ -74,9 +95,10 @@ class FileStore:
             return self._files.pop(file_id, None) is not None
 
     def all(self) -> list[StoredFile]:
-        """Every stored file, oldest first."""
+        """Every stored file that has not expired, oldest first."""
         with self._lock:
-            return list(self._files.values())
+            ids = list(self._files)
+        return [f for f in (self.get(i) for i in ids) if f is not None]
 
     def resolve(self, url: str) -> bytes:
         """Bytes behind an input URL: a ``data:`` URI or one of this emulator's file URLs.

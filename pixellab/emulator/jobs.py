@@ -1,11 +1,14 @@
-"""Job state shared by the three providers: billing and the job life cycle.
+"""Job state shared by the three providers: the job life cycle and its final bill.
 
-A job is created (and billed) when a create call is accepted, then runs as an asyncio task on the
+A job is created when a create call is accepted, then runs as an asyncio task on the
 emulator's loop: ``queued`` for the first part of its simulated time (plus what is left of the
 model's cold start), ``processing`` for the rest while the image is made in a worker
 thread, then ``succeeded``, ``failed`` or ``canceled``. Provider modules only translate this state
 into their wire shapes (Replicate ``starting/processing/...``, fal ``IN_QUEUE/IN_PROGRESS/
 COMPLETED``, OpenAI's synchronous response).
+
+Nothing is charged at create: a job's bill is settled once, when it becomes terminal, by the
+provider's published rule for its outcome (:mod:`pixellab.emulator.billing`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from PIL import Image
 
+from pixellab.emulator.billing import BILLING_RULES, Charge, Outcome, Price, price_for, settle
 from pixellab.emulator.faults import Fault
 from pixellab.emulator.files import FileStore, StoredFile
 from pixellab.emulator.imaging import (
@@ -34,52 +38,22 @@ from pixellab.emulator.imaging import (
 )
 
 __all__ = [
-    "OPERATION_PRICES",
-    "MODEL_PRICES",
-    "JobEngine",
+    "CreateHook",
     "Job",
+    "JobEngine",
     "JobRecord",
     "Listener",
-    "price_usd",
 ]
-
-OPERATION_PRICES: dict[str, float] = {
-    "cutout": 0.01,
-    "upscale": 0.02,
-    "packshot": 0.04,
-    "enhance": 0.02,
-    "generate": 0.04,
-    "video": 0.50,
-    "chat": 0.001,
-}
-"""Emulated price in USD per output image (per call for ``chat``), by operation."""
-
-MODEL_PRICES: tuple[tuple[str, float], ...] = (
-    ("flux-schnell", 0.003),
-    ("flux-dev", 0.025),
-    ("flux-pro", 0.05),
-    ("flux-kontext", 0.04),
-    ("gpt-image", 0.04),
-    ("dall-e", 0.04),
-)
-"""Per-image overrides for well-known model names (first substring match wins)."""
 
 _CONTENT_ERRORS = {
     "replicate": "NSFW content detected. Try running it again, or try a different prompt.",
-    "fal": "The content could not be processed because it was flagged by a content policy "
-           "checker (content policy violation).",
-    "openai": "Your request was rejected by the safety system (moderation_blocked).",
+    "fal": "The content could not be processed because it was flagged by a content checker.",
+    "openai": "Your request was rejected by the safety system.",
 }
 
-
-def price_usd(model: str, operation: str) -> float:
-    """What one output of ``model`` doing ``operation`` costs in the emulator's price table."""
-    if operation != "chat":
-        name = model.lower().replace("/", "-")  # fal's "fal-ai/flux/dev" is "flux-dev" too
-        for word, price in MODEL_PRICES:
-            if word in name:
-                return price
-    return OPERATION_PRICES.get(operation, 0.02)
+FAL_MAX_RUNNER_ATTEMPTS = 10
+"""fal retries a queued request on a new runner up to 10 times
+(https://docs.fal.ai/model-apis/model-endpoints/reliability)."""
 
 
 def _is_file_ref(value: Any) -> bool:
@@ -118,11 +92,14 @@ def sanitize(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class JobRecord:
-    """A billed job, as :meth:`Emulator.creates` reports it.
+    """An accepted job, as :meth:`Emulator.creates` reports it.
 
     ``status`` uses one vocabulary for every provider: ``queued``, ``processing``, ``succeeded``,
     ``failed``, ``canceled``. ``input`` is the request input with data URIs and bytes elided.
-    ``fault`` names the fault action the create call consumed, if any.
+    ``fault`` names the fault action the create call consumed, if any. ``cost_usd`` is what the
+    provider finally bills for the job: 0 until it is terminal, then its settled bill (0 when
+    the outcome is not billed); ``billing`` names the rule that settled it
+    (``provider.outcome.charge``, None while running).
     """
 
     provider: str
@@ -133,9 +110,13 @@ class JobRecord:
     created_at: float
     cost_usd: float
     fault: str | None = None
+    billing: str | None = None
+    completed_at: float | None = None
 
 
 Listener = Callable[["Job"], Coroutine[Any, Any, None]]
+CreateHook = Callable[[JobRecord], None]
+"""Called with the record of each accepted job-creating call, before its response is sent."""
 
 
 @dataclass
@@ -151,8 +132,14 @@ class Job:
     fault: Fault | None
     n_outputs: int
     output_format: str
-    cost_usd: float
+    price: Price
     created_at: float
+    official: bool = False
+    cost_usd: float = 0.0
+    bill_rule: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    usage_fn: Callable[[Job], dict[str, int]] | None = None
+    start_timeout: float | None = None
     source_url: str | None = None
     status: str = "queued"
     started_at: float | None = None
@@ -160,7 +147,7 @@ class Job:
     outputs: list[StoredFile] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)
     error: str | None = None
-    error_kind: str | None = None  # "failure" | "content" | "canceled"
+    error_kind: str | None = None  # "failure" | "content" | "canceled" | "timeout" | "runner"
     logs: list[str] = field(default_factory=list)
     queue_s: float = 0.0
     run_s: float = 0.0
@@ -185,10 +172,23 @@ class Job:
             return None
         return round(self.completed_at - self.started_at, 4)
 
+    @property
+    def outcome(self) -> Outcome | None:
+        """The billing outcome of a terminal job (None while it runs)."""
+        if not self.terminal:
+            return None
+        if self.status == "succeeded":
+            return "succeeded"
+        if self.status == "canceled":
+            return "canceled"
+        return {"content": "content_rejected", "timeout": "timeout"}.get(
+            self.error_kind or "", "failed")  # type: ignore[return-value]
+
     def record(self) -> JobRecord:
         """A frozen snapshot for :meth:`Emulator.creates`."""
         return JobRecord(self.provider, self.id, self.model, self.input, self.status,
-                         self.created_at, self.cost_usd, self.action)
+                         self.created_at, self.cost_usd, self.action, self.bill_rule,
+                         self.completed_at)
 
 
 class JobEngine:
@@ -202,8 +202,11 @@ class JobEngine:
     """
 
     def __init__(self, files: FileStore, *, latency_s: float, jitter_s: float,
-                 cold_start_s: float, seed: int) -> None:
+                 cold_start_s: float, seed: int,
+                 output_ttl_s: dict[str, float] | None = None) -> None:
         self.files = files
+        self.output_ttl_s = dict(output_ttl_s or {})
+        self.create_hooks: list[CreateHook] = []
         self.latency_s = latency_s
         self.jitter_s = jitter_s
         self.cold_start_s = cold_start_s
@@ -276,8 +279,11 @@ class JobEngine:
     def create(self, provider: str, model: str, params: dict[str, Any], *,
                fault: Fault | None, operation: str | None = None, n_outputs: int = 1,
                output_format: str = "png", source: bytes | None = None,
-               job_id: str | None = None, start: bool = True) -> Job:
-        """Accept (and bill) a job; it starts running at once unless ``start`` is false."""
+               job_id: str | None = None, start: bool = True, official: bool = False,
+               start_timeout: float | None = None) -> Job:
+        """Accept a job (billed when it ends); it starts running at once unless ``start`` is
+        false. ``official``: a Replicate model-addressed prediction; ``start_timeout``: fal's
+        ``X-Fal-Request-Timeout`` (seconds it may wait before processing starts)."""
         source_url = find_input_url(params) if source is None else None
         if operation is None:
             operation = choose_operation(model, source is not None or source_url is not None)
@@ -291,8 +297,10 @@ class JobEngine:
             fault=fault,
             n_outputs=max(1, n_outputs),
             output_format=output_format,
-            cost_usd=round(price_usd(model, operation) * max(1, n_outputs), 6),
+            price=price_for(provider, model, operation),
             created_at=time.time(),
+            official=official,
+            start_timeout=start_timeout,
             source_url=source_url,
         )
         job.extra["source"] = source
@@ -308,15 +316,18 @@ class JobEngine:
         """Start running a job made with ``create(..., start=False)`` (listeners attached)."""
         self.spawn(self._run(job))
 
-    def discard(self, job: Job) -> None:
-        """Un-bill a job: for calls that fail synchronously (OpenAI), nothing is charged."""
-        with self._lock:
-            if job in self.jobs:
-                self.jobs.remove(job)
-            self.by_id.pop(job.id, None)
+    def accepted(self, job: Job) -> None:
+        """Run the create hooks for ``job`` (the call was accepted; no response sent yet).
+
+        Called by the provider modules on the loop thread, synchronously, right before the
+        create's response is written (OpenAI: once the job has run and been billed).
+        """
+        record = job.record()
+        for hook in list(self.create_hooks):
+            hook(record)
 
     def records(self, provider: str | None = None) -> list[JobRecord]:
-        """Snapshots of every billed job (of one provider), oldest first."""
+        """Snapshots of every accepted job (of one provider), oldest first."""
         with self._lock:
             jobs = list(self.jobs)
         return [j.record() for j in jobs if provider is None or j.provider == provider]
@@ -350,9 +361,36 @@ class JobEngine:
         if job.started_at is None:
             job.started_at = job.completed_at
         job.logs.append(f"emulator: {status}" + (f": {error}" if error else ""))
+        self._settle(job)
         job.done.set()
         for listener in job.listeners:
             self.spawn(listener(job))
+
+    def _settle(self, job: Job) -> None:
+        """Bill a job that just ended, by its provider's rule for its outcome."""
+        outcome = job.outcome
+        assert outcome is not None
+        charge: Charge | None = None
+        if outcome == "content_rejected" and job.fault is not None and job.fault.option(
+                "billed", False):
+            charge = "price_requested"
+        rule = charge or BILLING_RULES[job.provider][outcome].charge
+        priced = outcome == "succeeded" or rule == "price_requested"
+        if rule == "price_requested":  # nothing was delivered: price what was asked for
+            job.sizes = job.sizes or [(1024, 1024)] * job.n_outputs
+        if priced and job.usage_fn is not None:
+            job.usage = job.usage_fn(job)
+        bill = settle(job.provider, outcome, job.price,
+                      n_outputs=(len(job.outputs) if outcome == "succeeded"
+                                 else job.n_outputs) if priced else 0,
+                      sizes=list(job.sizes) if priced else [],
+                      usage=job.usage if priced else {},
+                      predict_time=job.predict_time, charge=charge)
+        job.cost_usd, job.bill_rule = bill.usd, bill.rule
+        ttl = self.output_ttl_s.get(job.provider)
+        if ttl is not None and job.completed_at is not None:
+            for stored in job.outputs:
+                self.files.expire_at(stored.id, job.completed_at + ttl)
 
     def _make_outputs(self, job: Job) -> None:
         """Worker-thread part: resolve the input, render, apply corrupt/blank, store."""
@@ -375,6 +413,11 @@ class JobEngine:
     async def _run(self, job: Job) -> None:
         job.extra["task"] = asyncio.current_task()
         job.logs.append(f"emulator: queued ({job.model})")
+        if job.start_timeout is not None and job.start_timeout < job.queue_s:
+            # fal ends a request that has not started processing within X-Fal-Request-Timeout
+            await asyncio.sleep(job.start_timeout)
+            self.finish(job, "failed", error="Request timed out", kind="timeout")
+            return
         await asyncio.sleep(job.queue_s)
         job.status = "processing"
         job.started_at = time.time()
@@ -382,6 +425,9 @@ class JobEngine:
         if job.action == "accept_then_hang":
             await asyncio.Event().wait()  # until cancelled, or the emulator stops
         fault = job.fault
+        if fault is not None and fault.action == "runner_failure":
+            if not await self._runner_attempts(job, fault):
+                return
         if fault is not None and fault.action in ("job_failure", "content_rejected"):
             await asyncio.sleep(job.run_s)
             if fault.action == "content_rejected":
@@ -404,3 +450,20 @@ class JobEngine:
             return
         job.logs.append(" 100%|##########| 2/2 [emulated]")
         self.finish(job, "succeeded", error=None, kind=None)
+
+    async def _runner_attempts(self, job: Job, fault: Fault) -> bool:
+        """The ``runner_failure`` fault: the first ``attempts`` runners die (503). fal's queue
+        retries on a new runner up to 10 attempts unless the submit sent ``x-fal-no-retry``;
+        whether a runner is left to serve the job."""
+        failing = int(fault.option("attempts", 1))
+        no_retry = bool(job.extra.get("no_retry"))
+        for attempt in range(1, FAL_MAX_RUNNER_ATTEMPTS + 1):
+            job.extra["runner_attempts"] = attempt
+            if attempt > failing:
+                return True
+            await asyncio.sleep(job.run_s / 2)
+            job.logs.append(f"emulator: runner disconnected (attempt {attempt})")
+            if no_retry or attempt == FAL_MAX_RUNNER_ATTEMPTS:
+                self.finish(job, "failed", error="Runner disconnected", kind="runner")
+                return False
+        return True

@@ -2,20 +2,32 @@
 ``/openai/v1``.
 
 Point the SDK here with ``AsyncOpenAI(base_url=emu.openai_base_url)`` or ``OPENAI_BASE_URL``
-(the value includes ``/v1``; providers.md §3.1).
+(the value includes ``/v1``; providers.md §3.1). Shapes follow openai/openai-openapi
+``openapi.yaml`` at f85dbe22 (``ImagesResponse``, ``ImageGenUsage``,
+``CreateChatCompletionResponse``, ``ErrorResponse``).
 
-Protocol quirks reproduced on purpose (providers.md §3.2-3.4):
+Protocol quirks reproduced on purpose (providers.md §3.2-3.4, §5):
 
 * Calls are synchronous: the response arrives after the simulated latency; nothing to poll.
+  The default image model is ``gpt-image-2.6-sunburst``: ``gpt-image-1`` was retired on
+  2026-10-23 and ``gpt-image-1.5`` shuts down on 2026-12-01, with ``gpt-image-2.6-sunburst``
+  or ``-flare`` as the replacement (https://developers.openai.com/api/docs/deprecations).
 * ``images/edits`` is multipart: the image arrives as ``image`` (one file) or ``image[]`` (a
-  list), plus optional ``mask``; scalar fields are text parts. GPT image models answer
-  ``b64_json`` only; ``response_format=url`` (DALL-E style) gets an emulator file URL.
+  list), plus optional ``mask``; scalar fields are text parts. At most 16 images of at most
+  50 MB each (the spec's ``CreateImageEditRequest``); more is a 400. GPT image models answer
+  ``b64_json`` only, with ``usage`` split into text and image input tokens and image output
+  tokens (:func:`pixellab.emulator.billing.image_output_tokens`); DALL-E models answer just
+  ``created`` and ``data`` (``response_format=url`` gets an emulator file URL).
 * Errors are ``{"error": {"message", "type", "param", "code"}}`` and every response carries
   ``x-request-id`` (``e.request_id`` in the SDK). A 429 also sends ``retry-after`` and
   ``retry-after-ms``, which the SDK's retry honours; tests use ``max_retries=0``.
-* Billing: an image call is charged per image only when it succeeds; a chat call is charged per
-  call. A failure (``job_failure`` -> 500, ``content_rejected`` -> 400 ``moderation_blocked``) is
-  not billed, as on the real API.
+  ``insufficient_quota`` is a 429 with ``type``/``code`` ``insufficient_quota`` (a billing state,
+  not a rate limit). ``moderation_blocked`` (400, type ``image_generation_user_error``) carries
+  ``moderation_details: {moderation_stage, categories}`` in the error object; the ``stage``
+  option of ``content_rejected`` picks ``input`` (default: refused before the model runs, no
+  job) or ``output`` (the image is made, then withheld).
+* Billing (:mod:`pixellab.emulator.billing`): only a successful answer is billed, by the usage
+  it reports (per token class) or per image; failures and refusals cost nothing.
 * ``chat/completions`` with a ``json_schema`` response format returns a JSON object valid for
   that schema (:func:`instance_for_schema`), so ``chat.completions.parse`` works end to end;
   the ``reply`` fault answers a given text instead (a model that broke out of the schema).
@@ -23,6 +35,7 @@ Protocol quirks reproduced on purpose (providers.md §3.2-3.4):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -35,21 +48,39 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pixellab.emulator.context import Context, set_model
+from pixellab.emulator.billing import image_output_tokens
+from pixellab.emulator.context import ConnectionReset, Context, set_model
 from pixellab.emulator.faults import Fault
 from pixellab.emulator.imaging import choose_operation
 from pixellab.emulator.jobs import Job
 
-__all__ = ["instance_for_schema", "routes"]
+__all__ = ["DEFAULT_IMAGE_MODEL", "instance_for_schema", "oai_error", "routes"]
 
-_MAX_UPLOAD = 50 * 1024 * 1024
+DEFAULT_IMAGE_MODEL = "gpt-image-2.6-sunburst"
+MAX_EDIT_IMAGES = 16
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+_MAX_PART = 64 * 1024 * 1024  # parts up to this size are read, so an over-50 MB one gets the 400
+_INPUT_IMAGE_TOKENS = 323  # per input image: an undocumented, plausible figure
+_SIZES = ("1024x1024", "1024x1536", "1536x1024")
 
 
 def oai_error(status: int, message: str, *, type_: str, code: str | None = None,
-              param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    """OpenAI's error envelope (the SDK maps the status to its exception class)."""
+              param: str | None = None, headers: dict[str, str] | None = None,
+              **extra: Any) -> JSONResponse:
+    """OpenAI's error envelope (the SDK maps the status to its exception class); ``extra``
+    adds fields to the error object (``moderation_details``)."""
     return JSONResponse({"error": {"message": message, "type": type_, "param": param,
-                                   "code": code}}, status_code=status, headers=headers)
+                                   "code": code, **extra}}, status_code=status, headers=headers)
+
+
+def moderation_blocked(fault: Fault | None, stage: str) -> JSONResponse:
+    """The 400 a GPT image model answers when moderation blocks the input or the output."""
+    categories = list(fault.option("categories", ["sexual"])) if fault else ["sexual"]
+    message = str(fault.option("error", "Your request was rejected by the safety system.")
+                  if fault else "Your request was rejected by the safety system.")
+    return oai_error(400, message, type_="image_generation_user_error",
+                     code="moderation_blocked",
+                     moderation_details={"moderation_stage": stage, "categories": categories})
 
 
 def _resolve_ref(ref: str, root: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +174,7 @@ def routes(ctx: Context) -> list[Route]:
                          code="invalid_api_key")
 
     async def refuse(fault: Fault) -> Response | None:
-        """The error a fault turns this call into, or None when the call proceeds."""
+        """The error a refusing fault turns this call into (no job), or None."""
         action = fault.action
         if action == "rate_limit":
             wait = float(fault.option("retry_after", 0))
@@ -151,6 +182,10 @@ def routes(ctx: Context) -> list[Route]:
                              code="rate_limit_exceeded",
                              headers={"retry-after": f"{wait:g}",
                                       "retry-after-ms": str(int(wait * 1000))})
+        if action == "insufficient_quota":
+            return oai_error(429, "You exceeded your current quota, please check your plan and "
+                             "billing details (emulated).", type_="insufficient_quota",
+                             code="insufficient_quota")
         if action == "server_error":
             return oai_error(int(fault.option("status", 500)),
                              str(fault.option("error", "The server had an error while "
@@ -159,87 +194,139 @@ def routes(ctx: Context) -> list[Route]:
         if action == "hang":
             await engine.pause(float(fault.option("seconds", 30.0)))
             return oai_error(500, "upstream did not answer (emulated hang)", type_="server_error")
-        if action == "job_failure":
-            await engine.pause(engine.latency_s)
-            return oai_error(500, str(fault.option("error", "emulated model failure")),
-                             type_="server_error")
-        if action == "content_rejected":
-            return oai_error(400, str(fault.option(
-                "error", "Your request was rejected as a result of our safety system.")),
-                type_="image_generation_user_error", code="moderation_blocked")
+        if action == "content_rejected" and fault.option("stage", "input") == "input":
+            return moderation_blocked(fault, "input")
+        return None
+
+    def abandon(job: Job) -> None:
+        """End a job the call gave up on (``accept_then_hang``): failed, not billed."""
+        task = job.extra.get("task")
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+        engine.finish(job, "failed", error="upstream timed out", kind="timeout")
+
+    def broken_answer(job: Job) -> Response | None:
+        """``accept_then_reset`` / ``accept_then_error`` once the job has run (and billed)."""
+        if job.action == "accept_then_reset":
+            return ConnectionReset()
+        if job.action == "accept_then_error" and job.fault is not None:
+            status = int(job.fault.option("status", 504))
+            return oai_error(status, str(job.fault.option(
+                "error", "The server had an error while processing your request (emulated).")),
+                type_="server_error")
         return None
 
     async def run_job(job: Job, fault: Fault | None) -> Response | None:
-        """Wait for a synchronous job; an error response (and no bill) if it failed."""
+        """Wait for a synchronous job; its error response if it did not succeed."""
         hang_s = float(fault.option("seconds", 30.0)) if fault else 30.0
         limit = hang_s if job.action == "accept_then_hang" else None
         if not await engine.wait_done(job, limit):
+            abandon(job)
             return oai_error(504, "upstream timed out (emulated)", type_="server_error")
-        if job.status != "succeeded":
-            engine.discard(job)
-            return oai_error(400, job.error or "invalid request", type_="invalid_request_error",
-                             code="invalid_image")
-        return None
+        engine.accepted(job)
+        if (broken := broken_answer(job)) is not None:
+            return broken
+        if job.status == "succeeded":
+            return None
+        if job.error_kind == "content":
+            return moderation_blocked(fault, "output")
+        if job.action == "job_failure":
+            return oai_error(500, job.error or "model failure", type_="server_error")
+        return oai_error(400, job.error or "invalid request", type_="invalid_request_error",
+                         code="invalid_image")
+
+    def image_usage(n_input_images: int, quality: str) -> Callable[[Job], dict[str, int]]:
+        def usage(job: Job) -> dict[str, int]:
+            return {"text_input": max(1, len(str(job.params.get("prompt") or "")) // 4),
+                    "image_input": _INPUT_IMAGE_TOKENS * n_input_images,
+                    "image_output": sum(image_output_tokens(quality, size)
+                                        for size in job.sizes)}
+        return usage
 
     def images_body(job: Job, quality: str) -> dict[str, Any]:
         fmt = job.output_format
-        width, height = job.sizes[0] if job.sizes else (1024, 1024)
         if job.params.get("response_format") == "url":
             data: list[dict[str, Any]] = [{"url": ctx.file_url(f.id, f.ext),
                                            "revised_prompt": job.params.get("prompt")}
                                           for f in job.outputs]
         else:
             data = [{"b64_json": base64.b64encode(f.data).decode()} for f in job.outputs]
-        text_tokens = max(1, len(str(job.params.get("prompt") or "")) // 4)
-        image_tokens = 323 if job.operation != "generate" else 0
-        output_tokens = 1056 * len(job.outputs)
-        return {"created": int(time.time()), "data": data, "background": "opaque",
-                "output_format": fmt, "quality": quality, "size": f"{width}x{height}",
-                "usage": {"input_tokens": text_tokens + image_tokens,
-                          "input_tokens_details": {"image_tokens": image_tokens,
-                                                   "text_tokens": text_tokens},
-                          "output_tokens": output_tokens,
-                          "total_tokens": text_tokens + image_tokens + output_tokens}}
+        body: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if job.model.startswith("dall-e"):
+            return body
+        width, height = job.sizes[0] if job.sizes else (1024, 1024)
+        size = f"{width}x{height}"
+        text, image = job.usage.get("text_input", 0), job.usage.get("image_input", 0)
+        output = job.usage.get("image_output", 0)
+        body.update({"background": "opaque", "output_format": fmt, "quality": quality,
+                     "usage": {"input_tokens": text + image,
+                               "input_tokens_details": {"text_tokens": text,
+                                                        "image_tokens": image},
+                               "output_tokens": output,
+                               "total_tokens": text + image + output}})
+        if size in _SIZES:
+            body["size"] = size
+        return body
 
-    async def images(request: Request, params: dict[str, Any], source: bytes | None
-                     ) -> Response:
-        model = str(params.get("model") or "gpt-image-1")
+    async def images(request: Request, params: dict[str, Any], source: bytes | None,
+                     n_input_images: int = 0) -> Response:
+        model = str(params.get("model") or DEFAULT_IMAGE_MODEL)
         set_model(request, model)
-        fault = ctx.faults.take("openai", model)
-        if fault is not None and (refused := await refuse(fault)) is not None:
-            return refused
-        operation = choose_operation(model, True) if source is not None else "generate"
         try:
             n = max(1, min(int(params.get("n") or 1), 10))
         except (TypeError, ValueError):
             return oai_error(400, "n must be an integer", type_="invalid_request_error",
                              param="n")
+        fault = ctx.faults.take("openai", model)
+        if fault is not None and (refused := await refuse(fault)) is not None:
+            return refused
+        operation = choose_operation(model, True) if source is not None else "generate"
         fmt = str(params.get("output_format") or "png")
+        quality = str(params.get("quality") or "auto")
+        quality = "medium" if quality not in ("low", "medium", "high") else quality
         job = engine.create("openai", model, params, fault=fault, operation=operation,
-                            n_outputs=n, output_format=fmt, source=source)
+                            n_outputs=n, output_format=fmt, source=source, start=False)
+        job.usage_fn = image_usage(n_input_images, quality)
+        engine.start(job)
         if (failed := await run_job(job, fault)) is not None:
+            failed.headers.setdefault("x-request-id", job.id)  # the request that made the job
             return failed
-        return JSONResponse(images_body(job, str(params.get("quality") or "auto")),
-                            headers={"x-request-id": job.id})
+        return JSONResponse(images_body(job, quality), headers={"x-request-id": job.id})
 
     async def edits(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
-        form = await request.form(max_part_size=_MAX_UPLOAD)
+        try:
+            form = await request.form(max_part_size=_MAX_PART)
+        except Exception:  # a part over the multipart limit: far over the 50 MB rule too
+            return oai_error(400, f"Image file too large: each image must be smaller than "
+                             f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB.",
+                             type_="invalid_request_error", param="image")
         params: dict[str, Any] = {}
         source: bytes | None = None
+        images_seen = 0
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 data = await value.read()
-                if key in ("image", "image[]") and source is None:
-                    source = data
+                if key in ("image", "image[]"):
+                    images_seen += 1
+                    if len(data) > MAX_IMAGE_BYTES:
+                        return oai_error(400, f"Image file too large: each image must be "
+                                         f"smaller than {MAX_IMAGE_BYTES // (1024 * 1024)} MB.",
+                                         type_="invalid_request_error", param="image")
+                    if source is None:
+                        source = data
                 params.setdefault(key, f"<file {value.filename!r}, {len(data)} bytes>")
             else:
                 params[key] = value
         if source is None:
             return oai_error(400, "Missing required parameter: 'image'.",
                              type_="invalid_request_error", param="image")
-        return await images(request, params, source)
+        if images_seen > MAX_EDIT_IMAGES:
+            return oai_error(400, f"Too many images: {images_seen} were given, at most "
+                             f"{MAX_EDIT_IMAGES} are allowed.", type_="invalid_request_error",
+                             param="image")
+        return await images(request, params, source, images_seen)
 
     async def generations(request: Request) -> Response:
         if not authorized(request):
@@ -289,15 +376,29 @@ def routes(ctx: Context) -> list[Route]:
         if fault is not None and (refused := await refuse(fault)) is not None:
             return refused
         job = engine.create("openai", model, body, fault=fault, operation="chat", start=False)
+        job.status, job.started_at = "processing", time.time()
         if fault is not None and fault.action == "accept_then_hang":
-            job.status = "processing"
             await engine.pause(float(fault.option("seconds", 30.0)))
+            abandon(job)
             return oai_error(504, "upstream timed out (emulated)", type_="server_error")
         await engine.pause(job.queue_s + job.run_s)
+        if fault is not None and fault.action in ("job_failure", "content_rejected"):
+            rejected = fault.action == "content_rejected"
+            engine.finish(job, "failed", error=str(fault.option("error", "model failure")),
+                          kind="content" if rejected else "failure")
+            engine.accepted(job)
+            answer = (moderation_blocked(fault, "output") if rejected
+                      else oai_error(500, job.error or "model failure", type_="server_error"))
+            answer.headers["x-request-id"] = job.id
+            return answer
         content = chat_content(body, job)
-        engine.finish(job, "succeeded")
         prompt_tokens = max(1, len(json.dumps(body.get("messages"))) // 4)
         completion_tokens = max(1, len(content) // 4)
+        job.usage = {"text_input": prompt_tokens, "text_output": completion_tokens}
+        engine.finish(job, "succeeded")
+        engine.accepted(job)
+        if (broken := broken_answer(job)) is not None:
+            return broken
         return JSONResponse({
             "id": "chatcmpl-" + job.id[:24], "object": "chat.completion",
             "created": int(time.time()), "model": model, "system_fingerprint": "fp_emulator",
@@ -306,7 +407,7 @@ def routes(ctx: Context) -> list[Route]:
                                      "annotations": []}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
-        })
+        }, headers={"x-request-id": job.id})
 
     p = "/openai/v1"
     return [

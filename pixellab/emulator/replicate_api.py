@@ -3,24 +3,46 @@
 Point the SDK here with ``replicate.Client(base_url=emu.replicate_base_url)`` or
 ``REPLICATE_BASE_URL``; the SDK appends ``/v1/...`` itself (providers.md §1.1-1.2).
 
-Protocol quirks reproduced on purpose (providers.md §1.3-1.9):
+Protocol quirks reproduced on purpose (providers.md §1.3-1.9, §5; the shapes follow
+replicate/replicate-python-beta ``src/replicate/types/prediction.py`` and
+``file_create_response.py`` at 48e138a1, generated from Replicate's OpenAPI spec, and the
+recorded responses in replicate/replicate-python ``tests/cassettes`` at 0110c2c5):
 
-* Every prediction JSON carries ``id``, ``model``, ``version`` and ``status`` - the SDK's
-  pydantic model rejects a prediction without ``model`` or ``version``.
+* A prediction carries exactly the spec's fields: ``id, model, version, status, input,
+  output, error, logs, metrics, data_removed, created_at, started_at, completed_at, urls``
+  (``deployment`` for deployment predictions); ``urls`` has ``get``, ``cancel`` and ``web``
+  (``https://replicate.com/p/<id>``). No ``urls.stream``: the emulator serves no SSE stream, and
+  the real API only advertises one for models that stream.
+* Official models (model-addressed creates, ``POST /v1/models/{owner}/{name}/predictions``)
+  answer ``version: "hidden"`` and, for image models, ``metrics.image_count``. Output rule: an
+  official model answers a single URI string unless it is one of the known list-output models
+  (:data:`LIST_OUTPUT_MODELS`, whose schema has ``num_outputs``) or the request sends
+  ``num_outputs``; a version-addressed (community) prediction answers what its version's
+  declared ``Output`` schema says - the emulator declares an array of URIs - and an official
+  model's version declares a single URI. pixellab's adapter reads either.
+* Data retention (https://replicate.com/docs/topics/predictions/data-retention: "all input
+  parameters, output values, output files, and logs are automatically removed after an hour"):
+  ``retention_s`` after completion a prediction answers ``data_removed: true`` with
+  ``input: {}``, ``output: null`` and ``logs: null``, and its output files answer 404.
 * ``Prefer: wait[=n]`` holds the create for up to n s (bare ``wait``: 60 s). A job still running
   then is reported as ``"starting"``: the SDK treats *any* other status in a blocking create's
   answer as final and would return ``None`` instead of polling.
 * Outputs are ``https://`` URLs: ``transform_output`` wraps only ``https:``/``data:`` strings in
   ``FileOutput``. Their bytes are what the job's fault dictates (corrupt, blank or real).
-* Errors are RFC 7807 ``{"detail", "status", ...}`` bodies (``ReplicateError`` reads them); a
-  429 on a POST is never retried by the SDK, so rate limits on create surface at once.
-* Uploaded files (``POST /v1/files``, field ``content``) are served at ``urls.get``, and that URL
-  is resolved locally when a prediction's input points at it.
+* Errors are ``application/problem+json`` ``{"title", "detail", "status"}`` (the cassette
+  ``run__invalid-token.yaml``; a 429 also carries ``retry_after``, nodetool-ai/nodetool#5196),
+  which ``ReplicateError`` parses; a 429 on a POST is never retried by the SDK, so rate
+  limits on create surface at once. Out of credit is a 402 (reported in
+  replicate/scribble-diffusion#88 and replicate/replicate-javascript#234).
+* Uploaded files (``POST /v1/files``, field ``content``) answer ``urls.get`` =
+  ``<api>/v1/files/<id>`` and ``expires_at`` = creation + 24 h (``file_ttl_s``); that URL is
+  resolved locally when a prediction's input points at it, and an expired file is gone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http
 import json
 import mimetypes
 import time
@@ -30,24 +52,36 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pixellab.emulator.context import Context, iso, set_model
+from pixellab.emulator.context import ConnectionReset, Context, iso, set_model
 from pixellab.emulator.faults import REFUSING_ACTIONS, Fault
 from pixellab.emulator.files import content_hash
 from pixellab.emulator.jobs import Job, Listener
 from pixellab.emulator.webhooks import sign_replicate
 
-__all__ = ["routes"]
+__all__ = ["LIST_OUTPUT_MODELS", "PROBLEM_JSON", "problem", "routes"]
+
+PROBLEM_JSON = "application/problem+json"
+
+LIST_OUTPUT_MODELS: frozenset[str] = frozenset({
+    "black-forest-labs/flux-schnell",
+    "black-forest-labs/flux-dev",
+})
+"""Official models whose output schema is an array (they take ``num_outputs``)."""
+
+_IMAGE_OPERATIONS = frozenset({"cutout", "upscale", "packshot", "enhance", "generate"})
 
 _STATUS = {"queued": "starting", "processing": "processing", "succeeded": "succeeded",
            "failed": "failed", "canceled": "canceled"}
 _MAX_UPLOAD = 100 * 1024 * 1024
 
 
-def problem(status: int, detail: str, *, headers: dict[str, str] | None = None,
-            **extra: Any) -> JSONResponse:
-    """An RFC 7807 error body, the shape ``replicate.exceptions.ReplicateError`` parses."""
-    return JSONResponse({"detail": detail, "status": status, **extra}, status_code=status,
-                        headers=headers)
+def problem(status: int, detail: str, *, title: str | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """An RFC 7807 ``application/problem+json`` error, which
+    ``replicate.exceptions.ReplicateError`` parses (``title`` defaults to the reason phrase)."""
+    body = {"title": title or http.HTTPStatus(status).phrase, "detail": detail,
+            "status": status, **extra}
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
 def version_id_for(model: str) -> str:
@@ -86,33 +120,50 @@ def routes(ctx: Context) -> list[Route]:
         return problem(401, "You did not pass a valid authentication token",
                        title="Unauthenticated")
 
+    def data_removed(job: Job) -> bool:
+        return job.completed_at is not None and (
+            time.time() >= job.completed_at + ctx.retention_s)
+
+    def output_of(job: Job) -> Any:
+        if job.status != "succeeded":
+            return None
+        urls = [ctx.file_url(f.id, f.ext) for f in job.outputs]
+        as_list = (not job.official or job.model in LIST_OUTPUT_MODELS
+                   or "num_outputs" in job.params or len(urls) != 1)
+        return urls if as_list else urls[0]
+
     def prediction_json(job: Job) -> dict[str, Any]:
         done = job.completed_at
-        output = ([ctx.file_url(f.id, f.ext) for f in job.outputs]
-                  if job.status == "succeeded" else None)
+        removed = data_removed(job)
         metrics: dict[str, Any] = {}
         if job.predict_time is not None:
             metrics["predict_time"] = job.predict_time
         if done is not None:
             metrics["total_time"] = round(done - job.created_at, 4)
-        return {
+        if job.official and job.status == "succeeded" and job.operation in _IMAGE_OPERATIONS:
+            metrics["image_count"] = len(job.outputs)
+        answer: dict[str, Any] = {
             "id": job.id,
             "model": job.model,
-            "version": job.extra.get("version") or version_id_for(job.model),
+            "version": "hidden" if job.official else (
+                job.extra.get("version") or version_id_for(job.model)),
             "status": _STATUS[job.status],
-            "input": job.params,
-            "output": output,
+            "input": {} if removed else job.params,
+            "output": None if removed else output_of(job),
             "error": job.error if job.status == "failed" else None,
-            "logs": "\n".join(job.logs),
+            "logs": None if removed else "\n".join(job.logs),
             "metrics": metrics,
-            "data_removed": False,
-            "source": "api",
+            "data_removed": removed,
             "created_at": iso(job.created_at),
             "started_at": iso(job.started_at),
             "completed_at": iso(done),
             "urls": {"get": f"{base()}/v1/predictions/{job.id}",
-                     "cancel": f"{base()}/v1/predictions/{job.id}/cancel"},
+                     "cancel": f"{base()}/v1/predictions/{job.id}/cancel",
+                     "web": f"https://replicate.com/p/{job.id}"},
         }
+        if job.extra.get("deployment"):
+            answer["deployment"] = job.extra["deployment"]
+        return answer
 
     async def deliver(job: Job, url: str, body: str, webhook_id: str) -> None:
         def headers() -> dict[str, str]:
@@ -142,10 +193,14 @@ def routes(ctx: Context) -> list[Route]:
         if fault.action == "hang":
             await engine.pause(float(fault.option("seconds", 30.0)))
             return problem(500, "upstream did not answer (emulated hang)")
+        if fault.action == "insufficient_quota":
+            return problem(402, "You have insufficient credit to run this model: add credit at "
+                           "replicate.com/account/billing and retry (emulated).")
         status = int(fault.option("status", 500))
         return problem(status, str(fault.option("error", "Internal server error (emulated)")))
 
-    async def create(request: Request, model: str, version: str | None) -> Response:
+    async def create(request: Request, model: str, version: str | None, *,
+                     official: bool = False, deployment: str | None = None) -> Response:
         if not authorized(request):
             return unauthorized()
         try:
@@ -160,8 +215,9 @@ def routes(ctx: Context) -> list[Route]:
             return await refuse(fault)
         params: dict[str, Any] = body.get("input") or {}
         job = engine.create("replicate", model, params, fault=fault,
-                            job_id=engine.new_id()[:26], start=False)
+                            job_id=engine.new_id()[:26], start=False, official=official)
         job.extra["version"] = version or version_id_for(model)
+        job.extra["deployment"] = deployment
         events = body.get("webhook_events_filter")
         targets = []
         if isinstance(body.get("webhook"), str) and (not events or "completed" in events):
@@ -174,6 +230,13 @@ def routes(ctx: Context) -> list[Route]:
             start_body = json.dumps(prediction_json(job))
             engine.spawn(deliver(job, body["webhook"], start_body, f"msg_{job.id}_start"))
         engine.start(job)  # only now: the listeners above must be in place first
+        engine.accepted(job)
+        if fault is not None and fault.action == "accept_then_reset":
+            return ConnectionReset()
+        if fault is not None and fault.action == "accept_then_error":
+            status = int(fault.option("status", 504))
+            return problem(status, str(fault.option(
+                "error", "The upstream server timed out (emulated)")))
         wait = parse_prefer_wait(request.headers.get("prefer"))
         if wait is not None:
             done = await engine.wait_done(job, wait)
@@ -186,7 +249,12 @@ def routes(ctx: Context) -> list[Route]:
     async def create_for_model(request: Request) -> Response:
         model = f"{request.path_params['owner']}/{request.path_params['name']}"
         versions.setdefault(version_id_for(model), model)
-        return await create(request, model, None)
+        return await create(request, model, None, official=True)
+
+    async def create_for_deployment(request: Request) -> Response:
+        name = f"{request.path_params['owner']}/{request.path_params['name']}"
+        versions.setdefault(version_id_for(name), name)
+        return await create(request, name, None, deployment=name)
 
     async def create_for_version(request: Request) -> Response:
         try:
@@ -224,15 +292,18 @@ def routes(ctx: Context) -> list[Route]:
     async def list_predictions(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
-        jobs = [j for j in engine.jobs if j.provider == "replicate"]
+        jobs = [j for j in list(engine.jobs) if j.provider == "replicate"]
         return JSONResponse({"next": None, "previous": None,
                              "results": [prediction_json(j) for j in reversed(jobs)]})
 
-    def version_json(model: str, version: str) -> dict[str, Any]:
+    def version_json(model: str, version: str, *, official: bool = False) -> dict[str, Any]:
         versions.setdefault(version, model)
+        uri = {"type": "string", "format": "uri"}
+        output = uri if official and model not in LIST_OUTPUT_MODELS else {
+            "type": "array", "items": uri}
         return {"id": version, "created_at": iso(0.0), "cog_version": "0.9.0",
                 "openapi_schema": {"openapi": "3.0.2", "components": {"schemas": {
-                    "Output": {"type": "array", "items": {"type": "string", "format": "uri"}}}}}}
+                    "Output": output}}}}
 
     async def get_version(request: Request) -> Response:
         if not authorized(request):
@@ -252,7 +323,7 @@ def routes(ctx: Context) -> list[Route]:
             "description": "Emulated by pixellab", "visibility": "public", "github_url": None,
             "paper_url": None, "license_url": None, "run_count": 0, "cover_image_url": None,
             "default_example": None,
-            "latest_version": version_json(model, version_id_for(model)),
+            "latest_version": version_json(model, version_id_for(model), official=True),
         })
 
     def file_json(file_id: str) -> dict[str, Any] | None:
@@ -263,10 +334,11 @@ def routes(ctx: Context) -> list[Route]:
         return {
             "id": stored.id, "name": stored.name, "content_type": stored.content_type,
             "size": len(stored.data), "etag": content_hash(stored.data),
-            "checksums": {"md5": content_hash(stored.data),
-                          "sha256": hashlib.sha256(stored.data).hexdigest()},
-            "metadata": meta, "created_at": iso(stored.created_at), "expires_at": None,
-            "urls": {"get": f"{base()}/v1/files/{stored.id}/download"},
+            "checksums": {"sha256": hashlib.sha256(stored.data).hexdigest(),
+                          "md5": content_hash(stored.data)},
+            "metadata": meta, "created_at": iso(stored.created_at),
+            "expires_at": iso(stored.expires_at),
+            "urls": {"get": f"{base()}/v1/files/{stored.id}"},
         }
 
     async def create_file(request: Request) -> Response:
@@ -280,7 +352,7 @@ def routes(ctx: Context) -> list[Route]:
         name = upload.filename or "upload.bin"
         content_type = (upload.content_type if upload.content_type not in (None, "")
                         else mimetypes.guess_type(name)[0]) or "application/octet-stream"
-        stored = ctx.files.put(data, content_type, name)
+        stored = ctx.files.put(data, content_type, name, ttl_s=ctx.file_ttl_s)
         raw_meta = form.get("metadata")
         try:
             metadata = json.loads(raw_meta) if isinstance(raw_meta, str) else {}
@@ -306,13 +378,16 @@ def routes(ctx: Context) -> list[Route]:
     async def delete_file(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
-        return Response(status_code=204 if ctx.files.delete(request.path_params["id"]) else 404)
+        if ctx.files.delete(request.path_params["id"]):
+            return Response(status_code=204)
+        return problem(404, "Not found.")
 
     async def list_files(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
         found = [file_json(f.id) for f in reversed(ctx.files.all()) if f.id in file_meta]
-        return JSONResponse({"next": None, "previous": None, "results": found})
+        return JSONResponse({"next": None, "previous": None,
+                             "results": [f for f in found if f is not None]})
 
     async def webhook_secret(request: Request) -> Response:
         if not authorized(request):
@@ -322,7 +397,7 @@ def routes(ctx: Context) -> list[Route]:
     p = "/replicate/v1"
     return [
         Route(f"{p}/models/{{owner}}/{{name}}/predictions", create_for_model, methods=["POST"]),
-        Route(f"{p}/deployments/{{owner}}/{{name}}/predictions", create_for_model,
+        Route(f"{p}/deployments/{{owner}}/{{name}}/predictions", create_for_deployment,
               methods=["POST"]),
         Route(f"{p}/models/{{owner}}/{{name}}/versions/{{version}}", get_version,
               methods=["GET"]),

@@ -34,10 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pixellab.emulator import fal_api, openai_api, replicate_api
-from pixellab.emulator.context import Context, RequestLogMiddleware, RequestRecord
+from pixellab.emulator.context import (
+    Context,
+    RequestLogMiddleware,
+    RequestRecord,
+    ResponseRecord,
+    TransportCapture,
+)
 from pixellab.emulator.faults import FaultPlan
 from pixellab.emulator.files import FileStore
-from pixellab.emulator.jobs import JobEngine, JobRecord
+from pixellab.emulator.jobs import CreateHook, JobEngine, JobRecord
 from pixellab.emulator.webhooks import (
     FalSigner,
     WebhookAttempt,
@@ -82,6 +88,13 @@ class Emulator:
     ``whsec_<base64>`` key Replicate webhooks are signed with (a fresh one if None).
     ``http_port``/``https_port`` pin the ports (0: any free port), for people who want stable
     URLs from ``python -m pixellab.emulator``.
+
+    Provider behaviour over time: ``retention_s`` (3600) after completion a Replicate
+    prediction's data is removed (``data_removed: true``, outputs 404); ``file_ttl_s`` (86400)
+    after upload a Replicate file expires; fal redelivers a failed webhook 10 times spread over
+    ``fal_webhook_window_s`` (2 s standing for the real 2 h); ``webhook_schedules`` overrides
+    the pauses between deliveries per provider. ``record_bodies`` keeps every answer in
+    :attr:`responses` (for conformance tests).
     """
 
     http_url: str
@@ -90,19 +103,29 @@ class Emulator:
 
     def __init__(self, *, latency_s: float = 0.05, jitter_s: float = 0.0,
                  cold_start_s: float = 0.0, seed: int = 0, webhook_secret: str | None = None,
-                 http_port: int = 0, https_port: int = 0) -> None:
+                 http_port: int = 0, https_port: int = 0, retention_s: float = 3600.0,
+                 file_ttl_s: float = 86400.0, fal_webhook_window_s: float = 2.0,
+                 webhook_schedules: dict[str, tuple[float, ...]] | None = None,
+                 record_bodies: bool = False) -> None:
         if min(latency_s, jitter_s, cold_start_s) < 0:
             raise ValueError("latency_s, jitter_s and cold_start_s must be >= 0")
+        if min(retention_s, file_ttl_s, fal_webhook_window_s) <= 0:
+            raise ValueError("retention_s, file_ttl_s and fal_webhook_window_s must be > 0")
         self.webhook_secret: str = _check_secret(webhook_secret or new_replicate_secret())
         self.faults: FaultPlan = FaultPlan()
         self.log: list[RequestRecord] = []
+        self.responses: list[ResponseRecord] = []
+        self._record_bodies = record_bodies
         self._ports = (http_port, https_port)
         self._files = FileStore()
         self._engine = JobEngine(self._files, latency_s=latency_s, jitter_s=jitter_s,
-                                 cold_start_s=cold_start_s, seed=seed)
+                                 cold_start_s=cold_start_s, seed=seed,
+                                 output_ttl_s={"replicate": retention_s})
+        sender = WebhookSender(schedules=webhook_schedules, fal_window_s=fal_webhook_window_s)
         self._ctx = Context(engine=self._engine, files=self._files, faults=self.faults,
                             webhook_secret=self.webhook_secret, fal_signer=FalSigner(),
-                            sender=WebhookSender(), log=self.log)
+                            sender=sender, log=self.log, retention_s=retention_s,
+                            file_ttl_s=file_ttl_s)
         self.http_url = self.https_url = self.ca_pem = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,12 +192,33 @@ class Emulator:
     # --- what happened ----------------------------------------------------------------------------
 
     def creates(self, provider: str | None = None) -> list[JobRecord]:
-        """Job-creating calls that were accepted, i.e. billed (of one provider), oldest first.
+        """Job-creating calls that were accepted (of one provider), oldest first.
 
-        Refused calls (``rate_limit``, ``server_error``, ``hang``) and OpenAI calls that failed
-        are not here: they cost nothing.
+        Each record's ``cost_usd`` is the job's final bill once it is terminal (0 when its
+        outcome is not billed, see :mod:`pixellab.emulator.billing`). Refused calls
+        (``rate_limit``, ``server_error``, ``hang``, ``insufficient_quota``, an input-stage
+        OpenAI ``content_rejected``) created no job and are not here.
         """
         return self._engine.records(provider)
+
+    def bill(self, provider: str | None = None) -> float:
+        """Total USD billed so far (by one provider): the sum of the settled jobs' bills."""
+        return round(sum(r.cost_usd for r in self.creates(provider)), 9)
+
+    def on_create(self, callback: CreateHook) -> CreateHook:
+        """Call ``callback(record)`` for every accepted job-creating call, on the emulator's
+        loop thread, synchronously, before the call's response is sent (OpenAI and fal sync
+        runs: once the job has run and been billed; Replicate and fal queue submits: right
+        after the job is created). A callback that raises makes that call answer 500.
+        Returns ``callback`` (usable as a decorator); :meth:`remove_create_hook` undoes it.
+        """
+        self._engine.create_hooks.append(callback)
+        return callback
+
+    def remove_create_hook(self, callback: CreateHook) -> None:
+        """Stop calling a callback registered with :meth:`on_create`."""
+        if callback in self._engine.create_hooks:
+            self._engine.create_hooks.remove(callback)
 
     @property
     def webhook_attempts(self) -> list[WebhookAttempt]:
@@ -287,7 +331,7 @@ class Emulator:
 
     # --- the app ----------------------------------------------------------------------------------
 
-    def _build_app(self) -> Starlette:
+    def _build_app(self) -> TransportCapture:
         ctx = self._ctx
         routes = [
             *replicate_api.routes(ctx),
@@ -299,8 +343,10 @@ class Emulator:
             Route("/__emu/faults", self._faults_route, methods=["GET", "POST", "DELETE"]),
             Route("/__emu/sink/{name}", self._sink_route, methods=["GET", "POST"]),
         ]
-        return Starlette(routes=routes,
-                         middleware=[Middleware(RequestLogMiddleware, log=self.log)])
+        return TransportCapture(Starlette(
+            routes=routes, middleware=[Middleware(
+                RequestLogMiddleware, log=self.log,
+                responses=self.responses if self._record_bodies else None)]))
 
     async def _serve_file(self, request: Request) -> Response:
         """Outputs and uploads, at ``/files/<id>.<ext>`` (no auth, like a CDN)."""
@@ -314,6 +360,7 @@ class Emulator:
 
     async def _get_jobs(self, request: Request) -> Response:
         return JSONResponse([record.__dict__ for record in self.creates()])
+
 
     async def _faults_route(self, request: Request) -> Response:
         """``GET`` lists armed faults, ``DELETE`` clears them, ``POST`` arms one from JSON:

@@ -12,6 +12,12 @@ Two signature schemes (``/work/shared/research/providers.md`` §1.9 and §2.5):
 
 Delivery is loopback-only: a webhook URL whose host is not 127.0.0.1/localhost/::1 is refused
 (recorded, never contacted), so the emulator cannot reach off the machine whatever a client asks.
+
+Redelivery of a failed terminal webhook (non-2xx or unreachable) follows a per-provider
+schedule (:class:`WebhookSender`): fal delivers up to 10 times over 2 hours
+(https://docs.fal.ai/model-endpoints/webhooks), reproduced as 10 deliveries spread
+exponentially over a compressed window (:func:`fal_redelivery_schedule`); Replicate retries the
+final webhook "with exponential backoff" without publishing a count, kept at 3 quick tries.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pixellab.emulator.files import LOOPBACK_HOSTS
 
 __all__ = [
+    "FAL_WEBHOOK_DELIVERIES",
+    "FAL_WEBHOOK_WINDOW_S",
     "FalSigner",
     "WebhookAttempt",
     "WebhookDelivery",
@@ -46,6 +54,23 @@ __all__ = [
 
 HeaderFactory = Callable[[], dict[str, str]]
 """Builds the (signed) headers of one delivery attempt."""
+
+FAL_WEBHOOK_DELIVERIES = 10
+"""fal delivers a webhook at most this many times (docs.fal.ai/model-endpoints/webhooks)."""
+
+FAL_WEBHOOK_WINDOW_S = 7200.0
+"""... spread over two hours on the real service."""
+
+
+def fal_redelivery_schedule(window_s: float = FAL_WEBHOOK_WINDOW_S) -> tuple[float, ...]:
+    """The pauses between fal's 10 deliveries: doubling, summing to ``window_s``."""
+    gaps = FAL_WEBHOOK_DELIVERIES - 1
+    base = window_s / (2 ** gaps - 1)
+    return tuple(base * 2 ** i for i in range(gaps))
+
+
+REPLICATE_REDELIVERY: tuple[float, ...] = (0.2, 0.4)
+"""Pauses between Replicate's (3) deliveries of a failed final webhook in the emulator."""
 
 
 def new_replicate_secret() -> str:
@@ -106,16 +131,18 @@ class WebhookAttempt:
 
 
 class WebhookSender:
-    """POSTs webhook bodies to loopback URLs, retrying a failed terminal delivery a few times.
+    """POSTs webhook bodies to loopback URLs, redelivering a failed one on a schedule.
 
-    Real Replicate/fal retry for hours; the emulator makes ``attempts`` tries ``backoff_s`` apart
-    (doubling), which is enough to exercise a receiver's idempotency without slowing tests.
+    ``schedules`` maps a provider to the pauses between its deliveries (so ``len + 1``
+    deliveries at most); by default Replicate gets :data:`REPLICATE_REDELIVERY` and fal
+    :func:`fal_redelivery_schedule` over ``fal_window_s`` (2 s: the real 2 h, compressed).
     """
 
-    def __init__(self, *, attempts: int = 3, backoff_s: float = 0.2, timeout_s: float = 5.0
-                 ) -> None:
-        self.attempts = attempts
-        self.backoff_s = backoff_s
+    def __init__(self, *, schedules: dict[str, tuple[float, ...]] | None = None,
+                 fal_window_s: float = 2.0, timeout_s: float = 5.0) -> None:
+        self.schedules: dict[str, tuple[float, ...]] = {
+            "replicate": REPLICATE_REDELIVERY, "fal": fal_redelivery_schedule(fal_window_s),
+            **(schedules or {})}
         self.timeout_s = timeout_s
         self.history: list[WebhookAttempt] = []
 
@@ -130,9 +157,9 @@ class WebhookSender:
             self.history.append(WebhookAttempt(provider, url, job_id, None, time.time(),
                                                "refused: not a loopback URL"))
             return False
-        delay = self.backoff_s
+        pauses = self.schedules.get(provider, REPLICATE_REDELIVERY)
         async with httpx.AsyncClient(timeout=self.timeout_s, trust_env=False) as client:
-            for attempt in range(self.attempts):
+            for attempt in range(len(pauses) + 1):
                 headers = {"Content-Type": "application/json", **make_headers()}
                 try:
                     response = await client.post(url, content=body, headers=headers)
@@ -144,9 +171,8 @@ class WebhookSender:
                                                    note))
                 if status is not None and 200 <= status < 300:
                     return True
-                if attempt + 1 < self.attempts:
-                    await asyncio.sleep(delay)
-                    delay *= 2
+                if attempt < len(pauses):
+                    await asyncio.sleep(pauses[attempt])
         return False
 
 
