@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from tqdm import tqdm
 
@@ -123,13 +124,25 @@ def demo(
                   f"({time.monotonic() - started:.1f} s)")
 
 
-def _run_sweep(sweep: Sweep) -> None:
+def _run_sweep(sweep: Sweep, *, resubmit: bool = False) -> None:
     progress = _Progress()
     try:
-        result = sweep.run(progress=progress.done, on_planned=progress.planned)
+        result = sweep.run(progress=progress.done, on_planned=progress.planned,
+                           resubmit=resubmit)
     finally:
         progress.close()
     console.print(_summary_table([result]))
+    for provider, why in sorted(result.stopped_providers.items()):
+        err_console.print(f"[yellow]{provider} stopped for this sweep:[/] {escape(why)}",
+                          soft_wrap=True, highlight=False)
+    unpaid = [o for o in result.outcomes
+              if o.error_reason in ("outcome_unknown", "data_removed")]
+    if unpaid:
+        err_console.print(
+            f"[yellow]{len(unpaid)} request(s) were paid for without a usable answer[/] (the "
+            "create's outcome is unknown, or the provider deleted the output); they are not "
+            f"created again unless you run `pixellab sweep resume {result.sweep_id} "
+            "--resubmit`.", soft_wrap=True, highlight=False)
     if result.stopped_reason:
         err_console.print(f"[yellow]stopped before exceeding the budget:[/] "
                           f"{result.stopped_reason}. Raise budget_usd and run "
@@ -201,12 +214,16 @@ def sweep_estimate(
 def sweep_resume(
     sweep_id: Annotated[str, typer.Argument(help="The sweep's name.")],
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+    resubmit: Annotated[bool, typer.Option(
+        "--resubmit", help="Create again the jobs that were paid for without a usable answer "
+                           "(outcome unknown after a crash or a cut connection, or output "
+                           "deleted by the provider). This may pay twice.")] = False,
 ) -> None:
     """Run what a sweep has not finished (after a crash, a budget stop, or new products)."""
     from pixellab.sweep import Sweep
     from pixellab.workbench import Workbench
 
-    _run_sweep(Sweep.resume(sweep_id, Workbench(home)))
+    _run_sweep(Sweep.resume(sweep_id, Workbench(home)), resubmit=resubmit)
 
 
 @app.command()
@@ -501,22 +518,26 @@ def emulate(
 ) -> None:
     """Serve the loopback Replicate/fal/OpenAI emulator for a zero-cost dry run.
 
-    Prints the environment to export in the shell that runs the sweep; Ctrl-C stops it.
+    Prints the environment to export in the shell that runs the sweep; Ctrl-C or SIGTERM stops
+    it (also when started in the background) and deletes its TLS key.
     """
-    from pixellab.emulator import Emulator
+    import shlex
 
-    with Emulator(latency_s=latency) as emulator:
+    from pixellab.emulator import Emulator
+    from pixellab.emulator.__main__ import serve_until_signalled
+
+    def announce(emulator: Emulator) -> None:
         for name, value in emulator.env().items():
-            console.print(f"export {name}={value}", highlight=False, soft_wrap=True)
+            console.print(f"export {name}={shlex.quote(value)}", markup=False, highlight=False,
+                          soft_wrap=True)
         console.print("export REPLICATE_API_TOKEN=r8_dryrun FAL_KEY=dry:run "
                       "OPENAI_API_KEY=sk-dryrun   # any value; the emulator bills nothing",
                       highlight=False, soft_wrap=True)
         console.print("[green]emulator running on 127.0.0.1; Ctrl-C to stop[/]")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            console.print("stopped")
+        console.file.flush()
+
+    received = serve_until_signalled(Emulator(latency_s=latency), announce)
+    console.print(f"stopped ({received.name})")
 
 
 def main() -> None:

@@ -86,11 +86,18 @@ class ProviderError(PixellabError):
     """
 
     retryable: bool = False
+    ends_request: bool = False
+    """True when no other model should be tried either (the chain stops here)."""
 
     def __init__(self, message: str, *, model_id: str | None = None,
-                 provider_job_id: str | None = None) -> None:
+                 provider_job_id: str | None = None, outcome: str | None = None) -> None:
         self.model_id = model_id
         self.provider_job_id = provider_job_id
+        self.outcome = outcome
+        """Set when the provider had accepted the work before this error, to what happened to
+        it in billing terms (``succeeded``, ``failed``, ``canceled``, ``timeout``,
+        ``rejected``; see :mod:`pixellab.billing`), e.g. an image refused at OpenAI's output
+        stage is ``rejected``. None: the error's class and the job's existence decide."""
         super().__init__(message)
 
 
@@ -112,13 +119,36 @@ class ProviderTimeout(ProviderError):
 
 
 class OutcomeUnknown(ProviderTimeout):
-    """A job-creating call got no answer before its deadline: the provider may have accepted and
-    billed the job. None of our providers takes an idempotency key, so retrying the same model
-    could pay twice; it is not retried (the chain moves on), and its estimated cost is charged so
-    budgets never under-count. ``reason`` is recorded as ``outcome_unknown``."""
+    """A job-creating call ended without telling whether the provider accepted it: no answer
+    before the deadline, a 5xx after the request was sent, a connection cut mid-answer, or a
+    crash between sending it and recording the job id. The provider may have accepted and billed
+    the job. None of our providers takes an idempotency key, so retrying the same model could pay
+    twice; it is not retried (the chain moves on), later runs do not create it again on that
+    model unless asked to (``pixellab sweep resume NAME --resubmit``), and its estimated cost is
+    charged so budgets never under-count. ``reason`` is recorded as ``outcome_unknown``."""
 
     retryable = False
     reason = "outcome_unknown"
+
+
+class QuotaExhausted(ProviderError):
+    """The account has no credit left at this provider (OpenAI ``insufficient_quota``): no call
+    to it can succeed until someone adds credit or raises the limit, so the runner stops calling
+    that provider for the rest of the run and the chain moves on. Not a rate limit: waiting does
+    not help. ``reason`` is recorded as ``insufficient_quota``."""
+
+    reason = "insufficient_quota"
+
+
+class DataRemoved(ProviderError):
+    """The provider ran (and billed) the job but has deleted its output (Replicate removes
+    prediction inputs, outputs and logs an hour after completion), so a resumed run cannot
+    fetch it. Paying again is the user's call: the request ends here, and
+    ``pixellab sweep resume NAME --resubmit`` creates the job again. ``reason`` is recorded as
+    ``data_removed``."""
+
+    ends_request = True
+    reason = "data_removed"
 
 
 class ProviderUnavailable(ProviderError):
@@ -132,7 +162,14 @@ class InvalidRequest(ProviderError):
 
 
 class ContentRejected(ProviderError):
-    """A safety filter refused the prompt or the image: the same call will fail again."""
+    """A safety filter refused the prompt or the image: the same call will fail again.
+
+    ``stage`` is where it was refused when the provider says (OpenAI: ``input`` before any
+    work, ``output`` after the image was made); billing follows the provider's rule."""
+
+    def __init__(self, message: str, *, stage: str | None = None, **kwargs: object) -> None:
+        self.stage = stage
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class MissingCredentials(ProviderError):

@@ -224,7 +224,7 @@ async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
         try:
             runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
                             writer=writer, store=workbench.store, concurrency=1,
-                            unfinished=ledger.unfinished_attempts([key]))
+                            resume=ledger.resume_state([key]))
             summary = await runner.run([Request(
                 request_key=key, product_id=product.id, category=product.category, task=task,
                 chain=chosen.chain, image_path=str(path), params=request_params,

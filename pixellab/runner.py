@@ -1,22 +1,29 @@
 """Async execution of requests: limits, retries, timeouts, fallback chains, budget.
 
 The runner decides; adapters translate; the ledger records. For each request it walks the chain:
-a model whose credentials are missing is skipped with the reason recorded; otherwise each attempt
-reserves its estimated cost, is recorded *before* the provider is called, runs under a deadline,
-and its output is validated before it counts. A retryable error (rate limit, timeout, 5xx) is
-retried on the same model with backoff that honours ``retry_after``; anything else, or running out
-of retries, moves to the next model. If reserving the next attempt would exceed the budget, the
-runner stops starting work, lets in-flight attempts settle, and reports why.
+a model whose credentials are missing, whose provider ran out of credit during the run, or whose
+earlier job for the request was paid for without a usable answer is skipped with the reason
+recorded; otherwise each attempt reserves its estimated cost, is recorded *before* the provider
+is called (on disk, for a paid create), runs under a deadline, and its output is validated before
+it counts. A retryable error (rate limit, a job that failed or ran past its deadline) is retried
+on the same model with backoff that honours ``retry_after``; a create whose outcome is unknown is
+never retried blind (the provider is asked when it can be, see
+:class:`~pixellab.providers.base.Reconciling`); anything else, or running out of retries, moves to
+the next model. Each attempt is charged by its provider's billing rule
+(:mod:`pixellab.billing`). If reserving the next attempt would exceed the budget, the runner stops
+starting work, lets in-flight attempts settle, and reports why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from tenacity import (
     AsyncRetrying,
@@ -27,20 +34,25 @@ from tenacity import (
     wait_random,
 )
 
+from pixellab.billing import BillingRule, Outcome, Usage
 from pixellab.budget import Budget
 from pixellab.catalog import Catalog, Model
 from pixellab.errors import (
     BudgetExceeded,
+    ContentRejected,
+    DataRemoved,
     InvalidImage,
     InvalidOutput,
     MissingCredentials,
     OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExhausted,
     RateLimited,
 )
-from pixellab.ledger import Ledger, LedgerWriter, Statement
-from pixellab.providers.base import Job, JobState, Provider, ProviderRequest
+from pixellab.ledger import Ledger, LedgerWriter, ResumeState, Row, Statement, now
+from pixellab.providers.base import Job, JobState, Provider, ProviderRequest, Reconciling
 from pixellab.store import Store, envelope_json, sha256_hex
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import MEDIA_TYPES, check_image_output, check_json_output, decode_image
@@ -61,6 +73,8 @@ class RetryPolicy:
     max_retry_after_s: float = 60.0
     poll_interval_s: float = 1.0
     webhook_poll_factor: float = 4.0
+    reconcile_timeout_s: float = 30.0
+    """How long asking a provider whether an ambiguous create made a job may take."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,8 @@ class RunSummary:
     outcomes: list[RequestOutcome] = field(default_factory=list)
     stopped_reason: str | None = None
     provider_calls: int = 0
+    stopped_providers: dict[str, str] = field(default_factory=dict)
+    """Providers the run stopped calling, with why (an exhausted quota)."""
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -118,8 +134,8 @@ class Runner:
                  concurrency: int = 8, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_done: Callable[[RequestOutcome], None] | None = None,
-                 signals: JobSignals | None = None,
-                 unfinished: dict[str, dict[str, Any]] | None = None) -> None:
+                 signals: JobSignals | None = None, resume: ResumeState | None = None,
+                 resubmit: bool = False) -> None:
         self.catalog = catalog
         self.providers = providers
         self.writer = writer
@@ -131,10 +147,15 @@ class Runner:
         self._sleep = sleep
         self._on_done = on_done
         self.signals = signals
-        self.unfinished = unfinished or {}
-        """request_key → an attempt a crashed run left with a known job id (see
-        :meth:`Ledger.unfinished_attempts`): resumed by polling, never re-created."""
+        self.resume = resume or ResumeState({}, {})
+        """What earlier runs left (see :meth:`Ledger.resume_state`): attempts a crash cut short
+        are finished (by polling their job, or by asking the provider whether the create made
+        one) and never silently created again; models whose last job's outcome is unknown or
+        whose output the provider deleted are not called again for that request unless
+        ``resubmit``."""
+        self.resubmit = resubmit
         self._stop: BudgetExceeded | None = None
+        self._stopped_providers: dict[str, str] = {}
         self._provider_limits = {
             name: asyncio.Semaphore(catalog.provider_settings(name).max_concurrency)
             for name in providers}
@@ -179,6 +200,7 @@ class Runner:
             await self._all_writes_durable()
         summary.stopped_reason = str(self._stop) if self._stop else None
         summary.provider_calls = self.provider_calls
+        summary.stopped_providers = dict(self._stopped_providers)
         return summary
 
     # -- the ledger, written behind ---------------------------------------------------------
@@ -193,7 +215,16 @@ class Runner:
         """
         if self._write_error is not None:
             raise self._write_error
-        future = self.writer.submit(statements)
+        self._track(self.writer.submit(statements))
+
+    def _journal(self, row: Row) -> None:
+        """Put ``row`` on disk at once, and in the ledger behind (see
+        :meth:`LedgerWriter.journal`): for a paid create's ``submitting`` attempt."""
+        if self._write_error is not None:
+            raise self._write_error
+        self._track(self.writer.journal(row))
+
+    def _track(self, future: asyncio.Future[None]) -> None:
         self._unconfirmed.add(future)
         future.add_done_callback(self._write_confirmed)
 
@@ -229,17 +260,26 @@ class Runner:
             outcome.error_message = f"{request.image_path}: {exc}"
             self._finish(request, outcome)
             return outcome
-        unfinished = self.unfinished.get(request.request_key)
+        unfinished = self.resume.unfinished.get(request.request_key)
+        blocked = {} if self.resubmit else self.resume.blocked.get(request.request_key, {})
         last_error: BaseException | None = None
         for model in request.chain:
             provider = self.providers.get(model.provider)
             missing = (f"provider {model.provider!r} is not configured" if provider is None
                        else provider.missing_credentials())
+            skip: ProviderError | None = None
             if missing is not None:
+                skip = MissingCredentials(f"{model.id} skipped: {missing}", model_id=model.id)
+            elif model.provider in self._stopped_providers:
+                skip = QuotaExhausted(f"{model.id} skipped: {model.provider} stopped for this "
+                                      f"run: {self._stopped_providers[model.provider]}",
+                                      model_id=model.id)
+            elif model.id in blocked and not (unfinished and unfinished["model_id"] == model.id):
+                skip = _blocked_error(model, blocked[model.id])
+            if skip is not None:
                 outcome.attempts += 1
-                self._record_skip(request, model, outcome.attempts, missing)
-                last_error = MissingCredentials(f"{model.id} skipped: {missing}",
-                                                model_id=model.id)
+                self._record_skip(request, model, outcome.attempts, skip, message=missing)
+                last_error = skip
                 continue
             assert provider is not None
             expected = expected_output_size(request.task, source.size, request.params,
@@ -266,6 +306,10 @@ class Runner:
                 return outcome
             except ProviderError as exc:
                 last_error = exc
+                if isinstance(exc, QuotaExhausted):
+                    self._stopped_providers.setdefault(model.provider, str(exc))
+                if exc.ends_request:
+                    break
                 continue
             outcome.status = "succeeded"
             outcome.model_id = model.id
@@ -288,14 +332,16 @@ class Runner:
             error_reason=outcome.error_reason, error_message=outcome.error_message)])
 
     def _record_skip(self, request: Request, model: Model, attempt_no: int,
-                           reason: str) -> None:
+                     error: ProviderError, *, message: str | None = None) -> None:
         attempt_id = uuid.uuid4().hex
+        error_class, reason, text = _error_fields(error)
+        message = message or text
         self._write_behind([
             Ledger.start_attempt(attempt_id, request.request_key, self.sweep_id, attempt_no,
                                  model.provider, model.id),
             Ledger.finish_attempt(attempt_id, status="skipped", latency_s=0.0,
-                                  error_class="MissingCredentials", error_message=reason,
-                                  retryable=False),
+                                  error_class=error_class, error_reason=reason,
+                                  error_message=message, retryable=False),
         ])
 
     # -- one model, with retries ---------------------------------------------------------------
@@ -334,43 +380,66 @@ class Runner:
                        provider_request: ProviderRequest, *, source_bytes: bytes,
                        expected: tuple[int, int] | None, megapixels: float,
                        outcome: RequestOutcome, resume: dict[str, Any] | None = None) -> str:
+        """One call to one model, recorded and charged by the provider's billing rule.
+
+        Money safety: a paid create is recorded as ``submitting`` and that record is on disk
+        (the writer's journal) *before* the call leaves the process, and the job id is queued
+        for the ledger the moment it is known; so a kill at any point leaves either a job id
+        to poll or a ``submitting`` attempt that the next run settles (asks the provider, or
+        charges it as unknown) instead of creating the job again."""
         estimate_usd = model.estimate_usd(megapixels=megapixels)
         estimate_credits = model.estimate_credits(megapixels=megapixels)
+        rule = self.catalog.billing(model)
+        guarded = rule.ever_billed and estimate_usd > 0  # else a crash has nothing to lose
         reservation = self.budget.reserve(estimate_usd)
         outcome.attempts += 1
         started = time.monotonic()
         job: Job | None = None
-        charged = False
-        if resume is not None:  # a job created before a crash: poll it, never create a second
+        if resume is not None:  # a create a crash cut short: settle it, never create blindly
             attempt_id = resume["attempt_id"]
-            job = Job(resume["provider_job_id"], JobState.RUNNING,
-                      context=resume["provider_context"])
-            charged = True
+            since = resume["started_at"]
         else:
             attempt_id = uuid.uuid4().hex
-            self._write_behind([Ledger.start_attempt(
-                attempt_id, request.request_key, self.sweep_id, outcome.attempts,
-                model.provider, model.id)])
+            since = now()
+            start = Ledger.start_attempt(attempt_id, request.request_key, self.sweep_id,
+                                         outcome.attempts, model.provider, model.id,
+                                         status="submitting" if guarded else "started")
+            if guarded:  # on disk before the create leaves (the writer's journal)
+                self._journal(start)
+            else:
+                self._write_behind([start])
+        provider_request = dataclasses.replace(provider_request, attempt_id=attempt_id)
         try:
             async with self._provider_limits[model.provider], self._model_limit(model):
                 try:
                     async with asyncio.timeout(model.timeout_s):
-                        if job is None:
-                            self.provider_calls += 1
-                            job = await provider.submit(provider_request)
-                            charged = True
-                            if not job.state.terminal:  # a synchronous API has nothing to resume
+                        if resume is not None and resume["provider_job_id"]:
+                            job = Job(resume["provider_job_id"], JobState.RUNNING,
+                                      context=resume["provider_context"])
+                        else:
+                            if resume is not None:
+                                job = await self._find_job(provider, provider_request, since)
+                            if job is None:
+                                self.provider_calls += 1
+                                try:
+                                    job = await provider.submit(provider_request)
+                                except OutcomeUnknown as exc:
+                                    job = await self._settle_unknown(
+                                        provider, provider_request, since, exc)
+                            if guarded and not job.state.terminal:
                                 self._write_behind([Ledger.set_provider_job(
                                     attempt_id, job.provider_job_id, job.context)])
                         while not job.state.terminal:
                             await self._until_next_poll(model, job)
-                            job = await provider.poll(job)
+                            job = await self._poll(provider, job)
                 except TimeoutError:
                     if job is not None:
                         await provider.cancel(job)
+                        job = await self._after_cancel(provider, job)
                         raise ProviderTimeout(
-                            f"{model.id} did not finish within {model.timeout_s:g} s",
-                            model_id=model.id, provider_job_id=job.provider_job_id) from None
+                            f"{model.id} did not finish within {model.timeout_s:g} s; the job "
+                            "was cancelled", model_id=model.id,
+                            provider_job_id=job.provider_job_id, outcome="canceled") from None
                     raise OutcomeUnknown(
                         f"{model.id}: no answer to the create call within "
                         f"{model.timeout_s:g} s; the job may exist and bill",
@@ -398,42 +467,119 @@ class Runner:
                       else output.data)
             digest = await asyncio.to_thread(self.store.put, stored, media_type)
         except ProviderError as exc:
-            charged = charged or isinstance(exc, OutcomeUnknown)
-            usd = estimate_usd if charged else 0.0
-            credits = estimate_credits if charged else 0.0
+            billed = _billed_outcome(exc, job)
+            usage = job.usage if job is not None else None
+            usd, credits, estimated = self._charge(model, rule, billed, usage, estimate_usd,
+                                                   estimate_credits)
             self.budget.settle(reservation, usd)
             error_class, reason, message = _error_fields(exc)
             statements = [Ledger.finish_attempt(
                 attempt_id, status="failed", latency_s=time.monotonic() - started,
-                credits=credits, usd=usd, cost_estimated=True,
-                provider_job_id=job.provider_job_id if job else None, error_class=error_class,
+                credits=credits, usd=usd, cost_estimated=estimated,
+                provider_job_id=job.provider_job_id if job else exc.provider_job_id,
+                error_class=error_class,
                 error_reason=reason, error_message=message, retryable=exc.retryable)]
-            if charged:
+            if usd > 0 or credits > 0:
                 statements.append(Ledger.record_cost(attempt_id, request.request_key,
                                                      self.sweep_id, model.provider, model.id,
-                                                     credits, usd, True))
+                                                     credits, usd, estimated))
             self._write_behind(statements)
             raise
         except BaseException:
-            self.budget.settle(reservation, estimate_usd if charged else 0.0)
+            exists = job is not None or resume is not None
+            self.budget.settle(reservation, estimate_usd if exists and guarded else 0.0)
             raise
-        reported = output.reported_cost_usd
-        usd = reported if reported is not None else estimate_usd
-        credits = estimate_credits
-        if reported is not None and model.pricing.usd_per_unit > 0:
-            credits = reported / model.pricing.usd_per_unit * model.pricing.credits_per_unit
+        usd, credits, estimated = self._charge(model, rule, "succeeded", output.usage,
+                                               estimate_usd, estimate_credits)
         self.budget.settle(reservation, usd)
         # Written together with the request's own final row, in one commit (see _finish).
         outcome.unwritten.extend([
             Ledger.record_output(digest, media_type, check.width, check.height, len(stored)),
             Ledger.finish_attempt(
                 attempt_id, status="succeeded", latency_s=time.monotonic() - started,
-                credits=credits, usd=usd, cost_estimated=reported is None,
+                credits=credits, usd=usd, cost_estimated=estimated,
                 output_sha256=digest, provider_job_id=job.provider_job_id),
             Ledger.record_cost(attempt_id, request.request_key, self.sweep_id, model.provider,
-                               model.id, credits, usd, reported is None),
+                               model.id, credits, usd, estimated),
         ])
         return digest
+
+    @staticmethod
+    def _charge(model: Model, rule: BillingRule, billed: Outcome | Literal["unknown"] | None,
+                usage: Usage | None,
+                estimate_usd: float, estimate_credits: float) -> tuple[float, float, bool]:
+        """(USD, credits, estimated) for an attempt: nothing when no job was made or the
+        provider does not bill this outcome; what the reported usage costs when it says;
+        otherwise the estimate (an upper bound, so the ledger never under-counts)."""
+        charge = "billed" if billed == "unknown" else (
+            "free" if billed is None else rule.charge(billed))
+        if charge == "free":
+            return 0.0, 0.0, False
+        if billed != "unknown":
+            usd = model.pricing.cost_usd(usage)
+            if usd is not None:
+                return usd, model.pricing.credits_for(usd), False
+            if charge == "usage" and billed != "succeeded" and model.pricing.per_output:
+                return 0.0, 0.0, False  # billed per output, and it delivered none
+        return estimate_usd, estimate_credits, True
+
+    async def _poll(self, provider: Provider, job: Job) -> Job:
+        """One poll. A poll that fails transiently (a 5xx, a reset) says nothing about the job,
+        which keeps running and billing: it is polled again after a backoff, within the model's
+        deadline, rather than failing the attempt and creating the job a second time."""
+        failures = 0
+        while True:
+            try:
+                return await provider.poll(job)
+            except ProviderError as exc:
+                if not exc.retryable:
+                    raise
+                failures += 1
+                wait = (exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after
+                        else min(self.retry.initial_wait_s * 2 ** (failures - 1),
+                                 self.retry.max_wait_s))
+                await self._sleep(wait)
+
+    @staticmethod
+    async def _after_cancel(provider: Provider, job: Job, wait_s: float = 5.0) -> Job:
+        """The job as it stands once cancelled, for what it used (a cancelled Replicate
+        prediction reports the compute it billed); the job unchanged if the provider does not
+        say quickly."""
+        try:
+            async with asyncio.timeout(wait_s):
+                final = await provider.poll(job)
+        except (ProviderError, TimeoutError):
+            return job
+        return dataclasses.replace(job, usage=final.usage) if final.usage else job
+
+    async def _find_job(self, provider: Provider, request: ProviderRequest,
+                        since: datetime) -> Job | None:
+        """Whether a create that may have left made a job: the job, or None when the provider
+        says it made none. A provider that cannot tell makes it :class:`OutcomeUnknown`."""
+        if not isinstance(provider, Reconciling):
+            raise OutcomeUnknown(
+                f"{request.model.id}: a create was in flight when the previous run stopped; "
+                f"{provider.name} cannot be asked whether it made a job", model_id=request.model.id)
+        try:
+            async with asyncio.timeout(self.retry.reconcile_timeout_s):
+                return await provider.find_job(request, since)
+        except TimeoutError:
+            raise OutcomeUnknown(f"{request.model.id}: {provider.name} did not say within "
+                                 f"{self.retry.reconcile_timeout_s:g} s whether a create made a "
+                                 "job", model_id=request.model.id) from None
+
+    async def _settle_unknown(self, provider: Provider, request: ProviderRequest,
+                              since: datetime, error: OutcomeUnknown) -> Job:
+        """A create answered ambiguously: adopt the job it made, or, when the provider says it
+        made none, fail retryably (a retry cannot pay twice)."""
+        if not isinstance(provider, Reconciling):
+            raise error
+        job = await self._find_job(provider, request, since)
+        if job is None:
+            raise ProviderUnavailable(f"{request.model.id}: the create failed and "
+                                      f"{provider.name} made no job for it",
+                                      model_id=request.model.id)
+        return job
 
     async def _until_next_poll(self, model: Model, job: Job) -> None:
         """Polling is the truth; a webhook only makes the next poll come sooner. With webhooks
@@ -449,6 +595,35 @@ class Runner:
         if limit is None:
             limit = self._model_limits[model.id] = asyncio.Semaphore(model.max_concurrency)
         return limit
+
+
+def _billed_outcome(error: ProviderError, job: Job | None) -> Outcome | Literal["unknown"] | None:
+    """What happened to the job for billing (see :data:`pixellab.billing.Outcome`):
+    ``unknown`` when it may or may not exist, None when the create was refused and no job
+    exists."""
+    if isinstance(error, OutcomeUnknown):
+        return "unknown"
+    if error.outcome is not None:
+        return error.outcome  # type: ignore[return-value]
+    if job is None:
+        return None
+    if isinstance(error, ContentRejected):
+        return "rejected"
+    if isinstance(error, InvalidOutput | DataRemoved):
+        return "succeeded"
+    if isinstance(error, ProviderTimeout):
+        return "timeout"
+    return "failed"
+
+
+def _blocked_error(model: Model, reason: str) -> ProviderError:
+    what = ("its output was deleted by the provider before it was fetched"
+            if reason == DataRemoved.reason else "its outcome is unknown (it may have billed)")
+    message = (f"{model.id} skipped: an earlier job for this request was paid for and {what}; "
+               "`pixellab sweep resume NAME --resubmit` creates it again")
+    if reason == DataRemoved.reason:
+        return DataRemoved(message, model_id=model.id)
+    return OutcomeUnknown(message, model_id=model.id)
 
 
 def _read_bytes(path: str) -> bytes:

@@ -135,6 +135,8 @@ class SweepResult:
     provider_calls: int = 0
     scores_written: int = 0
     stopped_reason: str | None = None
+    stopped_providers: dict[str, str] = field(default_factory=dict)
+    """Providers the run stopped calling (an exhausted quota), with the provider's words."""
     outcomes: list[RequestOutcome] = field(default_factory=list)
     ledger_commits: int = 0
     ledger_cpu_s: float = 0.0
@@ -361,18 +363,22 @@ class Sweep:
     def run(self, *, progress: Callable[[RequestOutcome], None] | None = None,
             on_planned: Callable[[str, int, int], None] | None = None,
             retry: RetryPolicy | None = None, score: bool = True,
-            signals: JobSignals | None = None) -> SweepResult:
+            signals: JobSignals | None = None, resubmit: bool = False) -> SweepResult:
         """Run synchronously; works inside a running event loop too (e.g. a notebook)."""
         return run_blocking(self.arun(progress=progress, on_planned=on_planned, retry=retry,
-                                      score=score, signals=signals))
+                                      score=score, signals=signals, resubmit=resubmit))
 
     async def arun(self, *, progress: Callable[[RequestOutcome], None] | None = None,
                    on_planned: Callable[[str, int, int], None] | None = None,
                    retry: RetryPolicy | None = None, score: bool = True,
-                   signals: JobSignals | None = None) -> SweepResult:
+                   signals: JobSignals | None = None, resubmit: bool = False) -> SweepResult:
         """Run what is not done yet. Provider webhooks wake the poll of the job they name:
         pass ``signals`` from your own :class:`WebhookReceiver`, or set ``PIXELLAB_WEBHOOK_URL``
-        and the sweep runs a receiver itself (see :class:`WebhookSettings`)."""
+        and the sweep runs a receiver itself (see :class:`WebhookSettings`).
+
+        A model whose earlier job for a request was paid for but left no usable answer (its
+        outcome unknown, or its output deleted by the provider) is not called again for that
+        request unless ``resubmit``: paying twice is the user's decision."""
         workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
         planned = self.plan()
         ledger.record_plan(
@@ -395,8 +401,8 @@ class Sweep:
                                 sweep_id=self.sweep_id, concurrency=spec.concurrency,
                                 retry=retry, on_done=progress,
                                 signals=signals if signals is not None else configured,
-                                unfinished=ledger.unfinished_attempts(
-                                    [r.request_key for r in todo]))
+                                resume=ledger.resume_state([r.request_key for r in todo]),
+                                resubmit=resubmit)
                 summary = await runner.run(todo)
         finally:
             writer.close()
@@ -406,6 +412,7 @@ class Sweep:
                              stopped=summary.count("stopped"),
                              provider_calls=summary.provider_calls,
                              stopped_reason=summary.stopped_reason,
+                             stopped_providers=summary.stopped_providers,
                              ledger_commits=writer.commits, ledger_cpu_s=writer.thread_cpu_s)
         status = "stopped_budget" if summary.stopped_reason else "finished"
         ledger.write([Ledger.set_sweep_status(self.sweep_id, status,

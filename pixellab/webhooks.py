@@ -722,7 +722,10 @@ class JobSignals:
             return len(self._pending) + len(self._waiters)
 
 
-DEFAULT_FAL_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+DEFAULT_FAL_JWKS_URL = "https://rest.fal.ai/.well-known/jwks.json"
+"""fal's keys live under its REST host, the one fal-client itself talks to (``REST_URL`` in
+fal-ai/fal ``projects/fal_client/src/fal_client/client.py``); ``rest.alpha.fal.ai`` is an older
+name some integrations still use (set ``PIXELLAB_FAL_JWKS_URL`` for it)."""
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,58 @@ pricing = { unit = "megapixel", usd_per_unit = 0.01, credits_per_unit = 1 }
     model = load_catalog(folder).model("replicate:x")
     assert model.estimate_usd(megapixels=3.2) == pytest.approx(0.04)
     assert model.estimate_credits(megapixels=3.2) == 4
+
+
+# --- billing as data -------------------------------------------------------------------------
+
+
+def test_each_paid_provider_states_what_it_bills_per_outcome_with_its_sources() -> None:
+    catalog = load_catalog()
+    for provider in ("replicate", "fal", "openai"):
+        rule = catalog.provider_settings(provider).billing
+        assert rule.sources and all(s.startswith("https://") for s in rule.sources), provider
+    fal = catalog.provider_settings("fal").billing
+    assert (fal.succeeded, fal.failed, fal.timeout, fal.rejected) == (
+        "billed", "free", "free", "billed")
+    assert catalog.provider_settings("replicate").billing.failed == "usage"
+
+
+def test_a_token_priced_image_model_prices_each_token_class() -> None:
+    from pixellab.billing import Usage
+
+    model = load_catalog().model("openai:gpt-image-1.5")
+    usage = Usage(text_input_tokens=4, image_input_tokens=323, image_output_tokens=1056)
+    assert model.pricing.cost_usd(usage) == pytest.approx(
+        4 * 5e-6 + 323 * 8e-6 + 1056 * 32e-6)
+
+
+def test_a_reservation_rate_below_a_token_class_price_is_refused(tmp_path: Path) -> None:
+    folder = write(tmp_path / "cat", """
+[models."openai:cheap-bound"]
+tasks = ["enhance"]
+[models."openai:cheap-bound".pricing]
+unit = "token"
+usd_per_unit = 0.00001
+units_per_call = 100
+token_prices = { image_output = 0.00004 }
+""")
+    with pytest.raises(ConfigError, match="highest token price"):
+        load_catalog(folder)
+
+
+def test_a_user_file_that_tunes_a_provider_keeps_its_billing_rule(tmp_path: Path) -> None:
+    folder = write(tmp_path / "cat", "[providers.fal]\nmax_concurrency = 3\n")
+    settings = load_catalog(folder).provider_settings("fal")
+    assert settings.max_concurrency == 3 and settings.billing.failed == "free"
+
+
+def test_a_model_may_override_one_outcome_of_its_providers_rule(tmp_path: Path) -> None:
+    folder = write(tmp_path / "cat", """
+[models."fal:free-failures-billed"]
+tasks = ["enhance"]
+pricing = { unit = "image", usd_per_unit = 0.01 }
+billing = { failed = "billed" }
+""")
+    catalog = load_catalog(folder)
+    rule = catalog.billing(catalog.model("fal:free-failures-billed"))
+    assert (rule.failed, rule.timeout) == ("billed", "free")

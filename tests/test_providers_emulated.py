@@ -7,6 +7,10 @@ not from pixellab's counters.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ import pytest
 
 from pixellab.catalog import load_catalog
 from pixellab.emulator import Emulator
+from pixellab.ledger import Ledger
 from pixellab.providers.fal import FalProvider
 from pixellab.providers.local import LocalProvider
 from pixellab.providers.replicate import ReplicateProvider
@@ -24,6 +29,7 @@ from pixellab.runner import RetryPolicy
 from pixellab.sweep import Sweep, SweepResult, SweepSpec
 from pixellab.webhooks import JobSignals, JwksKeys, WebhookReceiver, WebhookServer
 from pixellab.workbench import Workbench
+from tests.conftest import run_process, started
 from tests.emulated import emulated_providers, point_sdks_at, remote_models
 
 CATALOG = remote_models("emu/kontext-edit", "gpt-image-emu", usd_per_image=0.04, timeout_s=5)
@@ -90,7 +96,7 @@ def test_a_429_is_retried_and_then_succeeds_on_the_same_model(
 
 
 @pytest.mark.parametrize("model_id", [REPLICATE, FAL, OPENAI])
-def test_a_5xx_on_create_falls_back_to_the_next_model(
+def test_a_5xx_on_create_is_settled_or_charged_as_unknown_never_retried_blind(
         workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
     emulator.faults.add(model_id.split(":")[0], "server_error", times=FAST.max_attempts,
                         status=500)
@@ -98,7 +104,76 @@ def test_a_5xx_on_create_falls_back_to_the_next_model(
     assert result.succeeded == 1
     rows = attempts(workbench)
     assert rows[-1] == ("local:autoenhance", "succeeded", None)
-    assert {r[2] for r in rows[:-1]} == {"ProviderUnavailable"}
+    if model_id == REPLICATE:  # asked afterwards: it made no prediction, so retries are free
+        assert [r[2] for r in rows[:-1]] == ["ProviderUnavailable"] * FAST.max_attempts
+        assert workbench.ledger.scalar("select count(*) from costs") == 1  # the local one
+    else:  # no way to ask: charged at the estimate, and that model is not called again
+        assert [r[2] for r in rows[:-1]] == ["OutcomeUnknown"]
+
+
+def settled(emulator: Emulator, provider: str, before: int, timeout_s: float = 20.0) -> None:
+    """Wait until every job the emulator accepted since ``before`` has ended (and is billed)."""
+    deadline = time.monotonic() + timeout_s
+    terminal = {"succeeded", "failed", "canceled"}
+    while any(j.status not in terminal for j in emulator.creates(provider)[before:]):
+        assert time.monotonic() < deadline, "emulated jobs did not finish"
+        time.sleep(0.02)
+
+
+def spend(workbench: Workbench, model_id: str) -> float:
+    return float(workbench.ledger.scalar(
+        "select coalesce(sum(usd), 0) from costs where model_id = ?", [model_id]))
+
+
+@pytest.mark.parametrize("action", ["accept_then_error", "accept_then_reset"])
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL, OPENAI])
+def test_a_create_accepted_then_cut_off_is_paid_once_and_never_made_twice(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str,
+        action: str) -> None:
+    provider = model_id.split(":")[0]
+    emulator.faults.add(provider, action, times=FAST.max_attempts, status=504)
+    before = len(emulator.creates(provider))
+    result = run_chain(workbench, dataset_dir, [model_id, "local:autoenhance"])
+    settled(emulator, provider, before)
+    jobs = emulator.creates(provider)[before:]
+    assert result.succeeded == 1 and len(jobs) == 1  # one create for the request and model
+    billed = sum(j.cost_usd for j in jobs)
+    assert billed > 0 and spend(workbench, model_id) >= billed - 1e-9
+    if model_id == REPLICATE:  # found by the file it was given: adopted, polled, used
+        assert attempts(workbench) == [(REPLICATE, "succeeded", None)]
+        assert spend(workbench, model_id) == pytest.approx(billed)
+    else:
+        assert [r[2] for r in attempts(workbench)] == ["OutcomeUnknown", None]
+
+
+def test_an_exhausted_openai_quota_stops_openai_for_the_sweep_and_costs_nothing(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path) -> None:
+    emulator.faults.add("openai", "insufficient_quota", times=10)
+    before, billed = len(emulator.log), emulator.bill("openai")
+    spec = SweepSpec.parse({"name": "quota", "task": "enhance", "dataset": str(dataset_dir),
+                            "chain": [OPENAI, "local:autoenhance"], "limit": 3,
+                            "concurrency": 1})
+    result = Sweep(spec, workbench).run(retry=FAST)
+    creates = [r for r in emulator.log[before:] if r.provider == "openai" and r.method == "POST"]
+    assert result.succeeded == 3 and len(creates) == 1  # one refusal, then OpenAI is left alone
+    assert "insufficient_quota" in result.stopped_providers["openai"]
+    assert spend(workbench, OPENAI) == 0 and emulator.bill("openai") == billed
+    assert [r[2] for r in attempts(workbench) if r[0] == OPENAI] == [
+        "QuotaExhausted", "QuotaExhausted", "QuotaExhausted"]
+    assert [r[1] for r in attempts(workbench) if r[0] == OPENAI] == [
+        "failed", "skipped", "skipped"]
+
+
+def test_a_fal_refusal_is_recognised_by_its_type_whatever_its_words(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path) -> None:
+    emulator.faults.add("fal", "content_rejected", error="Unprocessable image")
+    before = len(emulator.creates("fal"))
+    run_chain(workbench, dataset_dir, [FAL, "local:autoenhance"])
+    settled(emulator, "fal", before)
+    assert [r[2] for r in attempts(workbench)] == ["ContentRejected", None]
+    assert len(emulator.creates("fal")[before:]) == 1  # not retried
+    assert spend(workbench, FAL) == pytest.approx(emulator.bill("fal") - sum(
+        j.cost_usd for j in emulator.creates("fal")[:before]))  # billed: the runner had run
 
 
 @pytest.mark.parametrize("action,reason", [("corrupt", {"truncated", "undecodable"}),
@@ -174,46 +249,75 @@ def test_ledger_cost_equals_the_emulator_bill(
     assert float(workbench.ledger.scalar("select sum(usd) from costs")) == pytest.approx(0.12)
 
 
+def kill_once_the_job_is_recorded(tmp_path: Path, dataset_dir: Path, emu: Emulator,
+                                  monkeypatch: pytest.MonkeyPatch) -> Workbench:
+    """Run a one-request Replicate sweep in a child process and SIGKILL it once the prediction
+    id is in its ledger; return an in-process workbench on the same home, pointed at ``emu``."""
+    env = {**os.environ, "REPLICATE_API_TOKEN": "r8_" + "k" * 37,
+           "REPLICATE_BASE_URL": emu.replicate_base_url, "SSL_CERT_FILE": emu.ca_pem,
+           "PIXELLAB_CATALOG": str(tmp_path / "catalog")}
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog" / "emu.toml").write_text(CATALOG)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: killed\ntask: enhance\ndataset: {dataset_dir}\n"
+                    f"chain: ['{REPLICATE}']\nlimit: 1\n")
+    home = tmp_path / "home"
+    with started([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
+                  "--home", str(home)], env=env, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL) as child:
+        ledger = home / "ledger.duckdb"
+        deadline = time.monotonic() + 60
+        while not (ledger.exists() and Ledger(ledger, read_only=True).scalar(
+                "select count(*) from attempts where provider_job_id is not null")):
+            assert time.monotonic() < deadline and child.poll() is None, "no job id recorded"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    for name in ("REPLICATE_API_TOKEN", "SSL_CERT_FILE"):
+        monkeypatch.setenv(name, env[name])
+    return Workbench(home, catalog=load_catalog(tmp_path / "catalog"), providers={
+        "local": LocalProvider(), "replicate": ReplicateProvider(base_url=emu.replicate_base_url)})
+
+
 def test_a_sweep_killed_after_submit_resumes_by_polling_not_by_paying_again(
         tmp_path: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL the sweep process while its job runs; the resumed sweep finds the recorded
     prediction id and polls it. The emulator must see exactly one create."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     with Emulator(latency_s=4.0) as slow:
-        env = {**os.environ, "REPLICATE_API_TOKEN": "r8_" + "k" * 37,
-               "REPLICATE_BASE_URL": slow.replicate_base_url, "SSL_CERT_FILE": slow.ca_pem,
-               "PIXELLAB_CATALOG": str(tmp_path / "catalog")}
-        (tmp_path / "catalog").mkdir()
-        (tmp_path / "catalog" / "emu.toml").write_text(CATALOG)
-        spec = tmp_path / "s.yaml"
-        spec.write_text(f"name: killed\ntask: enhance\ndataset: {dataset_dir}\n"
-                        f"chain: ['{REPLICATE}']\nlimit: 1\n")
-        home = tmp_path / "home"
-        child = subprocess.Popen([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
-                                  "--home", str(home)], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not slow.creates("replicate") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # the prediction id reaches the ledger right after the create returns
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        workbench = kill_once_the_job_is_recorded(tmp_path, dataset_dir, slow, monkeypatch)
         assert len(slow.creates("replicate")) == 1
-
-        for name in ("REPLICATE_API_TOKEN", "SSL_CERT_FILE"):
-            monkeypatch.setenv(name, env[name])
-        workbench = Workbench(home, catalog=load_catalog(tmp_path / "catalog"), providers={
-            "local": LocalProvider(),
-            "replicate": ReplicateProvider(base_url=slow.replicate_base_url)})
         result = Sweep.resume("killed", workbench).run(retry=FAST)
         assert result.succeeded == 1 and result.provider_calls == 0
         assert len(slow.creates("replicate")) == 1
         assert attempts(workbench) == [(REPLICATE, "succeeded", None)]
+
+
+def test_a_resume_after_replicate_deleted_the_output_says_so_and_pays_again_only_on_request(
+        tmp_path: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replicate removes a prediction's input and output an hour after it completes (here:
+    0.5 s). A resume that comes later records why it has no output, charges the job that ran,
+    and creates nothing; only ``--resubmit`` pays again."""
+    with Emulator(latency_s=1.0, retention_s=0.5) as emu:
+        workbench = kill_once_the_job_is_recorded(tmp_path, dataset_dir, emu, monkeypatch)
+        settled(emu, "replicate", 0)
+        time.sleep(0.6)  # past the retention period
+        result = Sweep.resume("killed", workbench).run(retry=FAST)
+        [outcome] = result.outcomes
+        assert (outcome.status, outcome.error_reason) == ("failed", "data_removed")
+        assert result.provider_calls == 0 and len(emu.creates("replicate")) == 1
+        assert spend(workbench, REPLICATE) == pytest.approx(emu.bill("replicate")) == 0.04
+
+        again = Sweep.resume("killed", workbench).run(retry=FAST)
+        assert again.provider_calls == 0 and again.outcomes[0].error_reason == "data_removed"
+        cli = run_process([sys.executable, "-m", "pixellab.cli", "sweep", "resume", "killed",
+                           "--home", str(workbench.home), "--resubmit"], timeout=120,
+                          env={**os.environ, "PIXELLAB_CATALOG": str(tmp_path / "catalog"),
+                               "REPLICATE_BASE_URL": emu.replicate_base_url})
+        assert cli.returncode == 0, cli.stderr
+        assert len(emu.creates("replicate")) == 2
+        assert workbench.ledger.scalar(
+            "select status from requests where request_key = ?", [outcome.request_key]
+        ) == "succeeded"
 
 
 @dataclass
@@ -299,3 +403,30 @@ def test_a_configured_public_url_makes_the_sweep_run_its_own_receiver(
     assert result.succeeded == 1  # a 120 s poll interval: only the webhook can explain this
     assert float(workbench.ledger.scalar("select latency_s from attempts")) < 10
     assert workbench.providers[model_id.split(":")[0]].webhook_url is None  # type: ignore[attr-defined]
+
+
+def test_costs_of_a_token_priced_edit_are_its_usage_at_each_token_classs_price(
+        tmp_path: Path, dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpt-image-1.5 prices text in, image in and image out tokens differently; the ledger and
+    `pixellab costs` must equal the response's usage priced by hand at OpenAI's published
+    rates ($5, $8 and $32 per 1M), not total_tokens at one rate."""
+    with Emulator(latency_s=0.01, record_bodies=True) as emu:
+        point_sdks_at(emu, monkeypatch)
+        home = tmp_path / "home"
+        workbench = Workbench(home, providers=emulated_providers(emu))  # the shipped catalog
+        spec = SweepSpec.parse({"name": "tokens", "task": "enhance", "dataset": str(dataset_dir),
+                                "chain": ["openai:gpt-image-1.5"], "limit": 1})
+        assert Sweep(spec, workbench).run(retry=FAST, score=False).succeeded == 1
+        [edit] = [r for r in emu.responses if r.route.endswith("/images/edits")]
+        usage = edit.json()["usage"]
+    by_hand = (usage["input_tokens_details"]["text_tokens"] * 5
+               + usage["input_tokens_details"]["image_tokens"] * 8
+               + usage["output_tokens"] * 32) / 1_000_000
+    one_rate = usage["total_tokens"] * 32 / 1_000_000
+    assert usage["input_tokens_details"]["image_tokens"] > 0 and one_rate > by_hand * 1.05
+    assert float(workbench.ledger.scalar("select usd from costs")) == pytest.approx(
+        by_hand, abs=1e-6)
+    printed = run_process([sys.executable, "-m", "pixellab.cli", "costs", "--home", str(home)],
+                          timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert f"Total: ${by_hand:.4f}" in printed.stdout

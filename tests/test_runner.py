@@ -15,9 +15,17 @@ from typing import Any
 
 import pytest
 
+from pixellab.billing import Usage
 from pixellab.catalog import load_catalog
-from pixellab.errors import ContentRejected, ProviderError, RateLimited
-from pixellab.ledger import LedgerWriter
+from pixellab.errors import (
+    ContentRejected,
+    OutcomeUnknown,
+    ProviderError,
+    ProviderUnavailable,
+    QuotaExhausted,
+    RateLimited,
+)
+from pixellab.ledger import Ledger, LedgerWriter, SubmitJournal
 from pixellab.providers.base import Job, JobState, ProviderRequest
 from pixellab.providers.local import LocalProvider
 from pixellab.runner import Request, RetryPolicy, Runner, RunSummary
@@ -217,3 +225,219 @@ async def test_error_messages_are_redacted_before_they_reach_the_ledger(
     messages = " ".join(str(m) for m in h.column(
         "select error_message from attempts where error_message is not null"))
     assert secret[:12] not in messages and "[REDACTED]" in messages
+
+
+# --- money: durable submits, ambiguous creates, billing rules, resumes --------------------
+
+
+class ReconcilingProvider(ScriptedProvider):
+    """A provider that can be asked afterwards whether a create made a job (as Replicate can):
+    ``made`` holds the attempt ids whose ambiguous create really made a job."""
+
+    def __init__(self, name: str, script: list[ProviderError | float | str] | None = None,
+                 made: set[str] | None = None) -> None:
+        super().__init__(name, script)
+        self.made = made if made is not None else set()
+        self.asked: list[str | None] = []
+
+    async def find_job(self, request: ProviderRequest, since: object) -> Job | None:
+        self.asked.append(request.attempt_id)
+        if request.attempt_id in self.made:
+            return await LocalProvider.submit(self, request)
+        return None
+
+
+async def test_a_paid_create_is_on_disk_as_submitting_before_the_call_leaves(harness) -> None:
+    seen: list[str] = []
+
+    class Watching(ScriptedProvider):
+        async def submit(self, request: ProviderRequest) -> Job:
+            folder = SubmitJournal.folder(h.workbench.ledger.path)
+            seen.extend(line for path in folder.glob("*.jsonl")
+                        for line in path.read_text().splitlines()
+                        if request.attempt_id and request.attempt_id in line)
+            return await super().submit(request)
+
+    h = harness(Watching("replicate"))
+    await h.run()
+    assert len(seen) == 1 and '"submitting"' in seen[0]
+    assert h.column("select status from attempts") == ["succeeded"]
+
+
+async def test_a_5xx_after_the_create_was_sent_is_charged_once_and_not_retried(harness) -> None:
+    primary = ScriptedProvider("replicate", [OutcomeUnknown("replicate 504 after send")])
+    h = harness(primary, retry=RetryPolicy(max_attempts=3))
+    summary = await h.run()
+    assert primary.calls == 1 and summary.outcomes[0].model_id == "fal:enhance-b"
+    assert h.column("select error_reason || ' ' || usd::double from attempts "
+                    "where model_id = 'replicate:enhance-a'") == ["outcome_unknown 0.01"]
+
+
+async def test_an_ambiguous_create_the_provider_says_made_a_job_is_adopted_not_repaid(
+        harness) -> None:
+    primary = ReconcilingProvider("replicate", [OutcomeUnknown("reset after send")])
+    h = harness(primary)
+    primary.made = _AnyAttempt()
+    summary = await h.run()
+    assert summary.outcomes[0].model_id == "replicate:enhance-a"
+    assert primary.calls == 1 and len(primary.asked) == 1
+    assert h.column("select status || ' ' || usd::double from attempts") == ["succeeded 0.01"]
+
+
+async def test_an_ambiguous_create_that_made_no_job_is_retried_for_free(harness) -> None:
+    primary = ReconcilingProvider("replicate", [OutcomeUnknown("500 after send")])
+    h = harness(primary, retry=RetryPolicy(max_attempts=2))
+    summary = await h.run()
+    assert summary.outcomes[0].model_id == "replicate:enhance-a" and primary.calls == 2
+    assert h.column("select status || ' ' || usd::double from attempts order by attempt_no"
+                    ) == ["failed 0.0", "succeeded 0.01"]
+
+
+async def test_a_poll_that_fails_transiently_is_polled_again_not_created_again(harness) -> None:
+    class FlakyPoll(ScriptedProvider):
+        polls = 0
+
+        async def submit(self, request: ProviderRequest) -> Job:
+            self.calls += 1
+            self.job = await LocalProvider.submit(self, request)
+            return Job("job-1", JobState.RUNNING)
+
+        async def poll(self, job: Job) -> Job:
+            self.polls += 1
+            if self.polls < 3:
+                raise ProviderUnavailable("503 on the status GET")
+            return self.job
+
+    primary = FlakyPoll("replicate")
+    h = harness(primary, retry=RetryPolicy(poll_interval_s=0.0, initial_wait_s=0.0))
+    summary = await h.run()
+    assert summary.outcomes[0].model_id == "replicate:enhance-a"
+    assert (primary.calls, primary.polls) == (1, 3)
+
+
+async def test_an_exhausted_quota_stops_that_provider_for_the_run(harness) -> None:
+    primary = ScriptedProvider("replicate", [QuotaExhausted("insufficient_quota")])
+    h = harness(primary, n=3, concurrency=1)
+    summary = await h.run()
+    assert primary.calls == 1
+    assert [o.model_id for o in summary.outcomes] == ["fal:enhance-b"] * 3
+    assert summary.stopped_providers == {"replicate": "insufficient_quota"}
+    assert h.column("select status || ' ' || error_class from attempts "
+                    "where model_id = 'replicate:enhance-a' order by request_key") == [
+        "failed QuotaExhausted", "skipped QuotaExhausted", "skipped QuotaExhausted"]
+
+
+async def test_a_failed_job_is_charged_by_the_providers_billing_rule(harness) -> None:
+    # Replicate bills a failed prediction what it used: nothing for a model priced per output
+    # (it generated none); fal does not bill server errors.
+    failing = [ProviderUnavailable("CUDA out of memory"), ProviderUnavailable("again")]
+    h = harness(_FailingJob("replicate", failing[:1]), _FailingJob("fal", failing[1:]),
+                retry=RetryPolicy(max_attempts=1))
+    await h.run()
+    assert h.column("select model_id || ' ' || usd::double from attempts order by attempt_no"
+                    ) == ["replicate:enhance-a 0.0", "fal:enhance-b 0.0"]
+    assert h.column("select count(*) from costs") == [0]
+
+
+GPU_MODEL = """
+[models."replicate:sdxl-like"]
+tasks = ["enhance"]
+pricing = { unit = "gpu_second", usd_per_unit = 0.001, units_per_call = 60 }
+"""
+
+
+@pytest.mark.parametrize(("provider", "outcome", "usage", "expected"), [
+    ("replicate", "failed", Usage(seconds=4.0), (0.004, False)),   # the compute it used
+    ("replicate", "canceled", None, (0.06, True)),                # used, but unreported
+    ("replicate", "succeeded", Usage(seconds=2.5), (0.0025, False)),
+    ("fal", "failed", Usage(seconds=4.0), (0.0, False)),           # 5xx: never billed
+    ("fal", "rejected", None, (0.06, True)),                      # a 422 may be billed
+    ("fal", "unknown", None, (0.06, True)),                       # may exist: the bound
+    ("fal", None, None, (0.0, False)),                            # refused: no job exists
+])
+def test_what_an_attempt_costs_follows_the_rule_the_usage_and_the_bound(
+        tmp_path: Path, provider: str, outcome: str | None, usage: Usage | None,
+        expected: tuple[float, bool]) -> None:
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    (folder / "gpu.toml").write_text(GPU_MODEL.replace("replicate:", f"{provider}:"))
+    catalog = load_catalog(folder)
+    model = catalog.model(f"{provider}:sdxl-like")
+    usd, _, estimated = Runner._charge(model, catalog.billing(model), outcome, usage,  # type: ignore[arg-type]
+                                       model.estimate_usd(), model.estimate_credits())
+    assert (round(usd, 6), estimated) == expected
+
+
+class _AnyAttempt(set[str]):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+class _FailingJob(ScriptedProvider):
+    """The create is accepted (a job exists); the job then fails with the scripted error."""
+
+    async def submit(self, request: ProviderRequest) -> Job:
+        self.calls += 1
+        if self.script:
+            error = self.script.pop(0)
+            assert isinstance(error, ProviderError)
+            return Job(f"{self.name}-{self.calls}", JobState.FAILED, error=error)
+        return await LocalProvider.submit(self, request)
+
+
+def _orphan(h: Harness, model_id: str = "replicate:enhance-a") -> None:
+    """What a kill between recording a create and learning its job id leaves behind."""
+    h.workbench.ledger.write([Ledger.start_attempt("orphan", "k0", None, 1, model_id.split(":")[0],
+                                                   model_id, status="submitting")])
+    h.runner.resume = h.workbench.ledger.resume_state(["k0"])
+
+
+async def test_a_create_cut_short_by_a_crash_is_charged_as_unknown_and_not_made_again(
+        harness) -> None:
+    primary = ScriptedProvider("replicate")
+    h = harness(primary)
+    _orphan(h)
+    summary = await h.run()
+    assert primary.calls == 0 and summary.outcomes[0].model_id == "fal:enhance-b"
+    assert h.column("select attempt_id || ' ' || error_reason || ' ' || usd::double "
+                    "from attempts where model_id = 'replicate:enhance-a'") == [
+        "orphan outcome_unknown 0.01"]
+    assert h.column("select usd::double from costs where attempt_id = 'orphan'") == [0.01]
+
+
+async def test_a_create_cut_short_that_made_a_job_is_found_and_adopted(harness) -> None:
+    primary = ReconcilingProvider("replicate", made={"orphan"})
+    h = harness(primary)
+    _orphan(h)
+    summary = await h.run()
+    assert summary.outcomes[0].model_id == "replicate:enhance-a"
+    assert (primary.calls, primary.asked) == (0, ["orphan"])
+    assert h.column("select attempt_id || ' ' || status from attempts") == ["orphan succeeded"]
+
+
+async def test_a_create_cut_short_that_made_no_job_is_made_once_in_the_same_attempt(
+        harness) -> None:
+    primary = ReconcilingProvider("replicate")
+    h = harness(primary)
+    _orphan(h)
+    await h.run()
+    assert (primary.calls, primary.asked) == (1, ["orphan"])
+    assert h.column("select attempt_id || ' ' || status || ' ' || usd::double from attempts"
+                    ) == ["orphan succeeded 0.01"]
+
+
+async def test_a_model_whose_outcome_is_unknown_is_called_again_only_on_resubmit(
+        harness) -> None:
+    first = harness(ScriptedProvider("replicate", [OutcomeUnknown("reset after send")]))
+    await first.run()
+    keys = ["k0"]
+    again = ScriptedProvider("replicate")
+    second = harness(again, resume=first.workbench.ledger.resume_state(keys))
+    await second.run()
+    assert again.calls == 0
+    assert second.column("select status || ' ' || error_reason from attempts "
+                         "where model_id = 'replicate:enhance-a' order by started_at") == [
+        "failed outcome_unknown", "skipped outcome_unknown"]
+    third = harness(again, resume=second.workbench.ledger.resume_state(keys), resubmit=True)
+    summary = await third.run()
+    assert again.calls == 1 and summary.outcomes[0].model_id == "replicate:enhance-a"

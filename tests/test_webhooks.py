@@ -769,3 +769,19 @@ def test_no_equality_operator_touches_a_signature_or_digest() -> None:
     offending = [line for line in code.splitlines() if _EQUALITY_ON_SECRETS.search(line)]
     assert offending == []
     assert "hmac.compare_digest(" in code and ".verify(signature, message)" in code
+
+
+def test_the_default_fal_jwks_url_is_on_the_rest_host_fal_client_uses() -> None:
+    import ast
+    from pathlib import Path
+
+    import fal_client.client
+
+    from pixellab.webhooks import DEFAULT_FAL_JWKS_URL
+
+    # read from fal-client's source: tests patch the module's constant at run time
+    tree = ast.parse(Path(fal_client.client.__file__).read_text(encoding="utf-8"))
+    [shipped] = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                 and any(getattr(t, "id", None) == "REST_URL" for t in node.targets)
+                 and isinstance(node.value, ast.Constant)]
+    assert DEFAULT_FAL_JWKS_URL == f"{shipped}/.well-known/jwks.json"

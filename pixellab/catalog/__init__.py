@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pixellab.billing import BillingRule, Charge, TokenPrices, Usage
 from pixellab.errors import ConfigError, UnknownModel
 from pixellab.tasks import Task
 
@@ -44,6 +45,47 @@ class Pricing(_Strict):
     units_per_call: float | None = Field(default=None, gt=0)
     """Upper bound of billed units in one call (GPU-seconds, seconds of video, tokens) used to
     reserve budget; without it seconds are bounded by the model's timeout."""
+    token_prices: TokenPrices | None = None
+    """Per-class USD per token, for providers that price token classes differently (OpenAI's
+    GPT image models: text in, image in, image out). ``usd_per_unit`` stays the rate the budget
+    reserves at, so it must be at least the highest class price."""
+
+    @model_validator(mode="after")
+    def _reserve_covers_every_class(self) -> Pricing:
+        if self.token_prices is not None:
+            if self.unit != "token":
+                raise ValueError("token_prices needs unit = \"token\"")
+            if self.usd_per_unit < self.token_prices.highest:
+                raise ValueError(
+                    f"usd_per_unit ({self.usd_per_unit:g}) must be at least the highest token "
+                    f"price ({self.token_prices.highest:g}), so that the budget reservation "
+                    "bounds a call")
+        return self
+
+    def cost_usd(self, usage: Usage | None) -> float | None:
+        """What ``usage`` costs at these prices; None when the usage does not say (the caller
+        then charges the catalog estimate)."""
+        if usage is None:
+            return None
+        if self.unit == "token" and usage.tokens:
+            if self.token_prices is not None:
+                return self.token_prices.cost(usage)
+            return usage.tokens * self.usd_per_unit
+        if self.unit == "gpu_second" and usage.seconds is not None:
+            return usage.seconds * self.usd_per_unit
+        return None
+
+    @property
+    def per_output(self) -> bool:
+        """Priced by what is delivered (an image, a megapixel, a second of video, a call), not by
+        time or tokens consumed: a job that delivered nothing used none of it."""
+        return self.unit in ("image", "megapixel", "second", "call")
+
+    def credits_for(self, usd: float) -> float:
+        """Credits at the same ratio as the list price (0 for a free model)."""
+        if self.usd_per_unit <= 0:
+            return 0.0
+        return usd / self.usd_per_unit * self.credits_per_unit
 
 
 class Model(_Strict):
@@ -62,7 +104,17 @@ class Model(_Strict):
     preserves_size: bool = False
     """The output has exactly the input's size (classical ops, most cut-out services), so a
     different size is an invalid output. Generative models pick their own size."""
+    billing: dict[str, Charge] = Field(default_factory=dict)
+    """Overrides of the provider's billing rule for this model (see :mod:`pixellab.billing`)."""
     description: str = ""
+
+    @field_validator("billing")
+    @classmethod
+    def _known_outcomes(cls, value: dict[str, Charge]) -> dict[str, Charge]:
+        unknown = sorted(set(value) - set(BillingRule.model_fields) - {"sources"})
+        if unknown:
+            raise ValueError(f"unknown outcome {unknown[0]!r}")
+        return value
 
     @field_validator("provider")
     @classmethod
@@ -106,9 +158,11 @@ class Model(_Strict):
 
 
 class ProviderSettings(_Strict):
-    """Limits shared by every model of one provider (an account's concurrency quota)."""
+    """Limits shared by every model of one provider (an account's concurrency quota), and what
+    the provider bills per outcome (:class:`~pixellab.billing.BillingRule`)."""
 
     max_concurrency: int = Field(default=8, ge=1)
+    billing: BillingRule = Field(default_factory=BillingRule)
 
 
 class Catalog(BaseModel):
@@ -149,6 +203,11 @@ class Catalog(BaseModel):
 
     def provider_settings(self, provider: str) -> ProviderSettings:
         return self.providers.get(provider, ProviderSettings())
+
+    def billing(self, model: Model) -> BillingRule:
+        """The provider's billing rule with the model's own overrides applied."""
+        rule = self.provider_settings(model.provider).billing
+        return rule.override(model.billing) if model.billing else rule
 
     def for_task(self, task: Task | str) -> list[Model]:
         task = Task(task)
@@ -246,7 +305,10 @@ def load_catalog(*extra_dirs: str | os.PathLike[str], include_defaults: bool = T
             file_models, file_chains, file_providers = _parse_file(path)
             models.update(file_models)
             chains.update(file_chains)
-            providers.update(file_providers)
+            for name, settings in file_providers.items():  # a later file overrides by key
+                before = providers.get(name)
+                providers[name] = settings if before is None else before.model_copy(
+                    update={key: getattr(settings, key) for key in settings.model_fields_set})
             sources.append(str(path))
     try:
         return Catalog(models=models, chains=chains, providers=providers,

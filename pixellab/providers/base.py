@@ -10,26 +10,31 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from pixellab.billing import Usage
 from pixellab.catalog import Model
 from pixellab.errors import (
     ContentRejected,
     InvalidOutput,
     InvalidRequest,
     MissingCredentials,
+    OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
+    QuotaExhausted,
     RateLimited,
 )
 from pixellab.tasks import Task
 
 __all__ = [
     "ContentRejected", "InvalidOutput", "InvalidRequest", "Job", "JobState", "MissingCredentials",
-    "KeyedProvider", "Output", "Provider", "ProviderError", "ProviderRequest", "ProviderTimeout",
-    "ProviderUnavailable", "RateLimited", "credential_from_env", "error_for_status",
+    "KeyedProvider", "OutcomeUnknown", "Output", "Provider", "ProviderError", "ProviderRequest",
+    "ProviderTimeout", "ProviderUnavailable", "RateLimited", "Reconciling", "Usage",
+    "credential_from_env", "error_for_status", "transport_error",
 ]
 
 
@@ -49,6 +54,9 @@ class ProviderRequest:
     params: dict[str, Any] = field(default_factory=dict)
     task: Task | None = None
     """What the call is for, where one model serves several tasks (an LLM's ``analyze``)."""
+    attempt_id: str | None = None
+    """The ledger's id of this attempt: adapters that can tag a job (Replicate file metadata)
+    attach it, so :meth:`Reconciling.find_job` can find the job after a crash."""
 
 
 class JobState(StrEnum):
@@ -70,7 +78,9 @@ class Output:
     data: bytes
     media_type: str
     metadata: dict[str, Any] = field(default_factory=dict)
-    reported_cost_usd: float | None = None
+    usage: Usage | None = None
+    """The billed units the provider reported (tokens by class, compute seconds), which the
+    catalog's pricing turns into the charge; None when it reported none."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,9 @@ class Job:
     queue_position: int | None = None
     context: dict[str, str] = field(default_factory=dict)
     """Adapter-private facts needed to poll or cancel (e.g. fal's application id)."""
+    usage: Usage | None = None
+    """Billed units of a job that ended without an output (a failed Replicate prediction reports
+    the compute it used)."""
 
 
 @runtime_checkable
@@ -106,20 +119,60 @@ class Provider(Protocol):
         """Best effort: stop a job we no longer want, so it stops costing money."""
 
 
+@runtime_checkable
+class Reconciling(Protocol):
+    """A provider that can tell, after the fact, whether a create call made a job."""
+
+    async def find_job(self, request: ProviderRequest, since: datetime) -> Job | None:
+        """The job a create call for ``request`` (same :attr:`ProviderRequest.attempt_id`) made
+        at or after ``since`` (UTC), or None when it certainly made none. Raises
+        :class:`OutcomeUnknown` when the provider's answer cannot settle it."""
+
+
 def error_for_status(status: int, message: str, *, model_id: str | None,
-                     retry_after: float | None = None,
-                     content_rejected: bool = False) -> ProviderError:
+                     retry_after: float | None = None, content_rejected: bool = False,
+                     creating: bool = False) -> ProviderError:
     """The one HTTP-status policy every adapter shares: 429 waits, content refusals and other
-    4xx fail fast, 401/403 mean the key is wrong, 408/409/5xx (and no status) are transient."""
+    4xx fail fast, 401/403 mean the key is wrong, 402 that the account is out of credit,
+    408/409/5xx (and no status) are transient.
+
+    On a job-creating call (``creating``) a 5xx is different: the server got the request and
+    may have accepted (and billed) the job before failing to answer, so it is
+    :class:`OutcomeUnknown`, never a blind retry. 408/409/429 and 4xx refuse the request."""
     if status == 429:
         return RateLimited(message, retry_after=retry_after, model_id=model_id)
+    if status == 402:  # Payment Required: out of credit (Replicate answers it so)
+        return QuotaExhausted(message, model_id=model_id)
     if content_rejected:
         return ContentRejected(message, model_id=model_id)
     if status in (401, 403):
         return MissingCredentials(message, model_id=model_id)
+    if creating and status >= 500:
+        return OutcomeUnknown(f"{message} (after the create was sent: the job may exist and "
+                              f"bill)", model_id=model_id)
     if status >= 500 or status in (0, 408, 409):
         return ProviderUnavailable(message, model_id=model_id)
     return InvalidRequest(message, model_id=model_id)
+
+
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
+"""Transport errors raised before a request left (httpx and httpx2 spell them the same)."""
+
+
+def transport_error(exc: BaseException, message: str, *, model_id: str | None,
+                    creating: bool = False) -> ProviderError:
+    """A transport failure (httpx or httpx2). Connection refused or no free connection: the
+    request never left, so a retry is safe. Anything later (a read timeout, a reset, a server
+    that hung up mid-answer) on a job-creating call may have created the job: OutcomeUnknown."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & _NOT_SENT:
+        return ProviderUnavailable(f"{message} ({type(exc).__name__})", model_id=model_id)
+    if creating:
+        return OutcomeUnknown(f"{message} ({type(exc).__name__} after the create was sent: the "
+                              f"job may exist and bill)", model_id=model_id)
+    if "TimeoutException" in names or isinstance(exc, TimeoutError):
+        return ProviderTimeout(f"{message} ({type(exc).__name__})", model_id=model_id)
+    return ProviderUnavailable(f"{message} ({type(exc).__name__})", model_id=model_id)
 
 
 class KeyedProvider:

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import httpx
 
-from pixellab.errors import InvalidOutput, ProviderTimeout, ProviderUnavailable
+from pixellab.errors import DataRemoved, InvalidOutput, ProviderTimeout, ProviderUnavailable
 
 MAX_OUTPUT_BYTES = 25 * 1024 * 1024
 DOWNLOAD_DEADLINE_S = 60.0
@@ -54,6 +54,10 @@ async def fetch_output(url: str, *, model_id: str, max_bytes: int = MAX_OUTPUT_B
             async with httpx.AsyncClient(verify=tls_verify(), timeout=30.0,
                                          follow_redirects=True) as client:
                 async with client.stream("GET", url, headers=headers) as response:
+                    if response.status_code in (404, 410):
+                        raise DataRemoved(
+                            f"{model_id}: the output URL answered {response.status_code}: the "
+                            f"provider no longer has it", model_id=model_id)
                     if response.status_code >= 400:
                         raise ProviderUnavailable(
                             f"{model_id}: output download answered {response.status_code}",

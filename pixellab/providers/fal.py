@@ -1,11 +1,22 @@
 """fal adapter on the official ``fal-client`` SDK (async queue API).
 
-Wire facts that shape it (shared/research/providers.md §2):
-- ``submit`` goes through fal-client's own retry loop (10 attempts on 408/409/429, transport
-  errors, and timeouts). We always send ``start_timeout`` (the ``X-Fal-Request-Timeout`` header),
-  which switches off its retry of *timeouts*, the one case where the job may already exist; what
-  it still retries (connection refused, 429, 408, 409) means the request was not accepted, so no
-  job is paid twice. pixellab's runner remains the only loop that retries a failed job.
+Wire facts that shape it (shared/research/providers.md §2, §5):
+- fal-client retries its submit POST on any transport error and on 408/409/429, up to 10 times
+  (``fal_client/client.py: _maybe_retry_request``, ``_should_retry``). A connection reset after
+  fal accepted the job would make a second paid job, and fal takes no idempotency key. So the
+  submit goes through fal's documented queue REST call (``POST https://queue.fal.run/<app>``,
+  docs.fal.ai/model-endpoints/queue) with a single attempt on fal-client's own HTTP client (its
+  auth header), and pixellab's runner stays the only retry loop. Uploads, status, result and
+  cancel stay on fal-client: retrying them pays nothing.
+- An ambiguous submit (a 5xx that is not an ingress error, a cut connection, a read timeout) is
+  :class:`~pixellab.errors.OutcomeUnknown`; fal has no way to list a key's requests to settle
+  it. Ingress 502-504s without ``x-fal-request-id`` never reached the queue (fal-client retries
+  them for that reason), nor did a refused connection.
+- Errors are typed: ``error_type`` in the body or ``x-fal-error-type``, and a 422's ``detail`` is
+  a list of ``{loc, msg, type}`` (``type: "content_policy_violation"`` for a refusal,
+  docs.fal.ai/model-apis/errors). The words of a message are never the test.
+- We always send ``X-Fal-Request-Timeout`` (fal ends a request that has not started by then with
+  a 504 ``request_timeout``), so a job never waits in the queue past the model's deadline.
 - fal-client forces https and hard-codes its upload hosts. Pointing it elsewhere (the loopback
   emulator for a zero-cost dry run) sets the module's URL constants from ``PIXELLAB_FAL_*_URL``;
   without them it talks to fal.ai as usual.
@@ -22,8 +33,8 @@ import fal_client.client as fal_wire
 import httpx
 
 from pixellab.errors import (
-    ContentRejected,
     InvalidOutput,
+    OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -36,10 +47,14 @@ from pixellab.providers.base import (
     Output,
     ProviderRequest,
     error_for_status,
+    transport_error,
 )
 from pixellab.providers.download import fetch_output
 
-_CONTENT_MARKERS = ("nsfw", "content policy", "content_policy", "safety", "moderation")
+_CONTENT_TYPES = frozenset({"content_policy_violation"})
+_TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout", "generation_timeout"})
+_CANCELLED_TYPES = frozenset({"request_cancelled", "client_cancelled"})
+_INGRESS = (502, 503, 504)
 _URL_SETTINGS = {
     "PIXELLAB_FAL_QUEUE_URL": "QUEUE_URL_FORMAT",
     "PIXELLAB_FAL_RUN_URL": "RUN_URL_FORMAT",
@@ -56,24 +71,74 @@ def _retry_after(headers: dict[str, str]) -> float | None:
         return None
 
 
-def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
+def error_types(body: Any, headers: dict[str, str] | None = None,
+                error_type: str | None = None) -> set[str]:
+    """Every error type a fal error names: the top-level ``error_type`` (or the
+    ``x-fal-error-type`` header) and the ``type`` of each entry of a ``detail`` list."""
+    found = {error_type} if error_type else set()
+    header = {k.lower(): v for k, v in (headers or {}).items()}.get("x-fal-error-type")
+    if header:
+        found.add(header)
+    if isinstance(body, dict):
+        if isinstance(body.get("error_type"), str):
+            found.add(body["error_type"])
+        body = body.get("detail")
+    if isinstance(body, list):
+        found.update(item["type"] for item in body
+                     if isinstance(item, dict) and isinstance(item.get("type"), str))
+    return found
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, list):
+        return "; ".join(str(item.get("msg", item)) if isinstance(item, dict) else str(item)
+                         for item in detail)[:300]
+    return str(detail)[:300]
+
+
+def _for_types(types: set[str], status: int, message: str, model_id: str | None, *,
+               retry_after: float | None = None, creating: bool = False) -> ProviderError:
+    if types & _TIMEOUT_TYPES:
+        return ProviderTimeout(message, model_id=model_id)
+    return error_for_status(status, message, model_id=model_id, retry_after=retry_after,
+                            content_rejected=bool(types & _CONTENT_TYPES), creating=creating)
+
+
+def map_error(exc: BaseException, model_id: str | None = None, *,
+              creating: bool = False) -> ProviderError:
     """Translate an SDK or transport exception into the pixellab hierarchy."""
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, fal_client.FalClientHTTPError):
         status = exc.status_code
-        kind = f"{exc.error_type or ''} {exc.message}".lower()
-        return error_for_status(status, f"{model_id}: fal {status}: {exc.message}",
-                                model_id=model_id,
-                                retry_after=_retry_after(exc.response_headers),
-                                content_rejected=any(m in kind for m in _CONTENT_MARKERS))
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        types = error_types(exc.message, exc.response_headers, exc.error_type)
+        return _for_types(types, status, f"{model_id}: fal {status}: {_detail_text(exc.message)}",
+                          model_id, retry_after=_retry_after(exc.response_headers),
+                          creating=creating)
+    if isinstance(exc, httpx.HTTPError):
+        return transport_error(exc, f"{model_id}: fal", model_id=model_id, creating=creating)
+    if isinstance(exc, TimeoutError):
         return ProviderTimeout(f"{model_id}: fal timed out ({type(exc).__name__})",
                                model_id=model_id)
-    if isinstance(exc, httpx.HTTPError):
-        return ProviderUnavailable(f"{model_id}: fal unreachable ({type(exc).__name__})",
-                                   model_id=model_id)
     return ProviderUnavailable(f"{model_id}: {type(exc).__name__}: {exc}", model_id=model_id)
+
+
+def submit_error(response: httpx.Response, model_id: str) -> ProviderError:
+    """What a non-2xx answer to a queue submit means (the same reading fal-client applies)."""
+    status = response.status_code
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
+    message = f"{model_id}: fal {status}: {_detail_text(detail)}"
+    headers = dict(response.headers)
+    ingress = (status in _INGRESS and "x-fal-request-id" not in response.headers
+               and "nginx" in response.text)
+    if ingress:  # the gateway answered; the queue never saw the request
+        return ProviderUnavailable(message + " (ingress error)", model_id=model_id)
+    return _for_types(error_types(body, headers), status, message, model_id,
+                      retry_after=_retry_after(headers), creating=True)
 
 
 def _output_url(result: Any) -> str | None:
@@ -124,15 +189,28 @@ class FalProvider(KeyedProvider):
             if image_field and request.image is not None:
                 arguments[image_field] = await self.client.upload(
                     request.image, request.image_media_type or "image/png")
-            handle = await self.client.submit(
-                model.endpoint, arguments=arguments, webhook_url=self.webhook_url,
-                start_timeout=max(2.0, model.timeout_s))
+            http = await self.client._client
         except Exception as exc:
             raise map_error(exc, model.id) from None
-        context = {"model_id": model.id, "application": model.endpoint,
-                   "status_url": handle.status_url, "response_url": handle.response_url,
-                   "cancel_url": handle.cancel_url}
-        return Job(handle.request_id, JobState.QUEUED, context=context)
+        params = {"fal_webhook": self.webhook_url} if self.webhook_url else None
+        try:
+            response = await http.post(
+                fal_wire.QUEUE_URL_FORMAT + model.endpoint, json=arguments, params=params,
+                headers={"X-Fal-Request-Timeout": f"{max(2.0, model.timeout_s):g}"})
+        except httpx.HTTPError as exc:
+            raise map_error(exc, model.id, creating=True) from None
+        if response.status_code >= 300:
+            raise submit_error(response, model.id)
+        try:
+            data = response.json()
+            context = {"model_id": model.id, "application": model.endpoint,
+                       "status_url": data["status_url"], "response_url": data["response_url"],
+                       "cancel_url": data["cancel_url"]}
+            request_id = str(data["request_id"])
+        except (ValueError, KeyError, TypeError):
+            raise OutcomeUnknown(f"{model.id}: fal accepted the submit ({response.status_code}) "
+                                 "but its answer names no request", model_id=model.id) from None
+        return Job(request_id, JobState.QUEUED, context=context)
 
     async def _handle(self, job: Job) -> fal_wire.AsyncRequestHandle:
         return fal_wire.AsyncRequestHandle(
@@ -145,25 +223,30 @@ class FalProvider(KeyedProvider):
         try:
             handle = await self._handle(job)
             status = await handle.status()
-            if isinstance(status, fal_client.Queued):
-                return Job(job.provider_job_id, JobState.QUEUED, context=job.context,
-                           queue_position=status.position)
-            if not isinstance(status, fal_client.Completed):
-                return Job(job.provider_job_id, JobState.RUNNING, context=job.context)
-            if status.error:
-                text = f"{model_id}: {status.error}"
-                error_cls = (ContentRejected if any(m in status.error.lower()
-                                                    for m in _CONTENT_MARKERS)
-                             else ProviderUnavailable)
-                return Job(job.provider_job_id, JobState.FAILED, context=job.context,
-                           error=error_cls(text, model_id=model_id))
-            result = await handle.get()
-        except Exception as exc:
-            error = map_error(exc, model_id)
-            if isinstance(error, RateLimited | ProviderTimeout) or not isinstance(
-                    exc, fal_client.FalClientHTTPError):
-                raise error from None
+        except Exception as exc:  # the poll failed, not the job: the runner polls again
+            raise map_error(exc, model_id) from None
+        if isinstance(status, fal_client.Queued):
+            return Job(job.provider_job_id, JobState.QUEUED, context=job.context,
+                       queue_position=status.position)
+        if not isinstance(status, fal_client.Completed):
+            return Job(job.provider_job_id, JobState.RUNNING, context=job.context)
+        if status.error:
+            types = {status.error_type} if status.error_type else set()
+            error = _for_types(types, 500, f"{model_id}: {status.error}", model_id)
+            if types & _CANCELLED_TYPES:
+                error.outcome = "canceled"
             return Job(job.provider_job_id, JobState.FAILED, context=job.context, error=error)
+        try:
+            result = await handle.get()
+        except fal_client.FalClientHTTPError as exc:  # COMPLETED: this is the job's answer
+            error = map_error(exc, model_id)
+            if isinstance(error, RateLimited):
+                raise error from None
+            if 400 <= exc.status_code < 500 and error.outcome is None:
+                error.outcome = "rejected"  # the model refused the input after accepting it
+            return Job(job.provider_job_id, JobState.FAILED, context=job.context, error=error)
+        except Exception as exc:
+            raise map_error(exc, model_id) from None
         url = _output_url(result)
         if url is None:
             return Job(job.provider_job_id, JobState.FAILED, context=job.context,

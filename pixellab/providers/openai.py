@@ -1,11 +1,21 @@
 """OpenAI adapter on the official ``openai`` SDK (async client, images API).
 
-Wire facts that shape it (shared/research/providers.md §3):
+Wire facts that shape it (shared/research/providers.md §3, §5; the error and usage shapes are
+``ErrorResponse`` and ``ImagesResponse.usage`` in openai/openai-openapi):
 - The SDK retries every POST twice by default (timeouts, 429, 5xx) and sends no idempotency key,
-  so the client is built with ``max_retries=0``: pixellab's runner is the only retry loop, and a
-  timed-out image edit is never silently paid for twice.
-- Image calls are synchronous: the job is complete when :meth:`submit` returns; GPT image models
-  answer ``b64_json``, never a URL.
+  so the client is built with ``max_retries=0``: pixellab's runner is the only retry loop.
+- Image calls are synchronous: the job is complete when :meth:`submit` returns, so any 5xx or a
+  connection cut after the request left may follow work OpenAI did and bills:
+  :class:`~pixellab.errors.OutcomeUnknown`, never a silent retry. A refused connection never
+  left, so it is retried.
+- Errors are typed by ``code``: ``insufficient_quota`` (a 429) is a billing state, not a rate
+  limit (:class:`~pixellab.errors.QuotaExhausted`); ``moderation_blocked`` is a content refusal,
+  at the input stage before any work or at the output stage after the image was made.
+- GPT image models price text input, image input and image output tokens differently; the
+  response's ``usage`` is reported by class (:class:`~pixellab.billing.Usage`), and the catalog
+  prices each class.
+- Edits take at most 16 images of at most 50 MB each; a larger input is refused here, before a
+  call.
 - Rate limits carry ``retry-after-ms`` / ``retry-after``; both are passed on as ``retry_after``.
 """
 
@@ -17,14 +27,15 @@ from typing import Any
 
 import openai
 
-from pixellab.catalog import Model
+from pixellab.billing import Usage
 from pixellab.errors import (
     ContentRejected,
     InvalidOutput,
     InvalidRequest,
+    OutcomeUnknown,
     ProviderError,
-    ProviderTimeout,
     ProviderUnavailable,
+    QuotaExhausted,
 )
 from pixellab.providers.base import (
     Job,
@@ -33,11 +44,14 @@ from pixellab.providers.base import (
     Output,
     ProviderRequest,
     error_for_status,
+    transport_error,
 )
 from pixellab.tasks import Task
 
 _CONTENT_CODES = ("moderation_blocked", "content_policy_violation")
+_QUOTA_CODES = ("insufficient_quota",)
 _FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+MAX_EDIT_IMAGE_BYTES = 50 * 1024 * 1024
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -52,30 +66,96 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     return None
 
 
-def map_error(exc: BaseException, model_id: str | None = None) -> ProviderError:
-    """Translate an SDK exception into the pixellab hierarchy."""
+def _find(body: Any, key: str) -> Any:
+    """The first value of ``key`` anywhere in a JSON body (error details nest differently)."""
+    if isinstance(body, dict):
+        if key in body:
+            return body[key]
+        values: Any = body.values()
+    elif isinstance(body, list):
+        values = body
+    else:
+        return None
+    for value in values:
+        found = _find(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def map_error(exc: BaseException, model_id: str | None = None, *,
+              creating: bool = False) -> ProviderError:
+    """Translate an SDK exception into the pixellab hierarchy (``creating``: the call that
+    makes and bills the image, where a 5xx or a cut connection leaves the outcome unknown)."""
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderTimeout(f"{model_id}: openai timed out", model_id=model_id)
+        if creating:
+            return OutcomeUnknown(f"{model_id}: openai did not answer in time after the request "
+                                  "was sent: the job may have run and bill", model_id=model_id)
+        return transport_error(exc.__cause__ or exc, f"{model_id}: openai timed out",
+                               model_id=model_id)
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderUnavailable(f"{model_id}: openai unreachable", model_id=model_id)
+        return transport_error(exc.__cause__ or exc, f"{model_id}: openai unreachable",
+                               model_id=model_id, creating=creating)
     if isinstance(exc, openai.APIStatusError):
         detail = getattr(exc, "message", exc)
-        return error_for_status(
-            exc.status_code, f"{model_id}: openai {exc.status_code}: {detail}",
-            model_id=model_id, retry_after=_retry_after(exc),
-            content_rejected=getattr(exc, "code", None) in _CONTENT_CODES)
+        code = getattr(exc, "code", None) or _find(exc.body, "code")
+        message = f"{model_id}: openai {exc.status_code}{f' {code}' if code else ''}: {detail}"
+        if code in _QUOTA_CODES:
+            return QuotaExhausted(f"{message} (the account is out of credit: add credit or "
+                                  "raise the limit at platform.openai.com)", model_id=model_id)
+        if code in _CONTENT_CODES:
+            stage = _find(exc.body, "moderation_stage")
+            made = stage == "output"  # the image was made, then refused: x-request-id names it
+            return ContentRejected(message, model_id=model_id,
+                                   stage=str(stage) if stage else None,
+                                   outcome="rejected" if made else None,
+                                   provider_job_id=getattr(exc, "request_id", None) if made
+                                   else None)
+        return error_for_status(exc.status_code, message, model_id=model_id,
+                                retry_after=_retry_after(exc), creating=creating)
     return ProviderUnavailable(f"{model_id}: {type(exc).__name__}: {exc}", model_id=model_id)
 
 
-def _billed(response: Any, model: Model) -> tuple[int | None, float | None]:
-    """The tokens a response reports, and what they cost at a per-token catalog price (None
-    when the model is not priced per token or the response says nothing)."""
-    tokens = getattr(getattr(response, "usage", None), "total_tokens", None)
-    if model.pricing.unit == "token" and isinstance(tokens, int):
-        return tokens, tokens * model.pricing.usd_per_unit
-    return (tokens if isinstance(tokens, int) else None), None
+def _count(value: Any, name: str) -> int:
+    found = getattr(value, name, None) if value is not None else None
+    return found if isinstance(found, int) else 0
+
+
+def image_usage(response: Any, *, edited: bool) -> Usage | None:
+    """Billed tokens of an images response by class (``usage.input_tokens_details`` splits text
+    from image input; ``output_tokens_details``, when present, image from text output). Input
+    with no split is counted as image input on an edit (the dearer class), text otherwise;
+    output with no split as image output."""
+    usage = getattr(response, "usage", None)
+    if usage is None or not isinstance(getattr(usage, "input_tokens", None), int):
+        return None
+    inputs = getattr(usage, "input_tokens_details", None)
+    outputs = getattr(usage, "output_tokens_details", None)
+    if inputs is not None:
+        text_in, image_in = _count(inputs, "text_tokens"), _count(inputs, "image_tokens")
+    elif edited:
+        text_in, image_in = 0, usage.input_tokens
+    else:
+        text_in, image_in = usage.input_tokens, 0
+    if outputs is not None:
+        text_out, image_out = _count(outputs, "text_tokens"), _count(outputs, "image_tokens")
+    else:
+        text_out, image_out = 0, _count(usage, "output_tokens")
+    return Usage(text_input_tokens=text_in, image_input_tokens=image_in,
+                 text_output_tokens=text_out, image_output_tokens=image_out)
+
+
+def chat_usage(response: Any) -> Usage | None:
+    """Billed tokens of a chat completion: prompt (less its cached part), cached prompt, and
+    completion tokens."""
+    usage = getattr(response, "usage", None)
+    if usage is None or not isinstance(getattr(usage, "prompt_tokens", None), int):
+        return None
+    cached = _count(getattr(usage, "prompt_tokens_details", None), "cached_tokens")
+    return Usage(text_input_tokens=usage.prompt_tokens - cached, cached_text_input_tokens=cached,
+                 text_output_tokens=_count(usage, "completion_tokens"))
 
 
 class OpenAIProvider(KeyedProvider):
@@ -104,6 +184,10 @@ class OpenAIProvider(KeyedProvider):
         arguments: dict[str, Any] = {"model": model.endpoint,
                                      **model.provider_inputs(request.params)}
         arguments.setdefault("prompt", request.params.get("prompt") or "Improve this photo.")
+        if request.image is not None and len(request.image) > MAX_EDIT_IMAGE_BYTES:
+            raise InvalidRequest(f"{model.id}: the image is {len(request.image)} bytes; OpenAI "
+                                 f"edits take at most {MAX_EDIT_IMAGE_BYTES} per image",
+                                 model_id=model.id)
         try:
             if request.image is not None:
                 extension = "png" if request.image_media_type == "image/png" else "jpg"
@@ -116,21 +200,23 @@ class OpenAIProvider(KeyedProvider):
                     timeout=model.timeout_s, **arguments)
             response = raw.parse()
         except Exception as exc:
-            raise map_error(exc, model.id) from None
+            raise map_error(exc, model.id, creating=True) from None
         job_id = raw.headers.get("x-request-id") or f"openai-{next(self._ids)}"
+        usage = image_usage(response, edited=request.image is not None)
         if not response.data or not response.data[0].b64_json:
-            return Job(job_id, JobState.FAILED, error=InvalidOutput(
-                "no_output", f"{model.id}: response carried no image", model_id=model.id))
+            return Job(job_id, JobState.FAILED, usage=usage, error=InvalidOutput(
+                "no_output", f"{model.id}: response carried no image", model_id=model.id,
+                outcome="succeeded"))
         try:
             data = base64.b64decode(response.data[0].b64_json, validate=True)
         except ValueError:
-            return Job(job_id, JobState.FAILED, error=InvalidOutput(
-                "undecodable", f"{model.id}: b64_json is not base64", model_id=model.id))
-        tokens, reported = _billed(response, model)
+            return Job(job_id, JobState.FAILED, usage=usage, error=InvalidOutput(
+                "undecodable", f"{model.id}: b64_json is not base64", model_id=model.id,
+                outcome="succeeded"))
         media_type = _FORMATS.get(getattr(response, "output_format", None) or "png", "image/png")
         return Job(job_id, JobState.SUCCEEDED, output=Output(
-            data=data, media_type=media_type, reported_cost_usd=reported,
-            metadata={"total_tokens": tokens}))
+            data=data, media_type=media_type, usage=usage,
+            metadata={"usage": usage.as_json() if usage else None}))
 
     async def _analyze(self, request: ProviderRequest) -> Job:
         """Chat completion with a strict JSON-schema answer (structured outputs); the scraped
@@ -152,19 +238,21 @@ class OpenAIProvider(KeyedProvider):
                 response_format=load_taxonomy().response_format(), **arguments)
             response = raw.parse()
         except Exception as exc:
-            raise map_error(exc, model.id) from None
+            raise map_error(exc, model.id, creating=True) from None
         job_id = raw.headers.get("x-request-id") or f"openai-{next(self._ids)}"
+        usage = chat_usage(response)
         message = response.choices[0].message if response.choices else None
         if message is not None and getattr(message, "refusal", None):
-            return Job(job_id, JobState.FAILED, error=ContentRejected(
-                f"{model.id}: refused: {str(message.refusal)[:200]}", model_id=model.id))
+            return Job(job_id, JobState.FAILED, usage=usage, error=ContentRejected(
+                f"{model.id}: refused: {str(message.refusal)[:200]}", model_id=model.id,
+                stage="output", outcome="succeeded"))
         if message is None or not message.content:
-            return Job(job_id, JobState.FAILED, error=InvalidOutput(
-                "no_output", f"{model.id}: the answer is empty", model_id=model.id))
-        tokens, reported = _billed(response, model)
+            return Job(job_id, JobState.FAILED, usage=usage, error=InvalidOutput(
+                "no_output", f"{model.id}: the answer is empty", model_id=model.id,
+                outcome="succeeded"))
         return Job(job_id, JobState.SUCCEEDED, output=Output(
-            data=message.content.encode(), media_type="application/json",
-            reported_cost_usd=reported, metadata={"total_tokens": tokens}))
+            data=message.content.encode(), media_type="application/json", usage=usage,
+            metadata={"usage": usage.as_json() if usage else None}))
 
     async def poll(self, job: Job) -> Job:
         return job
