@@ -433,17 +433,24 @@ class Runner:
                             await self._until_next_poll(model, job)
                             job = await self._poll(provider, job)
                 except TimeoutError:
-                    if job is not None:
-                        await provider.cancel(job)
-                        job = await self._after_cancel(provider, job)
+                    if job is None:
+                        raise OutcomeUnknown(
+                            f"{model.id}: no answer to the create call within "
+                            f"{model.timeout_s:g} s; the job may exist and bill",
+                            model_id=model.id) from None
+                    await provider.cancel(job)
+                    job = await self._after_cancel(provider, job)
+                    cancelled = job.state is JobState.CANCELLED or (
+                        job.error is not None and job.error.outcome == "canceled")
+                    if cancelled or not job.state.terminal:
+                        # Not seen cancelled: it may have finished, and billed, meanwhile.
                         raise ProviderTimeout(
                             f"{model.id} did not finish within {model.timeout_s:g} s; the job "
-                            "was cancelled", model_id=model.id,
-                            provider_job_id=job.provider_job_id, outcome="canceled") from None
-                    raise OutcomeUnknown(
-                        f"{model.id}: no answer to the create call within "
-                        f"{model.timeout_s:g} s; the job may exist and bill",
-                        model_id=model.id) from None
+                            + ("was cancelled" if cancelled else "was asked to cancel"),
+                            model_id=model.id, provider_job_id=job.provider_job_id,
+                            outcome="canceled" if cancelled else "succeeded") from None
+                    # It ended before the cancel landed: a failure is charged as one, and a
+                    # finished job is paid for, so its output is used.
             if job.error is not None:
                 raise job.error
             if job.output is None:
@@ -542,15 +549,14 @@ class Runner:
 
     @staticmethod
     async def _after_cancel(provider: Provider, job: Job, wait_s: float = 5.0) -> Job:
-        """The job as it stands once cancelled, for what it used (a cancelled Replicate
-        prediction reports the compute it billed); the job unchanged if the provider does not
-        say quickly."""
+        """The job as it stands once asked to cancel: cancelled (with what it used: a
+        cancelled Replicate prediction reports the compute it billed), or already finished
+        before the cancel landed; the job unchanged if the provider does not say quickly."""
         try:
             async with asyncio.timeout(wait_s):
-                final = await provider.poll(job)
+                return await provider.poll(job)
         except (ProviderError, TimeoutError):
             return job
-        return dataclasses.replace(job, usage=final.usage) if final.usage else job
 
     async def _find_job(self, provider: Provider, request: ProviderRequest,
                         since: datetime) -> Job | None:

@@ -441,3 +441,26 @@ async def test_a_model_whose_outcome_is_unknown_is_called_again_only_on_resubmit
     third = harness(again, resume=second.workbench.ledger.resume_state(keys), resubmit=True)
     summary = await third.run()
     assert again.calls == 1 and summary.outcomes[0].model_id == "replicate:enhance-a"
+
+
+async def test_a_job_that_finished_before_its_cancel_landed_is_used_and_paid_for(
+        harness) -> None:
+    """On a busy machine the deadline can pass while the job is finishing: the provider bills
+    it, so the run keeps its output instead of paying for another."""
+    class LateCancel(ScriptedProvider):
+        async def submit(self, request: ProviderRequest) -> Job:
+            self.calls += 1
+            self.finished = await LocalProvider.submit(self, request)
+            return Job("slow-1", JobState.RUNNING)
+
+        async def poll(self, job: Job) -> Job:
+            if self.cancelled:
+                return self.finished  # the cancel came too late
+            await asyncio.sleep(1.0)  # past the model's 0.5 s deadline
+            return job
+
+    primary = LateCancel("replicate")
+    h = harness(primary, retry=RetryPolicy(poll_interval_s=0.0))
+    summary = await h.run()
+    assert summary.outcomes[0].model_id == "replicate:enhance-a" and primary.calls == 1
+    assert h.column("select status || ' ' || usd::double from attempts") == ["succeeded 0.01"]
