@@ -117,8 +117,8 @@ class Usage:
                 + self.image_output_tokens)
 
     def as_json(self) -> dict[str, float]:
-        fields = {name: value for name, value in self.__dict__.items() if value}
-        return fields
+        """The non-zero fields (for an output's metadata)."""
+        return {name: value for name, value in self.__dict__.items() if value}
 
 
 __all__ = ["OUTCOMES", "BillingRule", "Charge", "Outcome", "TokenPrices", "Usage"]

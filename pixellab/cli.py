@@ -135,8 +135,9 @@ def _run_sweep(sweep: Sweep, *, resubmit: bool = False) -> None:
     for provider, why in sorted(result.stopped_providers.items()):
         err_console.print(f"[yellow]{provider} stopped for this sweep:[/] {escape(why)}",
                           soft_wrap=True, highlight=False)
-    unpaid = [o for o in result.outcomes
-              if o.error_reason in ("outcome_unknown", "data_removed")]
+    from pixellab.ledger import BLOCKING_REASONS
+
+    unpaid = [o for o in result.outcomes if o.error_reason in BLOCKING_REASONS]
     if unpaid:
         err_console.print(
             f"[yellow]{len(unpaid)} request(s) were paid for without a usable answer[/] (the "

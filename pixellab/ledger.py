@@ -34,7 +34,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from pixellab.errors import PixellabError
+from pixellab.errors import DataRemoved, OutcomeUnknown, PixellabError
 from pixellab.redact import redact
 
 
@@ -196,7 +196,7 @@ _MIGRATIONS: dict[int, list[str]] = {
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 
 
-BLOCKING_REASONS = frozenset({"outcome_unknown", "data_removed"})
+BLOCKING_REASONS = frozenset({OutcomeUnknown.reason, DataRemoved.reason})
 """A model whose latest attempt ended so was paid for without a usable answer: creating it again
 is the user's explicit call (``--resubmit``)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import fal_client.client as fal_wire
 import pytest
 
@@ -53,3 +55,14 @@ timeout_s = {timeout_s}
 """ for provider, name, image in (("replicate", endpoint, ', image = "input_image"'),
                                   ("fal", endpoint, ', image = "image_url"'),
                                   ("openai", openai_endpoint, "")))
+
+
+def settled(emulator: Emulator, provider: str | None = None, since: int = 0,
+            timeout_s: float = 30.0) -> None:
+    """Wait until every job the emulator accepted (of ``provider``, from the ``since``-th on)
+    has ended: jobs a client let go of still run, and are billed when they end."""
+    deadline = time.monotonic() + timeout_s
+    terminal = {"succeeded", "failed", "canceled"}
+    while any(j.status not in terminal for j in emulator.creates(provider)[since:]):
+        assert time.monotonic() < deadline, "emulated jobs did not finish"
+        time.sleep(0.02)

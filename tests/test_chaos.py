@@ -18,7 +18,6 @@ catalog's, from the same published pages) rather than pixellab's counters:
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -31,7 +30,7 @@ from pixellab.runner import RetryPolicy
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench
 from tests.conftest import write_prompted_dataset
-from tests.emulated import emulated_providers, point_sdks_at, remote_models
+from tests.emulated import emulated_providers, point_sdks_at, remote_models, settled
 
 # 2.5 s: far above an emulated job (10 ms), so a loaded 2-core CI machine does not time out
 # healthy jobs (at 1 s it did, and the extra paid retries diluted the fault rate below 20 %),
@@ -57,7 +56,6 @@ EXTRA = [  # provider, action, times, options
     ("openai", "content_rejected", 2, {"stage": "output", "billed": True}),
 ]
 PRODUCTS = 51  # x 4 arms = 204 requests, each with its own prompt, so a job names its request
-TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 class Attempt(NamedTuple):
@@ -91,10 +89,7 @@ def test_a_chaos_sweep_loses_nothing_and_pays_for_nothing_twice(
             "prompts": ["chaos@1"], "concurrency": 24}), workbench).run(
             retry=RetryPolicy(max_attempts=3, initial_wait_s=0.01, max_wait_s=0.05,
                               poll_interval_s=0.02), score=False)
-        deadline = time.monotonic() + 30  # jobs the runner let go of still end, and bill
-        while any(j.status not in TERMINAL for j in emu.creates()):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        settled(emu, timeout_s=30)  # jobs the runner let go of still end, and bill
         billed = emu.creates()
 
     ledger = workbench.ledger

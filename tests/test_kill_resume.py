@@ -36,13 +36,12 @@ from pixellab.runner import RetryPolicy
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench
 from tests.conftest import started, write_prompted_dataset
-from tests.emulated import emulated_providers, point_sdks_at, remote_models
+from tests.emulated import emulated_providers, point_sdks_at, remote_models, settled
 
 KILLS = 30  # per provider, half at random moments, half right after an accepted create
 PRODUCTS = 90  # more than the kills can create, so every trial has creates left to make
 MODELS = {"replicate": "replicate:emu/enhance", "fal": "fal:emu/enhance",
           "openai": "openai:emu-enhance"}
-TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 @dataclass
@@ -142,10 +141,7 @@ def test_sweeps_killed_at_random_and_right_after_a_create_never_pay_twice(
             thread.start()
         for thread in finishing:
             thread.join()
-        deadline = time.monotonic() + 60
-        while any(j.status not in TERMINAL for j in emu.creates()):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        settled(emu, timeout_s=60)
         billed = emu.creates()
 
     for loop in loops:

@@ -30,7 +30,7 @@ from pixellab.sweep import Sweep, SweepResult, SweepSpec
 from pixellab.webhooks import JobSignals, JwksKeys, WebhookReceiver, WebhookServer
 from pixellab.workbench import Workbench
 from tests.conftest import run_process, started
-from tests.emulated import emulated_providers, point_sdks_at, remote_models
+from tests.emulated import emulated_providers, point_sdks_at, remote_models, settled
 
 CATALOG = remote_models("emu/kontext-edit", "gpt-image-emu", usd_per_image=0.04, timeout_s=5)
 REPLICATE = "replicate:emu/kontext-edit"
@@ -109,15 +109,6 @@ def test_a_5xx_on_create_is_settled_or_charged_as_unknown_never_retried_blind(
         assert workbench.ledger.scalar("select count(*) from costs") == 1  # the local one
     else:  # no way to ask: charged at the estimate, and that model is not called again
         assert [r[2] for r in rows[:-1]] == ["OutcomeUnknown"]
-
-
-def settled(emulator: Emulator, provider: str, before: int, timeout_s: float = 20.0) -> None:
-    """Wait until every job the emulator accepted since ``before`` has ended (and is billed)."""
-    deadline = time.monotonic() + timeout_s
-    terminal = {"succeeded", "failed", "canceled"}
-    while any(j.status not in terminal for j in emulator.creates(provider)[before:]):
-        assert time.monotonic() < deadline, "emulated jobs did not finish"
-        time.sleep(0.02)
 
 
 def spend(workbench: Workbench, model_id: str) -> float:
