@@ -11,7 +11,10 @@ Pieces:
 * :func:`verify_replicate` / :func:`verify_fal` - pure verifiers, raising
   :class:`WebhookRejected` with a stable ``reason`` code. Constant-time comparison only
   (``hmac.compare_digest`` / the Ed25519 library verify); the Replicate secret never appears in
-  an exception message.
+  an exception message. Signed headers are taken as the bytes the sender sent (a ``str`` value
+  is the sender's text, encoded as UTF-8; Starlette's latin-1 ``str`` reading is bypassed), so
+  a non-ASCII id verifies; ids come back as text with invalid UTF-8 replaced by U+FFFD.
+* :func:`parse_replicate_body` / :func:`parse_fal_body` - a verified body to a :class:`JobSignal`.
 * :class:`JwksKeys` - fal's public keys, fetched from a configurable JWKS URL and cached.
 * :class:`WebhookReceiver` - a Starlette app: ``POST /webhooks/replicate`` and
   ``POST /webhooks/fal``; verifies **before** parsing JSON; bodies over 1 MiB get 413 before any
@@ -55,7 +58,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -65,6 +68,7 @@ import uvicorn
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.applications import Starlette
+from starlette.datastructures import Headers as StarletteHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -81,6 +85,8 @@ __all__ = [
     "WebhookRejected",
     "WebhookServer",
     "WebhookStats",
+    "parse_fal_body",
+    "parse_replicate_body",
     "verify_fal",
     "verify_replicate",
 ]
@@ -105,7 +111,8 @@ REJECTION_STATUS: dict[str, int] = {
 _REPLICATE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 _FAL_HEADERS = ("x-fal-webhook-request-id", "x-fal-webhook-user-id",
                 "x-fal-webhook-timestamp", "x-fal-webhook-signature")
-_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+_TIMESTAMP = re.compile(rb"[0-9]{1,15}")
+_CONTENT_LENGTH = re.compile(r"[ \t]*([0-9]+)[ \t]*")
 _MAX_JWKS_BYTES = 256 * 1024
 _MAX_ID_CHARS = 256
 
@@ -130,25 +137,67 @@ class WebhookRejected(PixellabError):
 # --- verification ----------------------------------------------------------------------------
 
 
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {str(name).lower(): str(value) for name, value in headers.items()}
+HeaderValue = str | bytes
+"""A header value: ``bytes`` as they were on the wire, or ``str``, the text the sender had."""
 
 
-def _required(headers: dict[str, str], names: tuple[str, ...]) -> list[str]:
+def _wire_headers(headers: Mapping[str, HeaderValue]) -> dict[str, HeaderValue]:
+    """``headers`` under lower-case names; of a name given twice (in any case) the first wins.
+
+    Starlette's and httpx's ``Headers`` are read from ``.raw``, the bytes as received: their
+    ``str`` values are a latin-1 (Starlette) or guessed (httpx) reading of those bytes, and a
+    sender signs the bytes it sent - UTF-8 for any text beyond ASCII - so re-encoding such a
+    ``str`` would sign other bytes for any non-ASCII id. First wins, as ``Headers.get`` does.
+    """
+    pairs: Iterable[tuple[str | bytes, HeaderValue]]
+    if isinstance(headers, StarletteHeaders | httpx.Headers):
+        pairs = headers.raw
+    else:
+        pairs = headers.items()
+    found: dict[str, HeaderValue] = {}
+    for name, value in pairs:
+        key = (name.decode("latin-1") if isinstance(name, bytes) else str(name)).lower()
+        found.setdefault(key, value)
+    return found
+
+
+def _wire_bytes(name: str, value: HeaderValue) -> bytes:
+    """The bytes the sender signed for header ``name``: ``bytes`` as they are, ``str`` encoded
+    as UTF-8; HTTP's optional whitespace around a value (space, tab) is not part of it."""
+    if isinstance(value, str):
+        try:
+            value = value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: no sender could have signed this text
+            raise WebhookRejected("bad_signature",
+                                  f"webhook header {name!r} is not UTF-8 text") from None
+    elif not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"webhook header {name!r} must be str or bytes, "
+                        f"not {type(value).__name__}")
+    return bytes(value).strip(b" \t")
+
+
+def _required(headers: Mapping[str, HeaderValue], names: tuple[str, ...]) -> list[bytes]:
+    found = _wire_headers(headers)
     values = []
     for name in names:
-        value = headers.get(name, "").strip()
+        value = _wire_bytes(name, found.get(name, b""))
         if not value:
             raise WebhookRejected("missing_header", f"webhook header {name!r} is missing")
         values.append(value)
     return values
 
 
-def _check_timestamp(text: str, tolerance_s: float, now: float | None) -> None:
-    if not _TIMESTAMP.fullmatch(text):
+def _id_text(raw: bytes) -> str:
+    """A signed id as text for callers, logs and the ledger: UTF-8, invalid bytes replaced by
+    U+FFFD (``errors="replace"``), so it always encodes again and never raises downstream."""
+    return raw.decode("utf-8", errors="replace")
+
+
+def _check_timestamp(raw: bytes, tolerance_s: float, now: float | None) -> None:
+    if not _TIMESTAMP.fullmatch(raw):
         raise WebhookRejected("stale_timestamp", "webhook timestamp is not a unix time")
     current = time.time() if now is None else now
-    if abs(current - int(text)) > tolerance_s:
+    if not abs(current - int(raw)) <= tolerance_s:  # written so that a NaN refuses
         raise WebhookRejected("stale_timestamp",
                               f"webhook timestamp is more than {tolerance_s:g} s from now")
 
@@ -169,16 +218,17 @@ def _decode_secret(secret: str) -> bytes:
     return key
 
 
-def _verify_replicate_key(headers: Mapping[str, str], body: bytes, key: bytes, *,
-                          tolerance_s: float, now: float | None) -> str:
-    webhook_id, timestamp, signatures = _required(_lower(headers), _REPLICATE_HEADERS)
+def _verify_replicate_key(headers: Mapping[str, HeaderValue], body: bytes, key: bytes, *,
+                          tolerance_s: float, now: float | None) -> bytes:
+    """:func:`verify_replicate` with the key decoded; returns the ``webhook-id`` bytes."""
+    webhook_id, timestamp, signatures = _required(headers, _REPLICATE_HEADERS)
     _check_timestamp(timestamp, tolerance_s, now)
-    expected = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body,
+    expected = hmac.new(key, webhook_id + b"." + timestamp + b"." + bytes(body),
                         hashlib.sha256).digest()
     matched = False
     for entry in signatures.split():
-        version, _, encoded = entry.partition(",")
-        if version != "v1":  # v1a (ed25519) and unknown versions: not ours to check
+        version, _, encoded = entry.partition(b",")
+        if version != b"v1":  # v1a (ed25519) and unknown versions: not ours to check
             continue
         try:
             candidate = base64.b64decode(encoded, validate=True)
@@ -190,22 +240,28 @@ def _verify_replicate_key(headers: Mapping[str, str], body: bytes, key: bytes, *
     return webhook_id
 
 
-def verify_replicate(headers: Mapping[str, str], body: bytes, secret: str, *,
+def verify_replicate(headers: Mapping[str, HeaderValue], body: bytes, secret: str, *,
                      tolerance_s: float = 300, now: float | None = None) -> str:
     """Verify a Replicate (Standard Webhooks ``v1``) delivery; returns its ``webhook-id``.
 
-    ``headers`` are matched case-insensitively; ``body`` is the raw request body, exactly as
-    received. ``secret`` is ``whsec_<base64>`` (the prefix may be left out). The signature header
-    may list several space-separated ``v1,<base64>`` entries (key rotation): any may match.
-    ``now`` (unix seconds) defaults to the wall clock; a timestamp more than ``tolerance_s``
-    in the past *or* the future is refused.
+    ``headers`` are matched case-insensitively (a name given twice: the first wins). The
+    signed content is ``{webhook-id}.{webhook-timestamp}.{body}`` in the bytes the sender sent:
+    a ``bytes`` value is used as it is, a ``str`` value is the sender's text and is encoded as
+    UTF-8, and Starlette's or httpx's ``Headers`` are read from their raw bytes (their ``str``
+    values are a latin-1 reading that would refuse any non-ASCII id). ``body`` is the raw
+    request body, exactly as received. ``secret`` is ``whsec_<base64>`` (the prefix may be left
+    out). The signature header may list several space-separated ``v1,<base64>`` entries (key
+    rotation): any may match. ``now`` (unix seconds) defaults to the wall clock; a timestamp
+    more than ``tolerance_s`` in the past *or* the future is refused.
+
+    The id is returned as text: UTF-8, with any invalid byte replaced by U+FFFD.
 
     Raises:
         WebhookRejected: ``missing_header``, ``stale_timestamp``, ``bad_signature`` or
             ``bad_secret``. The secret never appears in the message.
     """
-    return _verify_replicate_key(headers, body, _decode_secret(secret),
-                                 tolerance_s=tolerance_s, now=now)
+    return _id_text(_verify_replicate_key(headers, body, _decode_secret(secret),
+                                          tolerance_s=tolerance_s, now=now))
 
 
 def _any_key_verifies(keys: list[Ed25519PublicKey], signature: bytes, message: bytes) -> bool:
@@ -218,33 +274,37 @@ def _any_key_verifies(keys: list[Ed25519PublicKey], signature: bytes, message: b
     return False
 
 
-async def verify_fal(headers: Mapping[str, str], body: bytes, keys: JwksKeys, *,
+async def verify_fal(headers: Mapping[str, HeaderValue], body: bytes, keys: JwksKeys, *,
                      tolerance_s: float = 300, now: float | None = None) -> str:
     """Verify a fal (Ed25519) delivery against the JWKS in ``keys``; returns the request id.
 
-    Signed message: ``"\\n".join([request_id, user_id, timestamp, sha256(body).hexdigest()])``.
-    Valid if any JWKS key verifies the hex ``X-Fal-Webhook-Signature``. When none does, the keys
-    are refetched once (fal may have rotated them; see :meth:`JwksKeys.refresh`) and tried again.
+    Signed message: ``"\\n".join([request_id, user_id, timestamp, sha256(body).hexdigest()])``
+    in UTF-8, built from the header bytes as received (``headers`` as for
+    :func:`verify_replicate`: ``bytes`` as they are, ``str`` encoded as UTF-8, Starlette's and
+    httpx's ``Headers`` from their raw bytes). Valid if any JWKS key verifies the hex
+    ``X-Fal-Webhook-Signature``. When none does, the keys are refetched once (fal may have
+    rotated them; see :meth:`JwksKeys.refresh`) and tried again. The request id is returned
+    as text: UTF-8, with any invalid byte replaced by U+FFFD.
 
     Raises:
         WebhookRejected: ``missing_header``, ``stale_timestamp``, ``bad_signature``,
             ``unknown_key`` (the JWKS has no usable key) or ``keys_unavailable``.
     """
-    request_id, user_id, timestamp, signature_hex = _required(_lower(headers), _FAL_HEADERS)
+    request_id, user_id, timestamp, signature_hex = _required(headers, _FAL_HEADERS)
     _check_timestamp(timestamp, tolerance_s, now)
     try:
-        signature = bytes.fromhex(signature_hex)
-    except ValueError:
+        signature = bytes.fromhex(signature_hex.decode("ascii"))
+    except ValueError:  # UnicodeDecodeError is one
         raise WebhookRejected("bad_signature", "X-Fal-Webhook-Signature is not hex") from None
-    message = "\n".join([request_id, user_id, timestamp,
-                         hashlib.sha256(body).hexdigest()]).encode()
+    message = b"\n".join([request_id, user_id, timestamp,
+                          hashlib.sha256(body).hexdigest().encode()])
     known = await keys.keys()
     if _any_key_verifies(known, signature, message):
-        return request_id
+        return _id_text(request_id)
     if await keys.refresh():
         known = await keys.keys()
         if _any_key_verifies(known, signature, message):
-            return request_id
+            return _id_text(request_id)
     if not known:
         raise WebhookRejected("unknown_key", f"the JWKS at {keys.url} holds no Ed25519 key")
     raise WebhookRejected("bad_signature", "no fal webhook key verifies the signature")
@@ -420,9 +480,51 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 def _text_field(document: Mapping[str, Any], name: str) -> str:
     value = document.get(name)
-    if not isinstance(value, str) or not value or len(value) > _MAX_ID_CHARS:
+    if (not isinstance(value, str) or not value or len(value) > _MAX_ID_CHARS
+            or not _encodable(value)):
         raise WebhookRejected("bad_body", f"the webhook body has no usable {name!r}")
     return value
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: JSON's ``"\\ud800"`` escapes decode to lone
+    surrogates, which would raise in whatever logs or stores the id later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_replicate_body(body: bytes) -> JobSignal:
+    """The signal in a *verified* Replicate body: its prediction ``id`` and ``status``.
+
+    Only the two fields are read, each a non-empty string of at most 256 characters that
+    encodes as UTF-8; the rest of the body is not trusted (the runner re-fetches the job).
+
+    Raises:
+        WebhookRejected: ``bad_body`` - not JSON, not an object, or no usable id or status.
+    """
+    document = _json_object(body)
+    return JobSignal("replicate", _text_field(document, "id"), _text_field(document, "status"))
+
+
+def parse_fal_body(body: bytes, request_id: str) -> JobSignal:
+    """The signal in a *verified* fal body for the signed ``request_id`` (the header's).
+
+    The body's ``request_id``, when present, must be the signed one: a body replayed under
+    another delivery's headers signals nothing. ``status`` is read as for
+    :func:`parse_replicate_body`.
+
+    Raises:
+        WebhookRejected: ``bad_body`` - not JSON, not an object, no usable status, a request
+            id over 256 characters, or a body ``request_id`` other than the signed one.
+    """
+    document = _json_object(body)
+    status = _text_field(document, "status")
+    if document.get("request_id", request_id) != request_id or len(request_id) > _MAX_ID_CHARS:
+        raise WebhookRejected("bad_body", "body request_id differs from the signed one")
+    return JobSignal("fal", request_id, status)
 
 
 class WebhookReceiver:
@@ -448,7 +550,7 @@ class WebhookReceiver:
                  on_signal: Callable[[JobSignal], None], tolerance_s: float = 300,
                  max_body_bytes: int = MAX_BODY_BYTES, max_remembered: int = 100_000,
                  clock: Callable[[], float] = time.time) -> None:
-        if tolerance_s <= 0 or max_body_bytes <= 0 or max_remembered <= 0:
+        if not (tolerance_s > 0 and max_body_bytes > 0 and max_remembered > 0):  # NaN too
             raise ValueError("tolerance_s, max_body_bytes and max_remembered must be > 0")
         self._replicate_key = (_decode_secret(replicate_secret)
                                if replicate_secret is not None else None)
@@ -458,7 +560,7 @@ class WebhookReceiver:
         self.max_body_bytes = max_body_bytes
         self.max_remembered = max_remembered
         self._clock = clock
-        self._seen: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str | bytes, ...], None] = OrderedDict()
         self._seen_lock = threading.Lock()
         self.stats = WebhookStats()
         routes = []
@@ -481,9 +583,12 @@ class WebhookReceiver:
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.strip().isdigit():
+            # ASCII digits only: str.isdigit() takes "²" (a latin-1 byte), which int() refuses
+            match = _CONTENT_LENGTH.fullmatch(declared)
+            if match is None:
                 raise WebhookRejected("bad_body", "Content-Length is not a number")
-            if int(declared) > self.max_body_bytes:
+            digits = match.group(1).lstrip("0") or "0"  # by length first: int() refuses 4,301+
+            if len(digits) > len(str(self.max_body_bytes)) or int(digits) > self.max_body_bytes:
                 raise WebhookRejected("too_large", f"body over {self.max_body_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
@@ -498,13 +603,13 @@ class WebhookReceiver:
         assert self._replicate_key is not None
         try:
             body = await self._read_body(request)
+            # request.headers is read from its raw bytes (see _wire_headers), not as latin-1
             webhook_id = _verify_replicate_key(request.headers, body, self._replicate_key,
                                                tolerance_s=self.tolerance_s, now=self._clock())
-            document = _json_object(body)
-            job_id, status = _text_field(document, "id"), _text_field(document, "status")
+            signal = parse_replicate_body(body)
         except WebhookRejected as rejected:
             return self._reject("replicate", rejected)
-        return self._accept(JobSignal("replicate", job_id, status), delivery_id=webhook_id)
+        return self._accept(signal, delivery_id=webhook_id)
 
     async def _fal(self, request: Request) -> Response:
         assert self._fal_keys is not None
@@ -512,13 +617,10 @@ class WebhookReceiver:
             body = await self._read_body(request)
             request_id = await verify_fal(request.headers, body, self._fal_keys,
                                           tolerance_s=self.tolerance_s, now=self._clock())
-            document = _json_object(body)
-            status = _text_field(document, "status")
-            if document.get("request_id", request_id) != request_id or len(request_id) > 256:
-                raise WebhookRejected("bad_body", "body request_id differs from the signed one")
+            signal = parse_fal_body(body, request_id)
         except WebhookRejected as rejected:
             return self._reject("fal", rejected)
-        return self._accept(JobSignal("fal", request_id, status), delivery_id=None)
+        return self._accept(signal, delivery_id=None)
 
     def _reject(self, provider: str, rejected: WebhookRejected) -> Response:
         with self._seen_lock:
@@ -528,14 +630,17 @@ class WebhookReceiver:
         return JSONResponse({"ok": False, "reason": rejected.reason},
                             status_code=rejected.http_status)
 
-    def _remember(self, key: tuple[str, ...]) -> None:
+    def _remember(self, key: tuple[str | bytes, ...]) -> None:
         self._seen[key] = None
         self._seen.move_to_end(key)
         while len(self._seen) > self.max_remembered:
             self._seen.popitem(last=False)
 
-    def _accept(self, signal: JobSignal, *, delivery_id: str | None) -> Response:
-        keys: list[tuple[str, ...]] = [("job", signal.provider, signal.job_id, signal.status)]
+    def _accept(self, signal: JobSignal, *, delivery_id: bytes | None) -> Response:
+        # the delivery id as signed (bytes): ids that differ only in invalid UTF-8 would read
+        # alike as text, and one would be dropped as the other's redelivery
+        keys: list[tuple[str | bytes, ...]] = [("job", signal.provider, signal.job_id,
+                                                 signal.status)]
         if delivery_id is not None:
             keys.append(("delivery", signal.provider, delivery_id))
         with self._seen_lock:

@@ -30,6 +30,7 @@ import pytest
 import replicate
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from starlette.datastructures import Headers as StarletteHeaders
 
 from pixellab.emulator import Emulator
 from pixellab.errors import PixellabError
@@ -59,8 +60,10 @@ BODY = json.dumps({"id": "pred_1", "status": "succeeded", "output": ["https://x/
 # --------------------------------------------------------------------------------------------
 
 
-def replicate_sig(key: bytes, msg_id: str, ts: int | str, body: bytes) -> str:
-    digest = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+def replicate_sig(key: bytes, msg_id: str | bytes, ts: int | str, body: bytes) -> str:
+    """A ``v1`` entry; a ``str`` id is signed as its UTF-8 bytes, as senders do."""
+    raw_id = msg_id if isinstance(msg_id, bytes) else msg_id.encode()
+    digest = hmac.new(key, raw_id + f".{ts}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
@@ -230,6 +233,16 @@ def test_replicate_rejections_are_pixellab_errors_and_the_default_clock_is_the_w
         verify_replicate(replicate_headers(ts=ts - 3600), BODY, SECRET)
 
 
+def test_a_nan_tolerance_accepts_no_timestamp_and_no_receiver_takes_one() -> None:
+    nan = float("nan")
+    stale = replicate_headers(ts=NOW - 3600)
+    assert rejected_reason(lambda: verify_replicate(stale, BODY, SECRET, tolerance_s=nan,
+                                                    now=NOW)) == "stale_timestamp"
+    with pytest.raises(ValueError):
+        WebhookReceiver(replicate_secret=SECRET, fal_keys=None, on_signal=lambda s: None,
+                        tolerance_s=nan)
+
+
 def test_no_replicate_rejection_reveals_the_secret() -> None:
     secrets_ = [SECRET, "whsec_c2VjcmV0LXZhbHVlLXRoYXQtaXMtbm90LXZhbGlk!", "whsec_" + "A" * 5]
     seen = 0
@@ -250,6 +263,63 @@ def test_no_replicate_rejection_reveals_the_secret() -> None:
     assert "xxxxx" not in str(bad.value) and bad.value.reason == "bad_secret"
     receiver = WebhookReceiver(replicate_secret=SECRET, fal_keys=None, on_signal=lambda s: None)
     assert SECRET.removeprefix("whsec_") not in repr(receiver)
+
+
+# --------------------------------------------------------------------------------------------
+# W1: ids beyond ASCII are verified over the bytes the sender signed
+# --------------------------------------------------------------------------------------------
+
+UTF8_ID = "msg_ü✓"
+UTF8_ID_BYTES = UTF8_ID.encode()  # what a sender signs and puts on the wire
+LATIN1_READING = UTF8_ID_BYTES.decode("latin-1")  # what Starlette's request.headers shows
+
+
+def utf8_replicate_headers(signed_id: str | bytes = UTF8_ID_BYTES, *, ts: int = NOW,
+                           body: bytes = BODY) -> dict[str, bytes]:
+    """Headers as raw bytes on the wire: the UTF-8 id, signed over ``signed_id``."""
+    return {"webhook-id": UTF8_ID_BYTES, "webhook-timestamp": str(ts).encode(),
+            "webhook-signature": replicate_sig(KEY, signed_id, ts, body).encode()}
+
+
+def on_the_wire(headers: dict[str, bytes]) -> dict[bytes, bytes]:
+    """For httpx, which sends ``str`` values as ASCII and ``bytes`` as they are."""
+    return {name.encode(): value for name, value in headers.items()}
+
+
+@pytest.mark.parametrize("given", ["bytes", "str"])
+def test_a_utf8_webhook_id_signed_over_its_utf8_bytes_verifies_given_as_bytes_or_text(
+        given: str) -> None:
+    headers: dict[str, str | bytes] = {
+        name: value.decode() if given == "str" else value
+        for name, value in utf8_replicate_headers().items()}
+    assert verify_replicate(headers, BODY, SECRET, now=NOW) == UTF8_ID
+
+
+def test_a_latin1_reading_of_a_utf8_webhook_id_is_refused() -> None:
+    headers = {name: value.decode() for name, value in utf8_replicate_headers().items()}
+    headers["webhook-id"] = LATIN1_READING
+    assert rejected_reason(lambda: verify_replicate(headers, BODY, SECRET, now=NOW)) == (
+        "bad_signature")
+
+
+def test_starlette_headers_are_verified_from_their_raw_bytes_not_their_latin1_text() -> None:
+    raw = [(name.encode(), value) for name, value in utf8_replicate_headers().items()]
+    headers = StarletteHeaders(raw=raw)
+    assert headers["webhook-id"] == LATIN1_READING  # Starlette's reading: not what was signed
+    assert verify_replicate(headers, BODY, SECRET, now=NOW) == UTF8_ID
+
+
+def test_an_id_that_is_not_utf8_is_returned_with_replacement_characters() -> None:
+    raw_id = b"msg_\xff\xfe"
+    headers = {**utf8_replicate_headers(raw_id), "webhook-id": raw_id}
+    returned = verify_replicate(headers, BODY, SECRET, now=NOW)
+    assert returned == "msg_\ufffd\ufffd"  # valid text: it encodes again wherever it goes
+
+
+def test_a_text_header_that_utf8_cannot_encode_is_refused_not_raised() -> None:
+    headers: dict[str, str | bytes] = {**utf8_replicate_headers(), "webhook-id": "msg_\ud800"}
+    assert rejected_reason(lambda: verify_replicate(headers, BODY, SECRET, now=NOW)) == (
+        "bad_signature")
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,6 +631,31 @@ async def test_fal_deliveries_over_http_bind_the_signed_request_id_to_the_body(
     assert (mismatch.status_code, mismatch.json()["reason"]) == (400, "bad_body")
     assert (forged.status_code, forged.json()["reason"]) == (401, "bad_signature")
     assert signals_seen == [JobSignal("fal", "req-1", "OK")]
+
+
+def test_the_receiver_verifies_a_utf8_webhook_id_from_the_raw_header_bytes(
+        signals_seen: list[JobSignal]) -> None:
+    with _server(signals_seen) as server, httpx.Client(timeout=5) as http:
+        signed_over_latin1_reading = http.post(
+            server.replicate_url, content=BODY,
+            headers=on_the_wire(utf8_replicate_headers(LATIN1_READING)))
+        signed_over_utf8 = http.post(server.replicate_url, content=BODY,
+                                     headers=on_the_wire(utf8_replicate_headers()))
+    assert (signed_over_latin1_reading.status_code, signed_over_utf8.status_code) == (401, 200)
+    assert signals_seen == [JobSignal("replicate", "pred_1", "succeeded")]
+
+
+def test_the_receiver_verifies_a_utf8_fal_request_id_from_the_raw_header_bytes(
+        jwks_server: JwksServer, signals_seen: list[JobSignal]) -> None:
+    request_id = "req-ü✓"
+    body = json.dumps({"request_id": request_id, "status": "OK"}).encode()
+    signed = fal_headers(FAL_KEY, body, request_id=request_id)  # signed over UTF-8 text
+    wire = on_the_wire({name: value.encode() for name, value in signed.items()})
+    with _server(signals_seen, replicate_secret=None, fal_keys=JwksKeys(jwks_server.url)
+                 ) as server, httpx.Client(timeout=5) as http:
+        reply = http.post(server.fal_url, content=body, headers=wire)
+    assert reply.status_code == 200
+    assert signals_seen == [JobSignal("fal", request_id, "OK")]
 
 
 # --------------------------------------------------------------------------------------------
