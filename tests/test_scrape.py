@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
 import logging
 import socket
@@ -38,6 +39,7 @@ from pixellab.intel.scrape import (
 )
 from pixellab.validate import decode_image
 from tests.conftest import product_photo, write_dataset
+from tests.test_cli import pixellab as run_cli
 
 Handler = BaseHTTPRequestHandler
 Route = Callable[[Handler], None]
@@ -422,6 +424,30 @@ def test_hostile_page_text_is_kept_as_data_and_does_not_steer_the_category(site:
     assert "alert(1)" not in pan.description
 
 
+def test_a_page_python_3_11_cannot_tokenize_still_gives_its_product(site: Site) -> None:
+    site.routes["/item/kettle"] = html_page(
+        '<html><head><title>Kettle</title><![ x><meta property="og:image" content="/k.jpg">'
+        '<base href="http://["></head></html>')
+
+    [kettle] = scrape(f"{site.url}/item/kettle", loopback())
+
+    assert (kettle.title, kettle.image_urls) == ("Kettle", [f"{site.url}/k.jpg"])
+
+
+def test_import_of_a_store_with_wrong_types_and_lone_surrogates_writes_a_utf8_manifest(
+        site: Site, tmp_path: Path) -> None:
+    # Shopify JSON is parsed by json.loads, which turns a "\ud800" escape into a lone surrogate.
+    site.routes["/products.json"] = lambda handler: reply(handler, (
+        b'{"products": [{"title": "Kettle \\ud800", "handle": "kettle", "variants": true, '
+        b'"product_type": "\\udfffKitchen", "images": [{"src": "/k.png"}]}]}'),
+        "application/json")
+    site.routes["/k.png"] = image(png_bytes(5))
+
+    assert import_products(f"{site.url}/", tmp_path / "shop", loopback()) == ["kettle"]
+    [row] = csv.DictReader(io.StringIO((tmp_path / "shop" / "manifest.csv").read_text("utf-8")))
+    assert (row["title"], row["category"]) == ("Kettle", "Kitchen")
+
+
 # --- SSRF ------------------------------------------------------------------------------------
 
 def test_loopback_address_is_refused_before_any_connection(site: Site,
@@ -429,7 +455,8 @@ def test_loopback_address_is_refused_before_any_connection(site: Site,
     refused = refusal(f"{site.url}/", FetchPolicy())
 
     assert refused.reason == "private_address"
-    assert str(refused) == f"{site.url}/: refused: 127.0.0.1 is a loopback address"
+    assert str(refused) == (f"{site.url}/: refused: 127.0.0.1:{site.port} is a loopback "
+                            "address")
     assert site.seen == [] and connects == []
 
 
@@ -461,7 +488,7 @@ def test_hostname_resolving_to_a_private_address_is_refused(connects: list[str])
     refused = refusal("http://shop.test/", policy)
 
     assert refused.reason == "private_address"
-    assert str(refused) == ("http://shop.test/: refused: resolves to 10.0.0.1, "
+    assert str(refused) == ("http://shop.test/: refused: shop.test:80 resolves to 10.0.0.1, "
                             "a private address")
     assert connects == []
 
@@ -754,3 +781,173 @@ def test_page_text_is_truncated_to_sane_lengths(site: Site) -> None:
     [product] = scrape(f"{site.url}/long", loopback())
 
     assert (len(product.title), len(product.description)) == (300, 5000)
+
+
+# --- allow with a port -----------------------------------------------------------------------
+
+@pytest.fixture
+def other_site() -> Iterator[Site]:
+    """A second loopback server: the same host as ``site``, another port."""
+    server = Site()
+    yield server
+    server.close()
+
+
+def only_port(port: int, **overrides: object) -> FetchPolicy:
+    """A policy that lets 127.0.0.1 through on ``port`` alone."""
+    return loopback(allow=[f"127.0.0.1:{port}"], **overrides)
+
+
+def test_an_allow_entry_with_a_port_lets_that_port_through(site: Site) -> None:
+    site.routes["/page"] = html_page("<title>ok</title>")
+
+    page = fetch(f"{site.url}/page", only_port(site.port))
+
+    assert page.body == b"<title>ok</title>"
+
+
+def test_an_allow_entry_with_a_port_refuses_another_port_of_the_same_host(
+        site: Site, other_site: Site, connects: list[str]) -> None:
+    other_site.routes["/page"] = html_page("<title>other</title>")
+
+    refused = refusal(f"{other_site.url}/page", only_port(site.port))
+
+    assert refused.reason == "private_address"
+    assert refused.detail == (f"127.0.0.1:{other_site.port} is a loopback address; "
+                              f"allow names 127.0.0.1:{site.port} only")
+    assert other_site.seen == [] and connects == []
+
+
+def test_a_redirect_from_the_allowed_port_to_another_port_is_refused_naming_that_port(
+        site: Site, other_site: Site, connects: list[str]) -> None:
+    site.routes["/go"] = redirect(f"{other_site.url}/admin")
+    other_site.routes["/admin"] = html_page("<title>admin</title>")
+
+    refused = refusal(f"{site.url}/go", only_port(site.port))
+
+    assert refused.reason == "private_address"
+    assert refused.url == f"{other_site.url}/admin"
+    assert f"127.0.0.1:{other_site.port} is a loopback address" in str(refused)
+    assert other_site.seen == [] and set(connects) == {"127.0.0.1"}
+
+
+def test_a_redirect_between_two_allowed_ports_is_followed(site: Site, other_site: Site) -> None:
+    site.routes["/go"] = redirect(f"{other_site.url}/page")
+    other_site.routes["/page"] = html_page("<title>other</title>")
+    policy = loopback(allow=[f"127.0.0.1:{site.port}", f"127.0.0.1:{other_site.port}"])
+
+    page = fetch(f"{site.url}/go", policy)
+
+    assert page.final_url == f"{other_site.url}/page"
+
+
+def test_an_allow_entry_without_a_port_still_lets_every_port_through(
+        site: Site, other_site: Site) -> None:
+    site.routes["/go"] = redirect(f"{other_site.url}/page")
+    other_site.routes["/page"] = html_page("<title>other</title>")
+
+    page = fetch(f"{site.url}/go", loopback(allow=["127.0.0.1"]))
+
+    assert page.final_url == f"{other_site.url}/page"
+
+
+def test_a_hostname_with_a_port_is_exempt_on_that_port_only(site: Site, other_site: Site) -> None:
+    site.routes["/page"] = html_page("<title>ok</title>")
+    policy = loopback(allow=[f"shop.test:{site.port}"],
+                      resolver=resolving({"shop.test": ["127.0.0.1"]}))
+
+    assert fetch(f"http://shop.test:{site.port}/page", policy).body == b"<title>ok</title>"
+    refused = refusal(f"http://shop.test:{other_site.port}/page", policy)
+    assert refused.detail == (f"shop.test:{other_site.port} resolves to 127.0.0.1, a loopback "
+                              f"address; allow names shop.test:{site.port} only")
+
+
+def test_a_network_with_a_port_is_exempt_on_that_port_only(site: Site, other_site: Site) -> None:
+    site.routes["/page"] = html_page("<title>ok</title>")
+    policy = loopback(allow=[f"127.0.0.0/8:{site.port}"])
+
+    assert fetch(f"{site.url}/page", policy).status == 200
+    assert "allow names 127.0.0.0/8:" in refusal(f"{other_site.url}/page", policy).detail
+
+
+ADDRESS = {"127.0.0.1": ipaddress.ip_address("127.0.0.1"),
+           "10.1.2.3": ipaddress.ip_address("10.1.2.3"),
+           "::1": ipaddress.ip_address("::1"),
+           "fd00::1:80": ipaddress.ip_address("fd00::1:80")}
+
+
+@pytest.mark.parametrize(("entry", "host", "port", "exempt"), [
+    ("127.0.0.1", "127.0.0.1", 8081, True),
+    ("127.0.0.1:8080", "127.0.0.1", 8080, True),
+    ("127.0.0.1:8080", "127.0.0.1", 8081, False),
+    ("127.0.0.1:80", "127.0.0.1", 80, True),
+    ("shop.test:8080", "shop.test", 8080, True),
+    ("SHOP.test.:8080", "shop.test", 8080, True),
+    ("shop.test:8080", "shop.test", 443, False),
+    ("10.0.0.0/8", "10.1.2.3", 1, True),
+    ("10.0.0.0/8:8080", "10.1.2.3", 8080, True),
+    ("10.0.0.0/8:8080", "10.1.2.3", 8081, False),
+    ("::1", "::1", 8081, True),
+    ("[::1]", "::1", 8081, True),
+    ("[::1]:8080", "::1", 8080, True),
+    ("[::1]:8080", "::1", 8081, False),
+    ("[fd00::/8]:8080", "fd00::1:80", 8080, True),
+    ("[fd00::1:80]", "fd00::1:80", 9, True),
+    ("[fd00::/8]:8080", "fd00::1:80", 80, False),
+])
+def test_allow_entries_exempt_their_hosts_on_the_ports_they_name(
+        entry: str, host: str, port: int, exempt: bool) -> None:
+    address = ADDRESS.get(host, ADDRESS["127.0.0.1"])
+
+    assert FetchPolicy(allow=[entry]).exempts(host, address, port) is exempt
+
+
+@pytest.mark.parametrize(("entry", "rule"), [
+    ("127.0.0.1:0", "port must be a number from 1 to 65535"),
+    ("127.0.0.1:65536", "port must be a number from 1 to 65535"),
+    ("127.0.0.1:http", "port must be a number from 1 to 65535"),
+    ("shop.test:", "port must be a number from 1 to 65535"),
+    ("[::1]:-1", "port must be a number from 1 to 65535"),
+    ("::1:8080", "ambiguous: write [::1]:8080 for that port, or [::1:8080] for the address"),
+    ("fd00::/8:8080", "in brackets"),
+    ("fe80::1:99999", "in brackets"),
+    ("[::1", "in brackets"),
+    ("[::1]8080", "in brackets"),
+    ("[shop.test]:8080", "brackets hold an IP address or network"),
+    ("not a host/", "not a hostname, IP address or CIDR network"),
+])
+def test_a_malformed_allow_entry_is_one_line_naming_the_entry_and_the_rule(
+        entry: str, rule: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        FetchPolicy(allow=[entry])
+
+    message = str(caught.value)
+    assert caught.value.key == "allow" and "\n" not in message
+    assert repr(entry) in message and rule in message
+
+
+def test_analyze_on_the_command_line_honours_an_allow_entry_with_a_port(
+        site: Site, tmp_path: Path) -> None:
+    site.routes["/products/kettle"] = html_page(
+        '<html><head><script type="application/ld+json">{"@type": "Product", '
+        '"name": "Stovetop kettle", "category": "Kitchen", "image": "/kettle.png"}'
+        "</script></head></html>")
+    site.routes["/kettle.png"] = image(png_bytes(4, (320, 240)))
+
+    done = run_cli("analyze", f"{site.url}/products/kettle", "--allow",
+                   f"127.0.0.1:{site.port}", "--home", str(tmp_path / "home"),
+                   env={"OPENAI_API_KEY": ""})
+
+    assert done.returncode == 0, done.stderr
+    assert "kitchen" in done.stdout
+
+
+def test_the_command_line_names_the_refused_port_and_how_to_allow_it(
+        site: Site, other_site: Site, tmp_path: Path) -> None:
+    done = run_cli("analyze", f"{other_site.url}/products/kettle", "--allow",
+                   f"127.0.0.1:{site.port}", "--home", str(tmp_path / "home"))
+
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"127.0.0.1:{other_site.port} is a loopback address" in done.stderr
+    assert "--allow HOST[:PORT]" in done.stderr
+    assert other_site.seen == []

@@ -24,6 +24,7 @@ Two halves:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import csv
 import dataclasses
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
@@ -71,6 +72,8 @@ __all__ = [
     "fetch_async",
     "html_to_text",
     "import_products",
+    "products_from_html",
+    "products_from_shopify",
     "scrape",
     "system_resolver",
 ]
@@ -182,8 +185,11 @@ class FetchPolicy:
     * ``allow_private``: let loopback, RFC 1918, carrier-grade NAT (100.64/10) and IPv6 ULA
       addresses through (an intranet tool). Link-local (cloud metadata), multicast, reserved and
       unspecified addresses stay refused unless listed in ``allow``.
-    * ``allow``: hostnames, IP addresses or CIDR networks (``"127.0.0.1"``, ``"10.1.0.0/16"``,
-      ``"shop.internal"``) exempt from the address refusal; any iterable of strings.
+    * ``allow``: hosts exempt from the address refusal, any iterable of strings: a hostname, an
+      IP address or a CIDR network, each with an optional port (``"shop.internal"``,
+      ``"127.0.0.1:8080"``, ``"10.1.0.0/16"``, ``"10.1.0.0/16:443"``, ``"[::1]:8080"``,
+      ``"[fd00::/8]:8080"``). An entry with a port exempts that port only, at every hop; one
+      without exempts every port. An IPv6 address or network with a port goes in brackets.
     * ``max_bytes`` / ``max_image_bytes``: body caps for html/json and for images.
     * ``timeout_s``: wall-clock cap for the whole fetch (DNS, connect, every redirect hop and the
       whole body), so a server dripping one byte at a time is cut off, not waited on per read.
@@ -205,27 +211,14 @@ class FetchPolicy:
     ca_file: str | None = None
     user_agent: str = "pixellab/0.1 (product-intelligence)"
     gate: HostGate = field(default_factory=HostGate, compare=False, repr=False)
-    _allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
-        default=(), init=False, compare=False, repr=False)
-    _allowed_hosts: frozenset[str] = field(default=frozenset(), init=False, compare=False,
-                                           repr=False)
+    _allowed: tuple[_AllowEntry, ...] = field(default=(), init=False, compare=False,
+                                              repr=False)
 
     def __post_init__(self) -> None:
         entries = frozenset([self.allow] if isinstance(self.allow, str) else self.allow)
-        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        hosts: set[str] = set()
-        for entry in entries:
-            text = str(entry).strip()
-            try:
-                networks.append(ipaddress.ip_network(text.strip("[]"), strict=False))
-            except ValueError:
-                if not re.fullmatch(r"[A-Za-z0-9.\-]+", text):
-                    raise ConfigError(f"{text!r} is not a hostname, IP address or CIDR network",
-                                      key="allow") from None
-                hosts.add(text.lower().rstrip("."))
+        allowed = sorted({_parse_allow_entry(entry) for entry in entries}, key=str)
         object.__setattr__(self, "allow", entries)
-        object.__setattr__(self, "_allowed_networks", tuple(networks))
-        object.__setattr__(self, "_allowed_hosts", frozenset(hosts))
+        object.__setattr__(self, "_allowed", tuple(allowed))
         for name in ("max_bytes", "max_image_bytes", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError("must be positive", key=name)
@@ -233,16 +226,114 @@ class FetchPolicy:
             if getattr(self, name) < 0:
                 raise ConfigError("must not be negative", key=name)
 
-    def exempts(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """Whether ``allow`` names this host or a network containing this address."""
-        if host.lower().rstrip(".") in self._allowed_hosts:
-            return True
-        candidates = [address]
+    def exempts(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                port: int | None = None) -> bool:
+        """Whether ``allow`` names this host, or a network containing this address, on ``port``
+        (``None``: only an entry for every port counts)."""
+        return any(entry.port in (None, port) for entry in self._naming(host, address))
+
+    def _naming(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+                ) -> list[_AllowEntry]:
+        """The ``allow`` entries that name this host or address, whatever their port."""
+        return [entry for entry in self._allowed if entry.names(host, address)]
+
+
+@dataclass(frozen=True)
+class _AllowEntry:
+    """One parsed ``allow`` entry: a hostname or a network, on one port or (``None``) all."""
+
+    host: str | None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+    port: int | None
+
+    def names(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether this entry is about ``host`` or ``address`` (or the IPv4 address inside it:
+        an allowed ``127.0.0.1`` covers ``::ffff:127.0.0.1``), ignoring the port."""
+        if self.host is not None:
+            return host.lower().rstrip(".") == self.host
+        network = self.network
+        assert network is not None
         embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            candidates.append(embedded)
-        return any(a in network for a in candidates for network in self._allowed_networks
-                   if a.version == network.version)
+        return any(a.version == network.version and a in network
+                   for a in (address, embedded) if a is not None)
+
+    def __str__(self) -> str:
+        """The entry as messages show it, e.g. ``127.0.0.1:8080``, ``[::1]:8080``."""
+        if self.network is None:
+            where = str(self.host)
+        elif self.network.num_addresses == 1:
+            where = str(self.network.network_address)
+        else:
+            where = str(self.network)
+        return _host_port(where, self.port)
+
+
+def _host_port(host: str, port: int | None) -> str:
+    """``host:port`` as a URL writes it (an IPv6 host in brackets); ``host`` when no port."""
+    if port is None:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9.\-]+")
+_PORT = re.compile(r"[0-9]{1,5}")
+_TRAILING_PORT = re.compile(r"(?P<head>.*):(?P<port>[0-9]{1,5})")
+
+
+def _ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def _parse_allow_entry(raw: object) -> _AllowEntry:
+    """``HOST``, ``HOST:PORT``, ``IP``, ``IP:PORT``, ``CIDR``, ``CIDR:PORT``, ``[IPv6]``,
+    ``[IPv6]:PORT``, ``[IPv6 CIDR]`` or ``[IPv6 CIDR]:PORT``; else :class:`ConfigError`.
+
+    IPv6 text takes its port after brackets, as URLs do: ``::1:8080`` is a valid address
+    (``::1:1f90``) as well as what someone writing "port 8080 of ::1" may mean, so a bare IPv6
+    entry whose last group could be a port is refused as ambiguous rather than guessed at.
+    """
+    text = str(raw).strip()
+
+    def malformed(rule: str) -> ConfigError:
+        return ConfigError(f"{text!r}: {rule}", key="allow")
+
+    def port_of(digits: str) -> int:
+        if _PORT.fullmatch(digits) and 1 <= int(digits) <= 65535:
+            return int(digits)
+        raise malformed("port must be a number from 1 to 65535")
+
+    if "://" in text:
+        raise malformed("a host, not a URL: HOST or HOST:PORT")
+    brackets = "an IPv6 address or network with a port goes in brackets, as [::1]:8080"
+    if text.startswith("["):
+        inside, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise malformed(f"{brackets} or [::1]")
+        network = _ip_network(inside)
+        if network is None:
+            raise malformed("brackets hold an IP address or network")
+        return _AllowEntry(None, network, port_of(rest[1:]) if rest else None)
+    network = _ip_network(text)
+    trailing = _TRAILING_PORT.fullmatch(text)
+    if network is not None:
+        if (network.version == 6 and trailing is not None and ":" in trailing["head"]
+                and _ip_network(trailing["head"]) is not None):
+            raise malformed(f"ambiguous: write [{trailing['head']}]:{trailing['port']} for "
+                            f"that port, or [{text}] for the address on every port")
+        return _AllowEntry(None, network, None)
+    host, colon, digits = text.rpartition(":") if ":" in text else (text, "", "")
+    if ":" in host:
+        raise malformed(brackets)
+    port = port_of(digits) if colon else None
+    network = _ip_network(host)
+    if network is not None:
+        return _AllowEntry(None, network, port)
+    if not _HOSTNAME.fullmatch(host):
+        raise malformed("not a hostname, IP address or CIDR network (HOST[:PORT])")
+    return _AllowEntry(host.lower().rstrip("."), None, port)
 
 
 # --- address vetting -------------------------------------------------------------------------
@@ -312,14 +403,16 @@ def _vet_addresses(target: _Target, addresses: Sequence[str], policy: FetchPolic
             raise FetchRefused("dns", target.url_text,
                                f"{target.host} resolved to {text!r}, not an IP address") from None
         kind = _address_kind(address)
-        allowed = (kind is None or policy.exempts(target.host, address)
+        allowed = (kind is None or policy.exempts(target.host, address, target.port)
                    or (policy.allow_private and kind in _PRIVATE_KINDS))
         if not allowed:
             assert kind is not None
-            where = (f"{address} is" if target.is_ip_literal
-                     else f"resolves to {address},")
+            where = (f"{_host_port(str(address), target.port)} is" if target.is_ip_literal
+                     else f"{_host_port(target.host, target.port)} resolves to {address},")
+            other_ports = ", ".join(map(str, policy._naming(target.host, address)))
+            only = f"; allow names {other_ports} only" if other_ports else ""
             raise FetchRefused("private_address", target.url_text,
-                               f"{where} {_article(kind)} {kind} address")
+                               f"{where} {_article(kind)} {kind} address{only}")
         vetted.append(str(address))
     return vetted
 
@@ -347,6 +440,9 @@ def _content_type_ok(kind: str, media_type: str) -> bool:
         media_type in _GENERIC_BINARY)
 
 
+_ESCAPE_CODECS = frozenset({"unicode-escape", "raw-unicode-escape"})
+
+
 @dataclass(frozen=True)
 class Fetched:
     """A response that passed every check. ``redirects`` lists each hop after ``url``."""
@@ -361,16 +457,21 @@ class Fetched:
 
     def text(self) -> str:
         """The body decoded with the declared charset (``<meta charset>`` for html), else UTF-8;
-        undecodable bytes become U+FFFD rather than failing."""
+        undecodable bytes become U+FFFD rather than failing. A charset Python cannot decode a
+        page with (unknown, ``rot13``, ``idna``, a name holding a NUL) or that reads backslash
+        escapes (``unicode_escape``, which no browser knows) is ignored, as browsers ignore an
+        unknown one."""
         charset = self.charset
         if charset is None and self.content_type in ("text/html", "application/xhtml+xml"):
             match = re.search(rb"""<meta[^>]+charset=["']?([A-Za-z0-9_\-]+)""",
                               self.body[:4096], re.IGNORECASE)
             charset = match.group(1).decode("ascii") if match else None
         try:
-            return self.body.decode(charset or "utf-8", errors="replace")
-        except LookupError:
-            return self.body.decode("utf-8", errors="replace")
+            if charset and codecs.lookup(charset).name not in _ESCAPE_CODECS:
+                return self.body.decode(charset, errors="replace")
+        except (LookupError, ValueError):  # idna, punycode: UnicodeError; a NUL: ValueError
+            pass
+        return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ``ValueError`` on bad JSON)."""
@@ -600,14 +701,28 @@ TAGS_MAX = 50
 IMAGES_MAX = 20
 BREADCRUMBS_MAX = 20
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and lone surrogates (a JSON "\ud83d" escape): UTF-8 cannot encode those,
+# so a title holding one would break the manifest's write.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _BLOCK_TAGS = frozenset({"p", "br", "div", "li", "ul", "ol", "tr", "table", "section", "article",
                          "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "dd", "dt", "hr",
                          "header", "footer", "pre"})
 _SKIP_TAGS = frozenset({"script", "style", "template", "noscript", "svg"})
 
 
-class _TextParser(HTMLParser):
+class _LenientParser(HTMLParser):
+    """:class:`HTMLParser` that reads any markup. Python 3.11's ``_markupbase`` raises
+    AssertionError on a marked section it does not know (``<![ x``, ``<![foo[``); newer
+    Pythons read it as a bogus comment, as browsers do, and so does this."""
+
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            return self.parse_bogus_comment(i, report)
+
+
+class _TextParser(_LenientParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
@@ -671,7 +786,20 @@ def _product_id(*candidates: Any, url: str) -> str:
             slug = _slug(str(candidate))
             if slug:
                 return slug
-    return _url_slug(url) or "product-" + hashlib.sha256(url.encode()).hexdigest()[:10]
+    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+    return _url_slug(url) or "product-" + digest[:10]
+
+
+def _join(base: str, reference: str) -> str | None:
+    """``reference`` resolved against ``base`` if the result is an http(s) URL, else None
+    (``urljoin`` raises ValueError on a malformed bracketed host such as ``http://[x``)."""
+    try:
+        absolute = urljoin(base, reference.strip())
+        scheme = urlsplit(absolute).scheme
+        absolute.encode("utf-8")  # a lone surrogate: no request can carry it
+    except ValueError:
+        return None
+    return absolute if scheme in ("http", "https") else None
 
 
 def _absolute(base: str, candidates: Iterable[Any]) -> list[str]:
@@ -680,11 +808,8 @@ def _absolute(base: str, candidates: Iterable[Any]) -> list[str]:
     for candidate in candidates:
         if not isinstance(candidate, str) or not candidate.strip():
             continue
-        try:
-            absolute = urljoin(base, candidate.strip())
-        except ValueError:
-            continue
-        if urlsplit(absolute).scheme in ("http", "https") and absolute not in found:
+        absolute = _join(base, candidate)
+        if absolute is not None and absolute not in found:
             found.append(absolute)
         if len(found) >= IMAGES_MAX:
             break
@@ -722,16 +847,21 @@ class ScrapedProduct:
     tags: list[str] = field(default_factory=list)
 
 
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else ``[]`` (a page's ``"variants": 5``)."""
+    return value if isinstance(value, list) else []
+
+
 def _shopify_product(data: dict[str, Any], origin: str) -> ScrapedProduct | None:
     handle = data.get("handle")
     title = _clean(data.get("title"), TITLE_MAX)
     if not title or not isinstance(handle, str) or not handle:
         return None
-    url = f"{origin}/products/{handle}"
-    variants = [v for v in data.get("variants") or [] if isinstance(v, dict)]
+    url = f"{origin}/products/{quote(handle, safe='', errors='replace')}"
+    variants = [v for v in _list(data.get("variants")) if isinstance(v, dict)]
     price = next((v.get("price") for v in variants if v.get("price") not in (None, "")), None)
     currency = next((v.get("price_currency") for v in variants if v.get("price_currency")), None)
-    images = [i.get("src") for i in data.get("images") or [] if isinstance(i, dict)]
+    images = [i.get("src") for i in _list(data.get("images")) if isinstance(i, dict)]
     if not images and isinstance(data.get("image"), dict):
         images = [data["image"].get("src")]
     return ScrapedProduct(
@@ -741,6 +871,23 @@ def _shopify_product(data: dict[str, Any], origin: str) -> ScrapedProduct | None
         brand=_clean(data.get("vendor")) or None,
         price=_clean(price, 40) or None, currency=_clean(currency, 10) or None,
         image_urls=_absolute(url, images), tags=_tags(data.get("tags")))
+
+
+def products_from_shopify(data: Any, origin: str) -> list[ScrapedProduct]:
+    """The products of a Shopify ``products.json`` document (``{"products": [...]}``) or of a
+    ``products/<handle>.json`` one (``{"product": {...}}``), their URLs under ``origin``.
+
+    No I/O. Any parsed JSON is accepted: items that are not product objects, or lack a title or
+    a handle, are left out, so a document of another shape gives ``[]``. Ids are unique (a
+    repeated handle gets ``-2``, ``-3``…).
+    """
+    if not isinstance(data, dict):
+        return []
+    items = data.get("products")
+    if not isinstance(items, list):
+        items = [data.get("product")]
+    products = (_shopify_product(item, origin) for item in items if isinstance(item, dict))
+    return _unique_ids([product for product in products if product is not None])
 
 
 class _NotShopify(Exception):
@@ -770,8 +917,7 @@ def _scrape_shopify_listing(prefix: str, origin: str, policy: FetchPolicy,
         items = data.get("products") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise _NotShopify("no products list")
-        products += [p for p in (_shopify_product(i, origin) for i in items
-                                 if isinstance(i, dict)) if p is not None]
+        products += products_from_shopify(data, origin)
         if len(items) < limit:
             break
     return products[:max_products]
@@ -786,7 +932,7 @@ def _scrape_shopify_product(origin: str, handle: str, policy: FetchPolicy) -> Sc
     return product
 
 
-class _PageParser(HTMLParser):
+class _PageParser(_LenientParser):
     """Collects what extraction needs from a page in one pass; never raises on bad markup."""
 
     def __init__(self) -> None:
@@ -880,18 +1026,28 @@ def _ld_blocks(texts: list[str]) -> list[Any]:
     return blocks
 
 
-def _name(value: Any) -> str:
+# Lists in lists are walked this deep and no deeper, like _typed_nodes: a page can nest JSON
+# as deep as json.loads allows (about the recursion limit), and a walk one frame per level
+# would then overflow the stack.
+_NESTING_MAX = 10
+
+
+def _name(value: Any, depth: int = 0) -> str:
     """A name from a string, a ``{"name": …}`` object, or the first of a list of either."""
     if isinstance(value, list):
-        return next((n for n in (_name(v) for v in value) if n), "")
+        if depth >= _NESTING_MAX:
+            return ""
+        return next((n for n in (_name(v, depth + 1) for v in value) if n), "")
     if isinstance(value, dict):
         return _clean(value.get("name"))
     return _clean(value)
 
 
-def _ld_images(value: Any) -> list[Any]:
+def _ld_images(value: Any, depth: int = 0) -> list[Any]:
     if isinstance(value, list):
-        return [u for item in value for u in _ld_images(item)]
+        if depth >= _NESTING_MAX:
+            return []
+        return [u for item in value for u in _ld_images(item, depth + 1)]
     if isinstance(value, dict):
         return [value.get("url") or value.get("contentUrl")]
     return [value]
@@ -927,7 +1083,7 @@ def _breadcrumbs(nodes: list[dict[str, Any]]) -> list[str]:
             name = _clean(element.get("name")) or _name(element.get("item"))
             try:
                 position = float(element.get("position", index))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: a 400-digit int
                 position = float(index)
             if name:
                 ranked.append((position, index, name))
@@ -1012,15 +1168,28 @@ def _from_meta(parser: _PageParser, page_url: str, base: str) -> list[ScrapedPro
         image_urls=_absolute(base, images))]
 
 
+def products_from_html(markup: str, page_url: str) -> list[ScrapedProduct]:
+    """The products a page's markup describes: schema.org JSON-LD first, else OpenGraph, else
+    the plain ``<title>``, meta description and first large image; ``[]`` when none.
+
+    No I/O: ``page_url`` (http or https) only resolves relative URLs and stands in for a
+    product's own URL. Any markup is accepted: malformed HTML, JSON-LD that is not JSON or not
+    schema.org's shape, a ``<base href>`` that is not a URL. Every image URL returned is
+    absolute http(s) and ids are unique.
+    """
+    parser = _PageParser()
+    parser.feed(markup)
+    parser.close()
+    base = page_url
+    if parser.base_href:
+        base = _join(page_url, parser.base_href) or page_url
+    return _unique_ids(_from_jsonld(parser, page_url, base)
+                       or _from_meta(parser, page_url, base))
+
+
 def _scrape_page(url: str, policy: FetchPolicy) -> list[ScrapedProduct]:
     page = fetch(url, policy, kind="html")
-    parser = _PageParser()
-    parser.feed(page.text())
-    parser.close()
-    base = page.final_url
-    if parser.base_href:
-        base = urljoin(base, parser.base_href)
-    return _from_jsonld(parser, page.final_url, base) or _from_meta(parser, page.final_url, base)
+    return products_from_html(page.text(), page.final_url)
 
 
 def _unique_ids(products: list[ScrapedProduct]) -> list[ScrapedProduct]:
