@@ -40,7 +40,7 @@ OUTCOMES: tuple[Outcome, ...] = ("succeeded", "failed", "canceled", "timeout", "
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BillingRule(_Strict):

@@ -1,7 +1,12 @@
 """The ``pixellab`` command: the same operations as the Python API, for scripts and CI.
 
-Errors a user can fix print as one line (``error: <file>: <key>: <reason>``) with exit code 2;
-``--debug`` shows the traceback instead.
+Errors a user can fix print as one line (``error: <file>: <key>: <reason>``) with exit code 2,
+and so do usage errors (a missing or extra argument, an unknown option); ``--debug`` shows the
+traceback instead.
+
+Messages carry text we do not control (file, product, dataset and model names, providers' error
+messages), so the consoles parse no markup: ``[/bold]x`` or ``[fd00::1]`` print as written
+instead of raising or vanishing. Styles are applied explicitly with :func:`_styled`.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from tqdm import tqdm
 
 from pixellab.errors import PixellabError
@@ -31,8 +36,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 sweep_app = typer.Typer(no_args_is_help=True, help="Plan, run and resume sweeps.")
 app.add_typer(sweep_app, name="sweep")
 # Tables stay readable when output is piped (rich assumes 80 columns there).
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def _styled(style: str, label: str, *rest: object) -> Text:
+    """``label`` in ``style``, then ``rest`` as plain text (never parsed as markup)."""
+    return Text.assemble((label, style), *(str(part) for part in rest))
 _state = {"debug": False}
 
 
@@ -116,12 +126,13 @@ def demo(
     console.print(_leaderboard_table(workbench, [r.sweep_id for r in result.sweeps]))
     failed = sum(r.failed for r in result.sweeps)
     if failed:
-        console.print(f"[yellow]{failed} request(s) failed; the report lists each reason.[/]")
+        console.print(_styled("yellow", f"{failed} request(s) failed; the report lists each "
+                                        "reason."))
     console.print(f"Ledger: {workbench.ledger.path}   Outputs: {workbench.store.root}")
     console.print(f"Routing table: {result.defaults}   (try `pixellab generate --task packshot "
                   f"--image PHOTO --category kitchen`)", highlight=False)
-    console.print(f"[bold green]Report:[/] {result.report}   "
-                  f"({time.monotonic() - started:.1f} s)")
+    console.print(_styled("bold green", "Report:", f" {result.report}   "
+                          f"({time.monotonic() - started:.1f} s)"))
 
 
 def _run_sweep(sweep: Sweep, *, resubmit: bool = False) -> None:
@@ -133,21 +144,21 @@ def _run_sweep(sweep: Sweep, *, resubmit: bool = False) -> None:
         progress.close()
     console.print(_summary_table([result]))
     for provider, why in sorted(result.stopped_providers.items()):
-        err_console.print(f"[yellow]{provider} stopped for this sweep:[/] {escape(why)}",
+        err_console.print(_styled("yellow", f"{provider} stopped for this sweep:", f" {why}"),
                           soft_wrap=True, highlight=False)
     from pixellab.ledger import BLOCKING_REASONS
 
     unpaid = [o for o in result.outcomes if o.error_reason in BLOCKING_REASONS]
     if unpaid:
-        err_console.print(
-            f"[yellow]{len(unpaid)} request(s) were paid for without a usable answer[/] (the "
-            "create's outcome is unknown, or the provider deleted the output); they are not "
-            f"created again unless you run `pixellab sweep resume {result.sweep_id} "
-            "--resubmit`.", soft_wrap=True, highlight=False)
+        err_console.print(_styled(
+            "yellow", f"{len(unpaid)} request(s) were paid for without a usable answer",
+            " (the create's outcome is unknown, or the provider deleted the output); they are "
+            f"not created again unless you run `pixellab sweep resume {result.sweep_id} "
+            "--resubmit`."), soft_wrap=True, highlight=False)
     if result.stopped_reason:
-        err_console.print(f"[yellow]stopped before exceeding the budget:[/] "
-                          f"{result.stopped_reason}. Raise budget_usd and run "
-                          f"`pixellab sweep resume {result.sweep_id}`.")
+        err_console.print(_styled("yellow", "stopped before exceeding the budget:",
+                                  f" {result.stopped_reason}. Raise budget_usd and run "
+                                  f"`pixellab sweep resume {result.sweep_id}`."))
         raise typer.Exit(3)
 
 
@@ -182,9 +193,10 @@ def _run_notebook(file: Path, notebook: Path, reports: Path, home: Path | None) 
                 parameters.setdefault(key, str(value))
     run = notebooks.run_to_reports(notebook, parameters, reports=reports, source=str(file))
     console.print(f"Executed notebook: {run.executed}")
-    console.print(f"[bold green]HTML:[/] {run.html}")
+    console.print(_styled("bold green", "HTML:", f" {run.html}"))
     if run.error is not None:
-        err_console.print(f"[red]error:[/] {run.error}", soft_wrap=True, highlight=False)
+        err_console.print(_styled("red", "error:", f" {run.error}"), soft_wrap=True,
+                          highlight=False)
         raise typer.Exit(3 if run.error.ename == "BudgetExceeded" else 1)
 
 
@@ -205,9 +217,17 @@ def sweep_estimate(
                   "runs to its end")
     for model_id, usd in sorted(estimate.by_model_usd.items()):
         console.print(f"  {model_id}: ${usd:.4f}")
+    if estimate.unusable:
+        from collections import Counter
+
+        reasons = Counter(estimate.unusable.values())
+        console.print(_styled("yellow", f"{len(estimate.unusable)} product(s) cannot be sent",
+                              " (they fail before any call and cost nothing): "
+                              + ", ".join(f"{reason} ×{n}" for reason, n
+                                          in sorted(reasons.items()))))
     if estimate.exceeds(spec.budget_usd):
-        err_console.print(f"[yellow]over budget:[/] ${estimate.usd:.4f} > budget_usd "
-                          f"${spec.budget_usd:.2f}")
+        err_console.print(_styled("yellow", "over budget:", f" ${estimate.usd:.4f} > "
+                                  f"budget_usd ${spec.budget_usd:.2f}"))
         raise typer.Exit(3)
 
 
@@ -291,7 +311,8 @@ def select_command(
         if agreement and agreement.get("n", 0) >= 2:
             console.print(f"{task}: people vs composite ranking, Kendall tau "
                           f"{agreement['kendall_tau']:.2f} over {int(agreement['n'])} models")
-    console.print(f"[bold green]Routing table:[/] {write_defaults(selection, target)}")
+    console.print(_styled("bold green", "Routing table:",
+                          f" {write_defaults(selection, target)}"))
 
 
 @app.command()
@@ -329,13 +350,15 @@ def generate(
         console.print(f"  attempt {row.attempt_no}: {row.model_id} {row.status}{detail}",
                       highlight=False, soft_wrap=True)
     if not result.succeeded:
-        err_console.print(f"[red]every model failed:[/] {result.outcome.error_class}: "
-                          f"{result.outcome.error_message}", soft_wrap=True, highlight=False)
+        err_console.print(_styled("red", "every model failed:",
+                                  f" {result.outcome.error_class}: "
+                                  f"{result.outcome.error_message}"),
+                          soft_wrap=True, highlight=False)
         raise typer.Exit(1)
     if result.reused:
         console.print("  reused the stored output of the same request (no provider call)")
     console.print(f"Model: {result.outcome.model_id}")
-    console.print(f"[bold green]Output:[/] {result.stored_at}", soft_wrap=True)
+    console.print(_styled("bold green", "Output:", f" {result.stored_at}"), soft_wrap=True)
     if result.written_to is not None:
         console.print(f"Copied to: {result.written_to}", soft_wrap=True)
 
@@ -349,16 +372,20 @@ def _fetch_policy(allow: list[str] | None) -> FetchPolicy:
 def _refused_hint(exc: BaseException) -> NoReturn:
     """A refused private address gets the way out, for an intranet or a test server."""
     if getattr(exc, "reason", None) == "private_address":
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        err_console.print(_styled("red", "error:", f" {exc}"), soft_wrap=True,
+                          highlight=False)
         err_console.print("If this host is yours (an intranet, a test server), allow it with "
-                          "--allow HOST (or an IP or CIDR).", soft_wrap=True, highlight=False)
+                          "--allow HOST[:PORT] (HOST: a name, an IP, [IPv6] or a CIDR network; "
+                          "with no port, every port).", soft_wrap=True, highlight=False)
         raise typer.Exit(2)
     raise exc
 
 
 AllowOption = Annotated[list[str] | None, typer.Option(
-    "--allow", help="Host, IP or CIDR that may be private (an intranet, a test server); "
-                    "repeatable. Without it, private and loopback addresses are refused.")]
+    "--allow", help="HOST[:PORT] that may be private (an intranet, a test server): a name, "
+                    "an IP, [IPv6] or a CIDR network, e.g. 127.0.0.1:8080 or 10.0.0.0/8; "
+                    "a port limits it to that port, at every redirect too. Repeatable. "
+                    "Without it, private and loopback addresses are refused.")]
 
 
 def _analysis_table(results: list[AnalysisResult]) -> Table:
@@ -510,7 +537,8 @@ def catalog(
                       str(model.max_concurrency))
     console.print(table)
     for chain_task, chain in cat.chains.items():
-        console.print(f"chain [bold]{chain_task.value}[/]: {' → '.join(chain)}")
+        console.print(Text.assemble("chain ", (chain_task.value, "bold"),
+                                    f": {' → '.join(chain)}"))
 
 
 @app.command()
@@ -529,12 +557,12 @@ def emulate(
 
     def announce(emulator: Emulator) -> None:
         for name, value in emulator.env().items():
-            console.print(f"export {name}={shlex.quote(value)}", markup=False, highlight=False,
+            console.print(f"export {name}={shlex.quote(value)}", highlight=False,
                           soft_wrap=True)
         console.print("export REPLICATE_API_TOKEN=r8_dryrun FAL_KEY=dry:run "
                       "OPENAI_API_KEY=sk-dryrun   # any value; the emulator bills nothing",
                       highlight=False, soft_wrap=True)
-        console.print("[green]emulator running on 127.0.0.1; Ctrl-C to stop[/]")
+        console.print(_styled("green", "emulator running on 127.0.0.1; Ctrl-C to stop"))
         console.file.flush()
 
     received = serve_until_signalled(Emulator(latency_s=latency), announce)
@@ -551,20 +579,28 @@ def main() -> None:
     except PixellabError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        err_console.print(_styled("red", "error:", f" {exc}"), soft_wrap=True, highlight=False)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted; `pixellab sweep resume NAME` continues where it stopped")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # usage errors arrive here in standalone_mode=False
+        if isinstance(exc, _usage_errors()):
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
         raise
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The exception classes of a bad command line (exit code 2 for a usage error): click's,
+    and, since typer 0.2x ships its own copy of click, typer's base of that copy's."""
+    import click
+
+    return (click.ClickException, *(
+        [typer.exceptions.TyperException] if hasattr(typer, "exceptions")
+        and hasattr(typer.exceptions, "TyperException") else []))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,13 @@
 
 Manifest columns: ``id, title, description, category, image`` (required) and ``mask``,
 ``reference``, ``source``, ``license`` plus any other column, kept as a product attribute.
-Paths are relative to the dataset folder. Images are not read here: a product whose image is
-corrupt is still a product, and it gets its own clear error when a request needs it.
+Paths are relative to the dataset folder and must stay inside it: a manifest comes from a store
+import or a colleague, and a row naming ``../../etc/passwd``, ``/etc/hostname`` or a symlink
+that leads out of the folder must not make us read (and echo) that file. Such a row is still a
+product, with a :class:`Refusal`: every request for it fails with reason ``outside_dataset``
+before anything reads its files, and the rest of the dataset runs. Images are not read here
+either: a product whose image is corrupt is still a product, and it gets its own clear error
+when a request needs it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,22 @@ from typing import Any
 
 import pandas as pd
 
-from pixellab.errors import ConfigError
+from pixellab.errors import ConfigError, InvalidInputImage
 
 REQUIRED_COLUMNS = ("id", "title", "description", "category", "image")
 _KNOWN = {*REQUIRED_COLUMNS, "mask", "reference"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a product's files are never read: ``reason`` is a stable code recorded in the ledger
+    (``outside_dataset``), ``message`` names the manifest row, the column and the rule."""
+
+    reason: str
+    message: str
+
+    def error(self) -> InvalidInputImage:
+        return InvalidInputImage(self.reason, self.message)
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,9 @@ class Product:
     mask: Path | None = None
     reference: Path | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    refusal: Refusal | None = None
+    """Set when the manifest row names a file outside the dataset folder: nothing of this
+    product is read, and each of its requests fails with this reason."""
 
     def fields(self) -> dict[str, Any]:
         """What prompt templates can use: the product's text fields and attributes."""
@@ -74,12 +94,40 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def confined(root: Path, relative: str) -> Path | None:
+    """``root / relative`` if its real path (every symlink followed) lies inside ``root``'s real
+    path, else None. Absolute paths and ``..`` are judged by where they lead, not refused by
+    their spelling: ``images/../images/a.png`` is fine."""
+    candidate = root / relative
+    try:
+        real = candidate.resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return None
+    return candidate if real.is_relative_to(root.resolve()) else None
+
+
+def _refusal(manifest: Path, row_key: str, root: Path, paths: dict[str, str]) -> Refusal | None:
+    for column, relative in paths.items():
+        if "\x00" in relative:
+            return Refusal("unreadable", f"{manifest.name} {row_key}: {column} holds a NUL "
+                                         "byte, which no file name can")
+        if relative and confined(root, relative) is None:
+            return Refusal("outside_dataset",
+                           f"{manifest.name} {row_key}: {column} {relative!r} leads outside the "
+                           f"dataset folder {root} (files must be inside it; symlinks "
+                           "included)")
+    return None
+
+
 def load_dataset(name_or_path: str | os.PathLike[str]) -> Dataset:
     root = resolve_dataset_dir(name_or_path)
     manifest = next((root / n for n in ("manifest.parquet", "manifest.csv")
                      if (root / n).exists()), None)
     if manifest is None:
         raise ConfigError("no manifest.csv or manifest.parquet", path=str(root))
+    if confined(root, manifest.name) is None or not manifest.is_file():
+        raise ConfigError("the manifest must be a file inside the dataset folder (a link out of "
+                          "it is refused)", path=str(manifest))
     try:
         frame = (pd.read_parquet(manifest) if manifest.suffix == ".parquet"
                  else pd.read_csv(manifest, dtype=str, keep_default_na=False))
@@ -102,10 +150,13 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> Dataset:
         if not image:
             raise ConfigError("empty image path", path=str(manifest), key=f"{key}.image")
         mask, reference = _text(row.get("mask")), _text(row.get("reference"))
+        refusal = _refusal(manifest, key, root,
+                           {"image": image, "mask": mask, "reference": reference})
         products.append(Product(
             id=product_id, title=_text(row["title"]), description=_text(row["description"]),
             category=_text(row["category"]) or "uncategorized", image=root / image,
             mask=root / mask if mask else None, reference=root / reference if reference else None,
             attributes={k: _text(v) for k, v in row.items() if k not in _KNOWN},
+            refusal=refusal,
         ))
     return Dataset(name=root.name, root=root, products=tuple(products))

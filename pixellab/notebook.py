@@ -85,22 +85,9 @@ def declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, Any]:
 
 def read_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A parameters file (YAML, or TOML by its suffix): a mapping of parameter → value."""
-    import tomllib
+    from pixellab.config_files import read_mapping
 
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    except Exception as exc:
-        raise ConfigError(f"not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}",
-                          path=str(path)) from None
-    if not isinstance(raw, dict):
-        raise ConfigError("a parameters file must be a mapping", path=str(path))
-    return raw
+    return read_mapping(path, what="parameters file")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import html
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +21,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pixellab.errors import InvalidInputImage, PixellabError
 from pixellab.ledger import Ledger
 from pixellab.scoring import LOWER_IS_BETTER, TaskScoring, load_task_scoring
 from pixellab.scoring.composite import CompositeUsed, composite_scores
 from pixellab.stats import wilson_interval
 from pixellab.store import Store
-from pixellab.validate import decode_image
+from pixellab.validate import decode_image, load_input_image
 
 
 def _sweep_filter(sweep_ids: Sequence[str] | None) -> tuple[str, list[object]]:
@@ -270,13 +272,26 @@ FORMATS = {"pass_rate": "{:.0%}", "pass_low": "{:.0%}", "pass_high": "{:.0%}",
            "score_high": "{:.3f}"}
 
 
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def md(text: object) -> str:
+    """``text`` (a category, a product id, a report title: anything a dataset or a user wrote)
+    safe inside Markdown: HTML escaped, Markdown punctuation backslash-escaped, one line. A
+    category ``kitchen<img onerror=…>`` or ``[x](javascript:…)`` prints as written instead of
+    becoming markup in the report."""
+    one_line = " ".join(str(text).split())
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(one_line, quote=False))
+
+
 def styled(table: pd.DataFrame) -> Any:
     """A table as a merchandiser reads it: text left, numbers right, no index, '—' for missing
     (never a zero), money and rates formatted."""
     text = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
     long = [c for c in text if table[c].astype(str).str.len().max() > 40]
     formats = {c: f for c, f in FORMATS.items() if c in table.columns}
-    return (table.style.hide(axis="index").format(formats, na_rep="—")
+    # escape: pandas' Styler writes cell text as raw HTML by default.
+    return (table.style.hide(axis="index").format(formats, na_rep="—", escape="html")
             .set_properties(subset=[c for c in text if c not in long],
                             **{"text-align": "left", "white-space": "nowrap"})
             .set_properties(subset=long, **{"text-align": "left", "white-space": "normal",
@@ -404,23 +419,22 @@ def _input_cell(path: str, stamp: int, caption: str | None) -> str:
     """An input photo's cell, made once per file version: the same photo heads the grids of
     every task of its category, and encoding it is most of a grid's cost."""
     try:
-        image = decode_image(_read(path))
-    except Exception as exc:
+        image = load_input_image(path)
+    except InvalidInputImage as exc:
         return f"<td class='plx-fail'>input unreadable: {html.escape(str(exc))}</td>"
     cap = f"<div class='plx-cap'>{html.escape(caption)}</div>" if caption else ""
     return f"<td>{zoomable_html(image, alt='input')}{cap}</td>"
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
 
 
 def _output_cell(row: pd.Series, store: Store) -> str:
     if row["status"] != "succeeded" or not isinstance(row["output_sha256"], str):
         message = f"{row['error_class']}: {row['error_message']}"
         return f"<td class='plx-fail'>✗ {html.escape(str(message))}</td>"
-    image = decode_image(store.get(row["output_sha256"], row["media_type"]))
+    try:
+        image = decode_image(store.get(row["output_sha256"], row["media_type"]))
+    except (PixellabError, OSError) as exc:
+        return (f"<td class='plx-fail'>✗ output unreadable: {html.escape(type(exc).__name__)}: "
+                f"{html.escape(str(exc))}</td>")
     score = row["score"]
     verdict = ("<span class='plx-pass'>✓ pass</span>" if row["passed"]
                else "<span class='plx-fail'>✗ gate</span>")
@@ -446,7 +460,7 @@ def product_images(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> di
             dataset = load_dataset(json.loads(spec)["dataset"])
         except ConfigError:
             continue
-        images.update({p.id: str(p.image) for p in dataset.products})
+        images.update({p.id: str(p.image) for p in dataset.products if p.refusal is None})
     return images
 
 

@@ -32,7 +32,7 @@ from pixellab.errors import ConfigError
 from pixellab.ledger import Ledger, LedgerWriter
 from pixellab.prompts import load_prompt
 from pixellab.runner import Request, RequestOutcome, Runner
-from pixellab.store import _EXTENSIONS, sha256_hex
+from pixellab.store import _EXTENSIONS
 from pixellab.tasks import Task
 from pixellab.workbench import Workbench, default_home
 
@@ -189,7 +189,7 @@ async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
                     product_id: str | None = None) -> Generated:
     """Run one routed request: the route's chain with fallbacks, validation, the ledger and the
     store, exactly as a sweep would (no sweep id). A request that already succeeded is reused."""
-    from pixellab.sweep import request_key
+    from pixellab.sweep import file_sha256, request_key
 
     workbench = workbench or Workbench()
     task = Task(task)
@@ -203,7 +203,7 @@ async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
     template = load_prompt(prompt) if prompt else None
     text = template.render(product.fields()) if template else None
     request_params = {**(params or {}), "seed": seed}
-    input_sha256 = sha256_hex(path.read_bytes())
+    input_sha256 = file_sha256(path)
     key = request_key(task=task, chain=chosen.chain, input_sha256=input_sha256, prompt=template,
                       prompt_text=text, params=request_params)
     ledger = workbench.ledger

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from PIL import Image
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -41,7 +42,7 @@ from pixellab.errors import (
     BudgetExceeded,
     ContentRejected,
     DataRemoved,
-    InvalidImage,
+    InvalidInputImage,
     InvalidOutput,
     MissingCredentials,
     OutcomeUnknown,
@@ -55,7 +56,13 @@ from pixellab.ledger import Ledger, LedgerWriter, ResumeState, Row, Statement, n
 from pixellab.providers.base import Job, JobState, Provider, ProviderRequest, Reconciling
 from pixellab.store import Store, envelope_json, sha256_hex
 from pixellab.tasks import Task, expected_output_size
-from pixellab.validate import MEDIA_TYPES, check_image_output, check_json_output, decode_image
+from pixellab.validate import (
+    MEDIA_TYPES,
+    check_image_output,
+    check_input_blank,
+    check_json_output,
+    read_input_image,
+)
 from pixellab.webhooks import JobSignals
 
 
@@ -93,6 +100,9 @@ class Request:
     params: dict[str, Any] = field(default_factory=dict)
     prompt_id: str | None = None
     prompt_text: str | None = None
+    input_error: InvalidInputImage | None = None
+    """Set when planning already found the input unusable (a path outside its dataset, an
+    input that could not be prepared): the request fails with it, nothing is read or sent."""
 
 
 @dataclass
@@ -251,13 +261,12 @@ class Runner:
     async def run_request(self, request: Request) -> RequestOutcome:
         outcome = RequestOutcome(request.request_key, "failed")
         try:
-            image_bytes = await asyncio.to_thread(_read_bytes, request.image_path)
-            source = await asyncio.to_thread(decode_image, image_bytes)
-        except (OSError, InvalidImage) as exc:
-            reason = getattr(exc, "reason", "unreadable")
-            outcome.error_class = "InvalidInputImage"
-            outcome.error_reason = reason
-            outcome.error_message = f"{request.image_path}: {exc}"
+            if request.input_error is not None:
+                raise request.input_error
+            image_bytes, source = await asyncio.to_thread(_usable_input, request.image_path)
+        except InvalidInputImage as exc:
+            outcome.error_class, outcome.error_reason, outcome.error_message = (
+                _error_fields(exc))
             self._finish(request, outcome)
             return outcome
         unfinished = self.resume.unfinished.get(request.request_key)
@@ -632,9 +641,12 @@ def _blocked_error(model: Model, reason: str) -> ProviderError:
     return OutcomeUnknown(message, model_id=model.id)
 
 
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
+def _usable_input(path: str) -> tuple[bytes, Image.Image]:
+    """The input's bytes and decoded image, refused per item (unreadable, corrupt, blank)
+    before any model sees it."""
+    data, image = read_input_image(path)
+    check_input_blank(image, path)
+    return data, image
 
 
 __all__ = ["Request", "RequestOutcome", "RetryPolicy", "RunSummary", "Runner", "sha256_hex"]

@@ -194,7 +194,12 @@ class Selection:
                     "people (Elo)": (_interval_text(a.human, digits=0)
                                      + (f", {a.human_votes} votes" if a.human_votes else "")),
                 })
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=EVIDENCE_COLUMNS)  # its columns, even when empty
+
+
+EVIDENCE_COLUMNS = ("task", "category", "model", "products", "composite", "pass",
+                    "usd_per_accepted", "latency p50 / p95 s", "best − this", "this − default",
+                    "people (Elo)")
 
 
 def _interval_text(interval: Interval | None, digits: int = 3) -> str:

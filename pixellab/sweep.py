@@ -12,25 +12,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import re
+import stat
 import threading
-import tomllib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pixellab.blocking import run_blocking
 from pixellab.budget import Budget
 from pixellab.catalog import Model
+from pixellab.config_files import read_mapping
 from pixellab.datasets import Dataset, Product, load_dataset
-from pixellab.errors import BudgetExceeded, ConfigError
+from pixellab.errors import BudgetExceeded, ConfigError, InvalidInputImage, PixellabError
 from pixellab.intel.analyze import (
     latest_analyses,
     load_taxonomy,
@@ -43,6 +44,7 @@ from pixellab.runner import Request, RequestOutcome, RetryPolicy, Runner
 from pixellab.scoring import (
     BATCHED,
     JSON_METRICS,
+    Score,
     ScoreContext,
     compute,
     known_metric,
@@ -52,31 +54,55 @@ from pixellab.scoring import (
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
 from pixellab.store import sha256_hex
 from pixellab.tasks import Task, expected_output_size
-from pixellab.validate import decode_image
+from pixellab.validate import (
+    MAX_IMAGE_BYTES,
+    check_input_blank,
+    decode_image,
+    has_alpha,
+    load_input_image,
+    normalized_array,
+    probe_input_image,
+)
 from pixellab.webhooks import JobSignals, WebhookSettings, webhooks_for
 from pixellab.workbench import Workbench
 
 KEY_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
+MAX_BUDGET_USD = 1_000_000.0
+"""A budget above this is a typo (or ``.inf``), not a plan: refused, so the cap means something."""
+MAX_SEED = 2**32 - 1
+"""Seeds are unsigned 32-bit at every provider we call."""
+PARAM_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "scale": (int, 1, 16),
+    "size": (int, 16, 10_000),
+    "width": (int, 16, 10_000),
+    "height": (int, 16, 10_000),
+    "duration_s": (float, 0.1, 120),
+    "fps": (float, 1, 120),
+    "num_outputs": (int, 1, 16),
+}
+"""Normalized parameters that size an output or a bill: each of its type and within bounds, so
+``size: 1e9`` cannot ask the local provider for an exabyte canvas."""
 
 
 class SweepSpec(BaseModel):
     """What a sweep file (YAML or TOML) or a notebook's parameters describe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     task: Task
     dataset: str = "sample"
     categories: list[str] = Field(default_factory=list)
     products: list[str] = Field(default_factory=list)
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=10_000_000)
     models: list[str] = Field(default_factory=list)
     chain: list[str] = Field(default_factory=list)
     prompts: list[str] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=1000)
     params: dict[str, Any] = Field(default_factory=dict)
-    budget_usd: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
     concurrency: int = Field(default=8, ge=1, le=1024)
     degrade: bool = True
     """upscale only: send each photo downscaled by ``params.scale`` (bicubic) and score the
@@ -90,19 +116,26 @@ class SweepSpec(BaseModel):
             raise ValueError("use letters, digits, '-', '_' or '.', at most 80 characters")
         return value
 
+    @field_validator("params")
+    @classmethod
+    def _bounded_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            _check_finite(item, str(key))
+        for name, (kind, low, high) in PARAM_BOUNDS.items():
+            if name not in value:
+                continue
+            number = value[name]
+            if (isinstance(number, bool) or not isinstance(number, int | float)
+                    or (kind is int and not isinstance(number, int))):
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{name} must be {what}, not {number!r}")
+            if not low <= number <= high:
+                raise ValueError(f"{name} must be between {low:g} and {high:g}, not {number!r}")
+        return value
+
     @classmethod
     def from_file(cls, path: str | Path) -> SweepSpec:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-            raw = (tomllib.loads(text) if path.suffix == ".toml"
-                   else yaml.safe_load(text))
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
-        except Exception as exc:
-            raise ConfigError(f"not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}",
-                              path=str(path)) from None
-        return cls.parse(raw, source=str(path))
+        return cls.parse(read_mapping(path, what="sweep spec"), source=str(path))
 
     @classmethod
     def parse(cls, raw: Any, *, source: str | None = None) -> SweepSpec:
@@ -112,8 +145,22 @@ class SweepSpec(BaseModel):
             return cls.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise ConfigError(err["msg"], path=source,
+            raise ConfigError(str(err["msg"]).removeprefix("Value error, "), path=source,
                               key=".".join(str(p) for p in err["loc"]) or None) from None
+
+
+def _check_finite(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse NaN and infinities anywhere in ``value`` (YAML's ``.inf``, ``.nan``)."""
+    if depth > 16:
+        raise ValueError(f"{where} is nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, not {value!r}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}[{index}]", depth + 1)
 
 
 @dataclass(frozen=True)
@@ -157,6 +204,11 @@ class CostEstimate:
     credits: float
     by_model_usd: dict[str, float] = field(default_factory=dict)
     """First-model spend per model."""
+    unusable: dict[str, str] = field(default_factory=dict)
+    """Products whose input is refused from its header or path (product id → reason, e.g.
+    ``unsupported_format``, ``outside_dataset``): they will fail before any call and cost
+    nothing. Inputs that fail only when fully decoded (truncated pixel data, a blank photo)
+    are priced: the estimate stays an upper bound."""
 
     def exceeds(self, budget_usd: float | None) -> bool:
         return budget_usd is not None and self.usd > budget_usd
@@ -188,8 +240,16 @@ def request_key(*, task: Task, chain: tuple[Model, ...], input_sha256: str,
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's sha256, or a marker naming why it cannot be hashed: a request key must not
+    need a 10 GB sparse file, a FIFO or a device read into memory (the request then fails with
+    the reason when it runs)."""
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return f"unreadable:{path}:not a regular file"
+        if info.st_size > MAX_IMAGE_BYTES:
+            return f"unreadable:{path}:{info.st_size} bytes"
         return sha256_hex(path.read_bytes())
     except OSError as exc:
         return f"unreadable:{path}:{exc.errno}"
@@ -272,14 +332,15 @@ class Sweep:
         analyses = (latest_analyses(self.workbench.ledger, [p.id for p in products])
                     if any(p is not None for p in prompts) else {})
         for product in products:
-            image_path = self.input_path(product)
-            input_sha256 = _file_sha256(image_path)
-            fields = {**product.fields(), "analysis": analyses.get(product.id)}
+            image_path, input_error = self.prepared_input(product)
+            input_sha256 = (f"unusable:{input_error.reason}:{product.id}" if input_error
+                            else file_sha256(image_path))
             extra = ({"product": product_data(product.fields())}
                      if task is Task.ANALYZE else {})
             for arm in arms:
                 for prompt in prompts:
-                    text = prompt.render(fields) if prompt else None
+                    text = (prompt.render(product.fields(), analyses.get(product.id))
+                            if prompt else None)
                     for seed in self.spec.seeds:
                         params = {**self.spec.params, **extra, "seed": seed}
                         key = request_key(task=task, chain=arm.chain, input_sha256=input_sha256,
@@ -288,7 +349,7 @@ class Sweep:
                             request_key=key, product_id=product.id, category=product.category,
                             task=task, chain=arm.chain, image_path=str(image_path),
                             params=params, prompt_id=prompt.id if prompt else None,
-                            prompt_text=text)
+                            prompt_text=text, input_error=input_error)
                         row = {
                             "request_key": key, "product_id": product.id,
                             "category": product.category, "task": task.value, "arm": arm.name,
@@ -315,19 +376,41 @@ class Sweep:
     def input_path(self, product: Product) -> Path:
         """The image the provider gets: the product photo, or for an upscale sweep its copy
         downscaled by :attr:`upscale_factor` (made once, under the workbench home)."""
+        return self.prepared_input(product)[0]
+
+    def prepared_input(self, product: Product) -> tuple[Path, InvalidInputImage | None]:
+        """:meth:`input_path` and, when the input cannot be used, why: a product whose files
+        lie outside its dataset, or an upscale input that cannot be decoded or is too small to
+        shrink. That product's requests fail with the reason; the sweep goes on."""
+        if product.refusal is not None:
+            return product.image, product.refusal.error()
         factor = self.upscale_factor
         if factor is None:
-            return product.image
+            return product.image, None
+        try:
+            return self._downscaled(product, factor), None
+        except InvalidInputImage as exc:
+            return product.image, exc
+
+    def _downscaled(self, product: Product, factor: int) -> Path:
         path = (self.workbench.home / "inputs" / f"downscale-x{factor}"
-                / f"{_file_sha256(product.image)}.png")
-        if not path.exists():
-            original = decode_image(product.image.read_bytes())
-            small = original.resize((original.width // factor, original.height // factor),
-                                    Image.Resampling.BICUBIC)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
-            small.save(tmp, format="PNG")
-            tmp.replace(path)
+                / f"{file_sha256(product.image)}.png")
+        if path.exists():
+            return path
+        original = load_input_image(product.image)
+        check_input_blank(original, str(product.image))  # shrinking can hide a blank photo
+        size = (original.width // factor, original.height // factor)
+        if min(size) < 1:
+            raise InvalidInputImage("too_small", f"{product.image}: {original.width}×"
+                                    f"{original.height} is too small to shrink by {factor} "
+                                    "for an upscale sweep")
+        mode = "RGBA" if has_alpha(original) else "RGB"  # PNG holds no CMYK or I;16
+        small = Image.fromarray(normalized_array(original), mode).resize(
+            size, Image.Resampling.BICUBIC)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        small.save(tmp, format="PNG")
+        tmp.replace(path)
         return path
 
     def estimate(self) -> CostEstimate:
@@ -336,14 +419,20 @@ class Sweep:
         planned = self.plan()
         done = self.workbench.ledger.succeeded_request_keys([r.request_key for r, _ in planned])
         todo = _unique(r for r, _ in planned if r.request_key not in done)
-        sizes: dict[str, tuple[int, int]] = {}
+        sizes: dict[str, tuple[int, int] | InvalidInputImage] = {}
         usd = worst = credits = 0.0
         by_model: dict[str, float] = {}
+        unusable: dict[str, str] = {}
         for request in todo:
-            if request.image_path not in sizes:
-                with Image.open(request.image_path) as image:  # header only, no decode
-                    sizes[request.image_path] = image.size
-            source = sizes[request.image_path]
+            if request.input_error is None and request.image_path not in sizes:
+                try:  # the header only: no decode
+                    sizes[request.image_path] = probe_input_image(request.image_path)
+                except InvalidInputImage as exc:
+                    sizes[request.image_path] = exc
+            source = request.input_error or sizes[request.image_path]
+            if isinstance(source, InvalidInputImage):
+                unusable[request.product_id] = source.reason
+                continue
             for position, model in enumerate(request.chain):
                 expected = expected_output_size(request.task, source, request.params,
                                                 preserves_size=model.preserves_size)
@@ -356,7 +445,7 @@ class Sweep:
                     credits += model.estimate_credits(megapixels=megapixels)
                     by_model[model.id] = by_model.get(model.id, 0.0) + cost
         return CostEstimate(planned=len(planned), to_run=len(todo), usd=usd, usd_worst=worst,
-                            credits=credits, by_model_usd=by_model)
+                            credits=credits, by_model_usd=by_model, unusable=unusable)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -474,29 +563,41 @@ class Sweep:
 
         def source_sha(product: Product) -> str:  # once per product, not once per output
             if product.id not in hashes:
-                hashes[product.id] = _file_sha256(self.input_path(product))
+                hashes[product.id] = file_sha256(self.input_path(product))
             return hashes[product.id]
+
+        def context(job: tuple[str, str, Product, list[str]]) -> ScoreContext | str:
+            """The job's context, or why its output cannot be scored (one output's problem,
+            recorded as missing scores, never the whole pass's)."""
+            try:
+                return self._context(job[2], store.get(job[0], job[1]))
+            except (PixellabError, OSError) as exc:
+                return f"output unreadable: {type(exc).__name__}: {exc}"
+
+        def per_output(job: tuple[str, str, Product, list[str]],
+                       ctx: ScoreContext | str) -> list[Score]:
+            if isinstance(ctx, str):
+                return [Score.missing(m, versions[m], ctx) for m in job[3]]
+            return [compute(m, ctx) for m in job[3] if m not in BATCHED]
 
         written = 0
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
                                 thread_name_prefix="pixellab-score") as pool:
             for start in range(0, len(jobs), chunk):
                 part = jobs[start:start + chunk]
-                contexts = list(pool.map(lambda job: self._context(job[2], store.get(job[0],
-                                                                                     job[1])),
-                                         part))
-                results = list(pool.map(
-                    lambda pair: [compute(m, pair[1]) for m in pair[0][3] if m not in BATCHED],
-                    zip(part, contexts, strict=True)))
+                contexts = list(pool.map(context, part))
+                results = list(pool.map(per_output, part, contexts))
                 statements: list[Statement] = []  # deletes first: inserts then merge
                 if clip is not None:
-                    needs = [i for i, job in enumerate(part) if any(m in BATCHED for m in job[3])]
+                    ready = {i: ctx for i, job in enumerate(part)
+                             if any(m in BATCHED for m in job[3])
+                             and isinstance(ctx := contexts[i], ScoreContext)}
                     clip_scores = clip.score(
-                        [ClipItem(part[i][0], contexts[i].output, caption=caption_for(
+                        [ClipItem(part[i][0], ctx.output, caption=caption_for(
                             self.spec.task.value, part[i][2].title, part[i][2].category),
                             source_sha256=source_sha(part[i][2]),
-                            source=contexts[i].source) for i in needs], batched)
-                    for i in needs:
+                            source=ctx.source) for i, ctx in ready.items()], batched)
+                    for i in ready:
                         for result in clip_scores[part[i][0]]:
                             if result.metric not in part[i][3]:
                                 continue
@@ -549,11 +650,11 @@ class Sweep:
         """What the scorers see. For a degraded upscale sweep the source is the downscaled
         input and the reference the original, cropped to the size the upscaler returns."""
         def optional(path: Path | None) -> Any:
-            if path is None:
+            if path is None or product.refusal is not None:
                 return None
             try:
-                return decode_image(path.read_bytes())
-            except Exception:
+                return load_input_image(path)
+            except InvalidInputImage:
                 return None
 
         task = self.spec.task

@@ -44,12 +44,15 @@ __all__ = [
     "BlankStats",
     "ImageCheck",
     "check_image_output",
+    "check_input_blank",
     "check_json_output",
     "decode_image",
     "has_alpha",
     "load_input_image",
     "measure_blank",
     "normalized_array",
+    "probe_input_image",
+    "read_input_image",
 ]
 
 ALLOWED_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
@@ -203,6 +206,9 @@ def _bomb_error(
     return _too_large(size, pixels, max_pixels)
 
 
+_BYTES_LITERAL = re.compile(r"b'(?:[^'\\]|\\.)*'" + r'|b"(?:[^"\\]|\\.)*"')
+
+
 def _failure(kind: str, data: bytes, exc: BaseException, stage: str) -> InvalidImage:
     """Classify a Pillow failure on allowed-format bytes as ``truncated`` or ``undecodable``."""
     text = str(exc)
@@ -211,6 +217,9 @@ def _failure(kind: str, data: bytes, exc: BaseException, stage: str) -> InvalidI
     )
     if isinstance(exc, UnidentifiedImageError):
         text = "header is invalid or corrupt"
+    # Decoders quote bytes they choke on (``broken PNG file (chunk b'root')``): never echo a
+    # file's contents into the ledger or a report.
+    text = " ".join(_BYTES_LITERAL.sub("<bytes>", text).split())[:200]
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if truncated:
         return InvalidImage("truncated", f"{kind} data is truncated ({len(data)} bytes): {detail}")
@@ -258,7 +267,7 @@ def decode_image(
     if kind is None:
         raise InvalidImage(
             "unsupported_format",
-            f"bytes are not a recognised image (start {data[:8]!r}); allowed: {allowed}",
+            f"bytes are not a recognised image format (allowed: {allowed})",
         )
     if kind not in ALLOWED_IMAGE_FORMATS:
         raise InvalidImage(
@@ -311,6 +320,27 @@ def load_input_image(
     permission, another OS error). The message starts with the path. A file over ``max_bytes``
     is rejected from its size on disk, without reading it.
     """
+    return read_input_image(path, max_bytes=max_bytes, max_pixels=max_pixels)[1]
+
+
+def read_input_image(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> tuple[bytes, Image.Image]:
+    """:func:`load_input_image`, also returning the file's bytes (what a provider is sent)."""
+    data = _read_input(path, max_bytes)
+    try:
+        return data, decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    except InvalidImage as exc:
+        raise InvalidInputImage(exc.reason, f"{os.fspath(path)}: {exc}") from None
+
+
+def _read_input(path: str | os.PathLike[str], max_bytes: int, limit: int | None = None
+                ) -> bytes:
+    """The first ``limit`` bytes (all when None) of a dataset image file, refusing what is not
+    a regular file or is over ``max_bytes`` on disk without reading it."""
     name = os.fspath(path)
     p = Path(name)
     try:
@@ -324,17 +354,71 @@ def load_input_image(
                 f"over the {max_bytes / _MIB:.1f} MiB limit",
             )
         with p.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
+            return fh.read(max_bytes + 1 if limit is None else limit)
     except FileNotFoundError:
         raise InvalidInputImage("missing", f"{name}: file not found") from None
     except OSError as exc:
         raise InvalidInputImage(
-            "unreadable", f"{name}: cannot read ({exc.strerror or exc})"
+            "unreadable", f"{name}: cannot read ({exc.strerror or type(exc).__name__})"
         ) from None
-    try:
-        return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
-    except InvalidImage as exc:
-        raise InvalidInputImage(exc.reason, f"{name}: {exc}") from None
+
+
+def probe_input_image(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> tuple[int, int]:
+    """The declared (width, height) of a dataset image file, from its header only: cheap
+    enough for a cost estimate over thousands of products.
+
+    Refuses, as :class:`~pixellab.errors.InvalidInputImage`, everything :func:`load_input_image`
+    refuses before decoding pixels (``missing``, ``unreadable``, ``zero_bytes``,
+    ``too_many_bytes``, ``unsupported_format``, ``too_large``, a header that does not parse).
+    A file that passes may still fail to decode (truncated pixel data, blank): those are found
+    when a request reads it, before any provider is called. The size is as stored (EXIF
+    orientation is not applied; a rotation does not change the pixel count).
+    """
+    name = os.fspath(path)
+    head = _read_input(path, max_bytes, limit=64 * 1024)
+    if not head:
+        raise InvalidInputImage("zero_bytes", f"{name}: image is empty (0 bytes)")
+    kind = _sniff(head)
+    allowed = ", ".join(ALLOWED_IMAGE_FORMATS)
+    if kind not in ALLOWED_IMAGE_FORMATS:
+        what = f"{kind} data is" if kind else "bytes are"
+        raise InvalidInputImage(
+            "unsupported_format", f"{name}: {what} not an allowed image format ({allowed})"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(name, formats=list(ALLOWED_IMAGE_FORMATS)) as image:
+                size = image.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            error = _bomb_error(exc, kind, head, max_pixels, None)
+            raise InvalidInputImage(error.reason, f"{name}: {error}") from None
+        except Exception as exc:  # noqa: BLE001 - any header failure is a verdict on the file
+            error = _failure(kind, head, exc, "header")
+            raise InvalidInputImage(error.reason, f"{name}: {error}") from None
+    if size[0] <= 0 or size[1] <= 0:
+        raise InvalidInputImage("undecodable", f"{name}: {kind} declares an empty size")
+    if size[0] * size[1] > _pixel_limit(max_pixels):
+        raise InvalidInputImage("too_large", f"{name}: {_too_large(size, None, max_pixels)}")
+    return size
+
+
+def check_input_blank(image: Image.Image, name: str) -> None:
+    """Refuse a blank product photo (fully transparent, black or uniform) as
+    ``InvalidInputImage("blank_input")``: every model would be paid to turn nothing into
+    something, and its output (a white canvas with a shadow) would pass the output checks."""
+    stats = measure_blank(image)
+    reason = stats.reason()
+    if reason is not None:
+        raise InvalidInputImage(
+            "blank_input", f"{name}: the photo is blank ({stats.message(reason)}); nothing "
+            "was sent to any model"
+        )
 
 
 # --- pixel measurements (shared with pixellab.scoring) ---------------------------------------

@@ -29,7 +29,7 @@ PricingUnit = Literal["image", "megapixel", "second", "gpu_second", "token", "ca
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Pricing(_Strict):
@@ -40,9 +40,9 @@ class Pricing(_Strict):
     """
 
     unit: PricingUnit = "image"
-    usd_per_unit: float = Field(ge=0)
-    credits_per_unit: float = Field(default=0, ge=0)
-    units_per_call: float | None = Field(default=None, gt=0)
+    usd_per_unit: float = Field(ge=0, le=10_000)
+    credits_per_unit: float = Field(default=0, ge=0, le=1_000_000)
+    units_per_call: float | None = Field(default=None, gt=0, le=1e9)
     """Upper bound of billed units in one call (GPU-seconds, seconds of video, tokens) used to
     reserve budget; without it seconds are bounded by the model's timeout."""
     token_prices: TokenPrices | None = None
@@ -99,8 +99,8 @@ class Model(_Strict):
     inputs: dict[str, str] = Field(default_factory=dict)
     defaults: dict[str, Any] = Field(default_factory=dict)
     pricing: Pricing
-    timeout_s: float = Field(default=120, gt=0)
-    max_concurrency: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=120, gt=0, le=86_400)
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
     preserves_size: bool = False
     """The output has exactly the input's size (classical ops, most cut-out services), so a
     different size is an invalid output. Generative models pick their own size."""
@@ -161,7 +161,7 @@ class ProviderSettings(_Strict):
     """Limits shared by every model of one provider (an account's concurrency quota), and what
     the provider bills per outcome (:class:`~pixellab.billing.BillingRule`)."""
 
-    max_concurrency: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
     billing: BillingRule = Field(default_factory=BillingRule)
 
 
@@ -232,11 +232,16 @@ def _parse_file(path: Path) -> _Parsed:
         raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("is not UTF-8 text", path=str(path)) from None
     unknown = set(raw) - {"models", "chains", "providers"}
     if unknown:
         key = sorted(unknown)[0]
         raise ConfigError("unknown top-level table; expected models, chains or providers",
                           path=str(path), key=key)
+    for table in ("models", "chains", "providers"):
+        if not isinstance(raw.get(table, {}), dict):
+            raise ConfigError("must be a table", path=str(path), key=table)
     providers: dict[str, ProviderSettings] = {}
     for name, body in raw.get("providers", {}).items():
         key = f"providers.{name}"
@@ -302,6 +307,9 @@ def load_catalog(*extra_dirs: str | os.PathLike[str], include_defaults: bool = T
     for folder in dirs:
         files = sorted(folder.glob("*.toml")) if folder.is_dir() else [folder]
         for path in files:
+            if folder.is_dir() and not path.resolve().is_relative_to(folder.resolve()):
+                raise ConfigError(f"is a link to a file outside the catalog folder {folder}; "
+                                  "catalog files must live in it", path=str(path))
             file_models, file_chains, file_providers = _parse_file(path)
             models.update(file_models)
             chains.update(file_chains)

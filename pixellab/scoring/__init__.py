@@ -61,7 +61,7 @@ COMPLIANCE_PREFIX = "compliance_"
 
 
 class TaskScoring(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     metrics: tuple[str, ...] = Field(min_length=1)
     primary: str | None = None

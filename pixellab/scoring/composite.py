@@ -44,7 +44,7 @@ NOT_THE_MODELS_FAULT = frozenset({"MissingCredentials", "BudgetExceeded", "Inval
 class CompositeTerm(BaseModel):
     """One metric's share of the composite and the values that map to 0 and to 1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     weight: float = Field(gt=0)
     worst: float

@@ -77,7 +77,7 @@ one pixel) of product pixels along it, so isolated specks do not stretch the box
 class WhiteBorderRule(BaseModel):
     """The border band must be white: every band pixel within ``white_tolerance`` of 255."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     band: float = Field(gt=0, le=0.5, description="band width, fraction of the shorter side")
     white_tolerance: int = Field(default=0, ge=0, le=255, description="max deviation from 255")
@@ -86,7 +86,7 @@ class WhiteBorderRule(BaseModel):
 class MarketplaceProfile(BaseModel):
     """One marketplace's image rules; every rule is optional (absent = not checked)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     description: str = ""
     white_border: WhiteBorderRule | None = None
@@ -121,7 +121,7 @@ _ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class _MarketplacesFile(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
     profiles: dict[_ProfileName, MarketplaceProfile]
 

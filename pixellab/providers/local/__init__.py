@@ -26,7 +26,7 @@ from PIL import Image
 from pixellab.errors import InvalidImage, InvalidRequest, ProviderUnavailable
 from pixellab.providers.base import Job, JobState, Output, ProviderRequest
 from pixellab.providers.local import ops
-from pixellab.validate import decode_image
+from pixellab.validate import decode_image, normalized_array
 
 
 def _fail(image: Image.Image, *, message: str = "local model configured to fail") -> Image.Image:
@@ -101,8 +101,8 @@ class LocalProvider:
             image = decode_image(image_bytes)
         except InvalidImage as exc:
             raise InvalidRequest(f"input image rejected: {exc}", model_id=model_id) from None
-        if image.mode not in ("RGB", "RGBA"):
-            image = image.convert("RGB")
+        if image.mode not in ("RGB", "RGBA"):  # 16-bit gray scaled, not clipped to white
+            image = Image.fromarray(normalized_array(image))
         try:
             result = operation(image, **kwargs)
         except ValueError as exc:
