@@ -207,11 +207,13 @@ def test_a_catalog_file_linked_from_outside_its_folder_is_refused(tmp_path: Path
 
 
 def bad_images(dataset: Path) -> None:
-    """A text file named .png, a GIF, a 1×1 photo, and blank photos, added to the manifest."""
+    """A text file named .png, a GIF, a 1×8 photo, and blank photos, added to the manifest."""
     images = dataset / "images"
     (images / "text.png").write_text(SECRET)
     Image.new("RGB", (64, 64), (200, 30, 30)).save(images / "anim.gif")
-    Image.new("RGB", (1, 1), (200, 30, 30)).save(images / "dot.png")
+    sliver = Image.new("RGB", (1, 8))
+    sliver.putdata([(30 * i, 200, 30) for i in range(8)])
+    sliver.save(images / "dot.png")  # 1 pixel wide: nothing left to shrink for an upscale
     Image.new("RGB", (64, 64), (255, 255, 255)).save(images / "white.png")
     Image.new("RGB", (64, 64), (0, 0, 0)).save(images / "black.png")
     Image.new("RGBA", (64, 64), (120, 80, 40, 0)).save(images / "clear.png")
@@ -277,7 +279,7 @@ def test_an_estimate_prices_nothing_for_inputs_refused_by_their_header(
     assert estimate.unusable == {"text": "unsupported_format", "gif": "unsupported_format",
                                  "escape": "outside_dataset"}
     price = sweep.workbench.catalog.model("fal:fal-ai/flux-pro/kontext").estimate_usd()
-    assert estimate.usd == pytest.approx(6 * price)  # 2 good, 1×1 and 3 blank: an upper bound
+    assert estimate.usd == pytest.approx(6 * price)  # 2 good, 1×8 and 3 blank: an upper bound
 
 
 # -- 5. numbers in configs are finite and bounded ---------------------------------------------
