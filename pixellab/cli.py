@@ -204,6 +204,9 @@ def _run_notebook(file: Path, notebook: Path, reports: Path, home: Path | None) 
 def sweep_estimate(
     file: Annotated[Path, typer.Argument(help="Sweep spec (YAML or TOML).")],
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+    more_products: Annotated[int, typer.Option(
+        min=0, help="Also price N more products like the sweep's own (what `pixellab "
+                    "select` says an undecided cell needs).")] = 0,
 ) -> None:
     """What the sweep would spend (catalog prices) before it spends; exit 3 over its budget."""
     from pixellab.sweep import Sweep, SweepSpec
@@ -217,6 +220,10 @@ def sweep_estimate(
                   "runs to its end")
     for model_id, usd in sorted(estimate.by_model_usd.items()):
         console.print(f"  {model_id}: ${usd:.4f}")
+    if more_products:
+        console.print(f"{more_products} more product(s) like these: about "
+                      f"${estimate.usd_for_products(more_products):.4f} "
+                      f"(${estimate.usd_per_product:.4f} each through every arm)")
     if estimate.unusable:
         from collections import Counter
 
@@ -270,9 +277,11 @@ def select_command(
     out: Annotated[Path | None, typer.Option(
         help="Where the routing table goes (default $PIXELLAB_DEFAULTS or "
              "<home>/defaults.toml).")] = None,
-    min_products: Annotated[int, typer.Option(help="Products an arm needs to be compared.")
-                            ] = 5,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples (>= 100).")] = 1000,
+    min_products: Annotated[int | None, typer.Option(
+        help="Products an arm needs to be compared (default: the fewest on which the test can "
+             "show a difference, 6 at 95 %).")] = None,
+    resamples: Annotated[int, typer.Option(
+        help="Bootstrap resamples of people's ratings (>= 100).")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same intervals).")] = 0,
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
 ) -> None:
@@ -301,12 +310,21 @@ def select_command(
         raise ConfigError("the sweeps have no requests to decide on")
     table = Table(title="Default chain per task × category")
     for column in ("task", "category", "chain", "verdict", "products", "composite",
-                   "passed"):
+                   "passed", "p / q"):
         table.add_column(column, overflow="fold")
-    for row in selection.table().itertuples(index=False):
-        table.add_row(row.task, row.category, row.chain, row.verdict, str(row.products),
-                      row.composite, row.passed)
+    for row in selection.table().to_dict("records"):
+        table.add_row(*(str(row[c]) for c in ("task", "category", "chain", "verdict",
+                                               "products", "composite", "passed", "p / q")))
     console.print(table)
+    from pixellab.select import FAMILY, TEST
+
+    console.print(f"Test: {TEST} at {1 - policy.level:.0%}, over {FAMILY}; intervals: "
+                  f"Student's t over products; at least {policy.minimum} products per model.",
+                  soft_wrap=True)
+    for decision in selection.decisions:
+        if decision.more_products:
+            console.print(f"  {decision.task} · {decision.category}: {decision.more_products}",
+                          soft_wrap=True)
     for task, agreement in selection.agreement.items():
         if agreement and agreement.get("n", 0) >= 2:
             console.print(f"{task}: people vs composite ranking, Kendall tau "

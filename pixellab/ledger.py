@@ -140,7 +140,7 @@ def coalesce(statements: Iterable[Statement]) -> Iterator[tuple[str, Sequence[An
     yield from segment.statements()
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
         """create table sweeps (
@@ -191,6 +191,12 @@ _MIGRATIONS: dict[int, list[str]] = {
             model_id varchar, category varchar, audience varchar, aesthetic varchar,
             suggested_tasks json, confidence double, output_sha256 varchar,
             created_at timestamp)"""],
+    # Models an adaptive sweep stopped running (pixellab.adaptive), with the evidence.
+    5: ["""create table adaptive_drops (
+            sweep_id varchar, arm varchar, look integer, products integer, leader varchar,
+            difference double, difference_low double, difference_high double,
+            p_value double, threshold double, reason varchar, created_at timestamp,
+            primary key (sweep_id, arm))"""],
 }
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
@@ -444,6 +450,36 @@ class Ledger:
                    (output_sha256, metric, scorer_version, value, missing_reason,
                     as_json(details), now()),
                    key=("output_sha256", "metric", "scorer_version"), ignore_conflict=True)
+
+    @staticmethod
+    def record_drop(sweep_id: str, arm: str, *, look: int, products: int, leader: str,
+                    difference: tuple[float, float, float], p_value: float, threshold: float,
+                    reason: str) -> Row:
+        """An adaptive sweep stopped running ``arm``; the first record of a drop stands (a
+        resumed sweep finds the same drop again)."""
+        return Row("adaptive_drops", ("sweep_id", "arm", "look", "products", "leader",
+                                      "difference", "difference_low", "difference_high",
+                                      "p_value", "threshold", "reason", "created_at"),
+                   (sweep_id, arm, look, products, leader, *difference, p_value, threshold,
+                    reason, now()),
+                   key=("sweep_id", "arm"), ignore_conflict=True)
+
+    def adaptive_drops(self, sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Every model adaptive sweeps dropped, by sweep and look (none from a read-only view
+        of a ledger older than the table)."""
+        if not self.scalar("select count(*) from information_schema.tables "
+                           "where table_name = 'adaptive_drops'"):
+            return pd.DataFrame(columns=["sweep_id", "task", "arm", "look", "products", "leader",
+                                         "difference", "difference_low", "difference_high",
+                                         "p_value", "threshold", "reason"])
+        where, params = ("", [])
+        if sweep_ids:
+            where, params = "where d.sweep_id in (select unnest(?))", [list(sweep_ids)]
+        return self.query(f"""select d.sweep_id, s.task, d.arm, d.look, d.products, d.leader,
+                                     d.difference, d.difference_low, d.difference_high,
+                                     d.p_value, d.threshold, d.reason
+                              from adaptive_drops d join sweeps s using (sweep_id) {where}
+                              order by d.sweep_id, d.look, d.arm""", params)
 
     @staticmethod
     def forget_missing_score(output_sha256: str, metric: str, scorer_version: str) -> Statement:

@@ -14,7 +14,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from pixellab.errors import InvalidInputImage, PixellabError
 from pixellab.ledger import Ledger
 from pixellab.scoring import LOWER_IS_BETTER, TaskScoring, load_task_scoring
 from pixellab.scoring.composite import CompositeUsed, composite_scores
+from pixellab.scoring.fitted import DEFAULT_L2, FittedWeights, fit_weights, vote_features
 from pixellab.stats import wilson_interval
 from pixellab.store import Store
 from pixellab.validate import decode_image, load_input_image
@@ -462,6 +463,28 @@ def product_images(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> di
             continue
         images.update({p.id: str(p.image) for p in dataset.products if p.refusal is None})
     return images
+
+
+def fit_from_ledger(ledger: Ledger, task: str, sweep_ids: Sequence[str] | None = None, *,
+                    task_scoring: Mapping[str, TaskScoring] | None = None,
+                    min_votes: int | None = None, l2: float = DEFAULT_L2, folds: int = 5,
+                    seed: int = 0, position_bias: bool = False) -> FittedWeights | None:
+    """:func:`~pixellab.scoring.fitted.fit_weights` on the ledger's own votes and scores of
+    ``task`` (some sweeps, or all). None when the task has no composite or too few votes.
+
+    Here rather than in :mod:`pixellab.scoring.fitted`, which stays pure: the votes and the
+    scores are read through the ratings' and the report's own queries.
+    """
+    from pixellab.ratings import ratings_table
+
+    config = (task_scoring or load_task_scoring()).get(task)
+    if config is None or config.composite is None:
+        return None
+    votes = ratings_table(ledger, sweep_ids)
+    features = vote_features(votes, score_table(ledger, sweep_ids), config.composite,
+                             config.gates, task=task)
+    return fit_weights(features, min_votes=min_votes, l2=l2, folds=folds, seed=seed,
+                       position_bias=position_bias)
 
 
 def human_ratings(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pixellab.adaptive import Drop
 from pixellab.blocking import run_blocking
 from pixellab.budget import Budget
 from pixellab.catalog import Model
@@ -52,6 +54,7 @@ from pixellab.scoring import (
     scorer_version,
 )
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
+from pixellab.stats import Interval
 from pixellab.store import sha256_hex
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import (
@@ -104,6 +107,10 @@ class SweepSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     budget_usd: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
     concurrency: int = Field(default=8, ge=1, le=1024)
+    adaptive: bool = False
+    """Run the products in looks and stop running models that are already significantly
+    worse than the leader (see :mod:`pixellab.adaptive`); the sweep ends when one model is
+    left, the products run out or the budget does."""
     degrade: bool = True
     """upscale only: send each photo downscaled by ``params.scale`` (bicubic) and score the
     output against the original (PSNR/SSIM need ground truth). False upscales the photos as
@@ -188,6 +195,24 @@ class SweepResult:
     ledger_commits: int = 0
     ledger_cpu_s: float = 0.0
     """CPU seconds of the ledger's writer thread (diagnostics for benchmarks)."""
+    dropped: list[Drop] = field(default_factory=list)
+    """Adaptive sweeps: the models stopped early, with why."""
+    not_run: int = 0
+    """Adaptive sweeps: requests of the full plan never run (dropped models, an early stop)."""
+
+    def absorb(self, part: SweepResult) -> None:
+        """Add one look's counts (adaptive sweeps run a sweep in parts)."""
+        self.planned += part.planned
+        self.cached += part.cached
+        self.succeeded += part.succeeded
+        self.failed += part.failed
+        self.stopped += part.stopped
+        self.provider_calls += part.provider_calls
+        self.stopped_reason = self.stopped_reason or part.stopped_reason
+        self.stopped_providers.update(part.stopped_providers)
+        self.outcomes.extend(part.outcomes)
+        self.ledger_commits += part.ledger_commits
+        self.ledger_cpu_s += part.ledger_cpu_s
 
 
 @dataclass(frozen=True)
@@ -209,6 +234,14 @@ class CostEstimate:
     ``unsupported_format``, ``outside_dataset``): they will fail before any call and cost
     nothing. Inputs that fail only when fully decoded (truncated pixel data, a blank photo)
     are priced: the estimate stays an upper bound."""
+
+    usd_per_product: float = 0.0
+    """What one more product would cost through every arm, prompt and seed of the sweep
+    (first models, the sweep's own products' mean size; the cache ignored)."""
+
+    def usd_for_products(self, products: int) -> float:
+        """The catalog price of running ``products`` more products like the sweep's own."""
+        return products * self.usd_per_product
 
     def exceeds(self, budget_usd: float | None) -> bool:
         return budget_usd is not None and self.usd > budget_usd
@@ -415,37 +448,50 @@ class Sweep:
 
     def estimate(self) -> CostEstimate:
         """Catalog-priced cost of the requests that would run now (cached ones are free),
-        computed the way the runner reserves budget: per call, from the expected output size."""
+        computed the way the runner reserves budget: per call, from the expected output size.
+        ``usd_per_product`` prices one more product like the sweep's own (cache ignored), so
+        :meth:`CostEstimate.usd_for_products` can price the products a decision still needs
+        (``pixellab select`` says how many)."""
         planned = self.plan()
         done = self.workbench.ledger.succeeded_request_keys([r.request_key for r, _ in planned])
-        todo = _unique(r for r, _ in planned if r.request_key not in done)
+        unique = _unique(r for r, _ in planned)
+        todo = [r for r in unique if r.request_key not in done]
         sizes: dict[str, tuple[int, int] | InvalidInputImage] = {}
-        usd = worst = credits = 0.0
+        usd = worst = credits = every_product = 0.0
         by_model: dict[str, float] = {}
         unusable: dict[str, str] = {}
-        for request in todo:
+        priced: set[str] = set()
+        for request in unique:
             if request.input_error is None and request.image_path not in sizes:
                 try:  # the header only: no decode
                     sizes[request.image_path] = probe_input_image(request.image_path)
                 except InvalidInputImage as exc:
                     sizes[request.image_path] = exc
             source = request.input_error or sizes[request.image_path]
+            to_run = request.request_key not in done
             if isinstance(source, InvalidInputImage):
-                unusable[request.product_id] = source.reason
+                if to_run:
+                    unusable[request.product_id] = source.reason
                 continue
+            priced.add(request.product_id)
             for position, model in enumerate(request.chain):
                 expected = expected_output_size(request.task, source, request.params,
                                                 preserves_size=model.preserves_size)
                 megapixels = (expected[0] * expected[1] if expected
                               else source[0] * source[1]) / 1e6
                 cost = model.estimate_usd(megapixels=megapixels)
+                if position == 0:
+                    every_product += cost
+                if not to_run:
+                    continue
                 worst += cost
                 if position == 0:
                     usd += cost
                     credits += model.estimate_credits(megapixels=megapixels)
                     by_model[model.id] = by_model.get(model.id, 0.0) + cost
         return CostEstimate(planned=len(planned), to_run=len(todo), usd=usd, usd_worst=worst,
-                            credits=credits, by_model_usd=by_model, unusable=unusable)
+                            credits=credits, by_model_usd=by_model, unusable=unusable,
+                            usd_per_product=every_product / len(priced) if priced else 0.0)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -468,8 +514,29 @@ class Sweep:
         A model whose earlier job for a request was paid for but left no usable answer (its
         outcome unknown, or its output deleted by the provider) is not called again for that
         request unless ``resubmit``: paying twice is the user's decision."""
-        workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
+        spec = self.spec
         planned = self.plan()
+        if not spec.adaptive:
+            result = await self._execute(planned, progress=progress, on_planned=on_planned,
+                                         retry=retry, signals=signals, resubmit=resubmit)
+        else:
+            result = await self._run_adaptive(planned, progress=progress,
+                                              on_planned=on_planned, retry=retry,
+                                              signals=signals, resubmit=resubmit)
+        status = "stopped_budget" if result.stopped_reason else "finished"
+        self.workbench.ledger.write([Ledger.set_sweep_status(self.sweep_id, status,
+                                                             result.stopped_reason or "")])
+        if score:
+            result.scores_written += await asyncio.to_thread(self.score)
+        return result
+
+    async def _execute(self, planned: list[tuple[Request, dict[str, Any]]], *,
+                       progress: Callable[[RequestOutcome], None] | None,
+                       on_planned: Callable[[str, int, int], None] | None,
+                       retry: RetryPolicy | None, signals: JobSignals | None,
+                       resubmit: bool) -> SweepResult:
+        """Record ``planned`` in the ledger and run what is not done yet."""
+        workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
         ledger.record_plan(
             Ledger.upsert_sweep(self.sweep_id, spec.name, spec.task.value,
                                 spec.model_dump(mode="json"), spec.budget_usd, "running"),
@@ -495,19 +562,65 @@ class Sweep:
                 summary = await runner.run(todo)
         finally:
             writer.close()
-        result = SweepResult(sweep_id=self.sweep_id, planned=len(planned),
-                             cached=len(planned) - len(todo), outcomes=summary.outcomes,
-                             succeeded=summary.count("succeeded"), failed=summary.count("failed"),
-                             stopped=summary.count("stopped"),
-                             provider_calls=summary.provider_calls,
-                             stopped_reason=summary.stopped_reason,
-                             stopped_providers=summary.stopped_providers,
-                             ledger_commits=writer.commits, ledger_cpu_s=writer.thread_cpu_s)
-        status = "stopped_budget" if summary.stopped_reason else "finished"
-        ledger.write([Ledger.set_sweep_status(self.sweep_id, status,
-                                              summary.stopped_reason or "")])
-        if score:
-            result.scores_written = await asyncio.to_thread(self.score)
+        return SweepResult(sweep_id=self.sweep_id, planned=len(planned),
+                           cached=len(planned) - len(todo), outcomes=summary.outcomes,
+                           succeeded=summary.count("succeeded"), failed=summary.count("failed"),
+                           stopped=summary.count("stopped"),
+                           provider_calls=summary.provider_calls,
+                           stopped_reason=summary.stopped_reason,
+                           stopped_providers=summary.stopped_providers,
+                           ledger_commits=writer.commits, ledger_cpu_s=writer.thread_cpu_s)
+
+    async def _run_adaptive(self, planned: list[tuple[Request, dict[str, Any]]], *,
+                            progress: Callable[[RequestOutcome], None] | None,
+                            on_planned: Callable[[str, int, int], None] | None,
+                            retry: RetryPolicy | None, signals: JobSignals | None,
+                            resubmit: bool) -> SweepResult:
+        """Products in looks; after each, models significantly worse than the leader are
+        dropped (see :mod:`pixellab.adaptive`). A resumed sweep replays the looks it has done
+        from the ledger (cached requests, the same drops) and goes on."""
+        from pixellab import adaptive
+        from pixellab.report import scored_requests  # the composite per request; see P10
+
+        ledger = self.workbench.ledger
+        order = adaptive.interleaved(pd.DataFrame(
+            [{"product_id": r.product_id, "category": r.category} for r, _ in planned]))
+        arms = list(dict.fromkeys(row["arm"] for _, row in planned))
+        alive = list(arms)
+        result = SweepResult(sweep_id=self.sweep_id, planned=0, cached=0)
+        recorded: dict[int, list[Drop]] = {}
+        for row in ledger.adaptive_drops([self.sweep_id]).itertuples(index=False):
+            recorded.setdefault(int(row.look), []).append(Drop(
+                arm=str(row.arm), look=int(row.look), products=int(row.products),
+                leader=str(row.leader), p_value=float(row.p_value),
+                threshold=float(row.threshold),
+                difference=Interval(float(row.difference), float(row.difference_low),
+                                    float(row.difference_high), int(row.products))))
+        chosen: set[str] = set()
+        for look, size in enumerate(adaptive.look_sizes(len(order)), start=1):
+            new = set(order[:size]) - chosen  # a look runs its new products only: a failure
+            chosen |= new                     # is retried by a resume, not by every look
+            part = [(r, row) for r, row in planned
+                    if r.product_id in new and row["arm"] in alive]
+            result.absorb(await self._execute(part, progress=progress, on_planned=on_planned,
+                                              retry=retry, signals=signals,
+                                              resubmit=resubmit))
+            if result.stopped_reason or size == len(order):
+                break
+            result.scores_written += await asyncio.to_thread(self.score)
+            found = recorded.get(look)  # a resumed sweep keeps the drops it made
+            if found is None:
+                frame = scored_requests(ledger, [self.sweep_id], self.task_scoring)
+                found = adaptive.drops(frame[frame["product_id"].isin(chosen)], alive, look)
+            ledger.write([Ledger.record_drop(
+                self.sweep_id, d.arm, look=d.look, products=d.products, leader=d.leader,
+                difference=(d.difference.estimate, d.difference.low, d.difference.high),
+                p_value=d.p_value, threshold=d.threshold, reason=d.reason) for d in found])
+            result.dropped.extend(found)
+            alive = adaptive.remaining(alive, found)
+            if len(alive) <= 1:
+                break
+        result.not_run = len(planned) - result.planned
         return result
 
     # -- scoring -----------------------------------------------------------------------------

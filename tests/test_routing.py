@@ -153,6 +153,8 @@ def test_select_then_generate_on_the_command_line(tmp_path: Path, dataset_dir: P
     chain = table.routes[pixellab.tasks.Task.REMOVE_BACKGROUND]["kitchen"].chain
     assert set(chain) == {"local:cutout", "local:cutout-threshold"}
     assert "Routing table:" in selected.stdout
+    assert "Test: paired sign-flip permutation test over products at 5%" in selected.stdout
+    assert "Benjamini-Hochberg" in selected.stdout and "p / q" in selected.stdout
     # put a failing model first, as a provider outage would
     data = tomllib.loads((home / "defaults.toml").read_text())
     data["routes"]["remove_background"]["kitchen"]["chain"].insert(0, "local:broken")

@@ -80,8 +80,19 @@ def test_a_slightly_better_but_much_dearer_model_loses_when_the_gap_is_within_no
 def test_too_few_products_is_insufficient_data_and_no_chain() -> None:
     decision = decide(scores({"fal:a": (0.9, 0.01, 0.01), "local:b": (0.1, 0.01, 0.0)},
                              products=3))
-    assert decision.verdict == "insufficient data (n < 5)"
+    assert decision.verdict == "insufficient data (n < 6)"  # what the sign-flip test needs
     assert decision.chain == () and decision.pick is None
+
+
+def test_five_products_better_every_time_are_not_yet_a_clear_winner() -> None:
+    policy = SelectionPolicy(min_products=5)
+    decision = decide(scores({"fal:a": (0.9, 0.01, 0.01), "local:b": (0.1, 0.01, 0.0)},
+                             products=5), policy=policy)
+    assert decision.verdict == NO_CLEAR_WINNER and decision.p_value == pytest.approx(2 / 32)
+    assert "5 shared products cannot show a difference at 5%" in decision.reason
+    six = decide(scores({"fal:a": (0.9, 0.01, 0.01), "local:b": (0.1, 0.01, 0.0)},
+                        products=6))
+    assert six.verdict == CLEAR_WINNER and six.p_value == pytest.approx(2 / 64)
 
 
 def test_an_arm_below_the_minimum_is_set_aside_while_the_others_are_compared() -> None:
@@ -93,13 +104,14 @@ def test_an_arm_below_the_minimum_is_set_aside_while_the_others_are_compared() -
     assert math.isnan(few.score.estimate)  # not enough products for an interval
 
 
-def test_the_bootstrap_is_reproducible_with_a_seed_and_moves_with_another() -> None:
-    frame = scores({"fal:a": (0.7, 0.1, 0.02), "local:b": (0.65, 0.1, 0.0)})
+def test_the_decision_is_reproducible_and_its_random_flips_are_seeded() -> None:
+    frame = scores({"fal:a": (0.7, 0.1, 0.02), "local:b": (0.65, 0.1, 0.0)}, products=40)
     one, two = decide(frame), decide(frame)
     other = decide(frame, policy=SelectionPolicy(resamples=1000, seed=8))
-    assert [a.score for a in one.arms] == [a.score for a in two.arms]
-    assert [a.vs_best for a in one.arms] == [a.vs_best for a in two.arms]
-    assert [a.score.low for a in one.arms] != [a.score.low for a in other.arms]
+    assert one == two
+    assert [a.score for a in one.arms] == [a.score for a in other.arms]  # t: no resampling
+    assert one.p_value != other.p_value  # 40 products: random sign patterns, seeded
+    assert one.p_value == pytest.approx(other.p_value, abs=0.01)
 
 
 def test_the_global_default_pools_every_category() -> None:
@@ -245,6 +257,42 @@ def test_every_task_with_metrics_has_a_valid_composite() -> None:
         assert set(composite.terms) <= set(scoring[task].metrics)
 
 
+# -- undecided cells and many cells at once ------------------------------------------------------
+
+
+def test_an_undecided_cell_says_how_many_more_products_would_separate_the_leaders() -> None:
+    decision = decide(scores({"fal:a": (0.72, 0.08, 0.04), "local:b": (0.68, 0.08, 0.0)},
+                             products=10))
+    assert decision.verdict == NO_CLEAR_WINNER
+    assert decision.products_needed is not None and decision.products_needed > 10
+    extra = decision.products_needed - 10
+    assert f"About {extra} more product(s)" in decision.more_products
+    assert f"≈ ${extra * (0.04 + 0.0):.2f}" in decision.more_products
+
+
+def test_identical_models_are_not_worth_more_products() -> None:
+    frame = scores({"fal:a": (0.7, 0.0, 0.01), "local:b": (0.7, 0.0, 0.0)}, products=8)
+    decision = decide(frame)
+    assert decision.products_needed is None
+    assert "unlikely to separate" in decision.more_products
+
+
+def test_a_win_in_one_cell_of_many_is_adjusted_across_the_cells_of_the_task() -> None:
+    def cell(category: str, lead: float) -> pd.DataFrame:
+        return scores({"fal:a": (0.6 + lead, 0.0, 0.01), "local:b": (0.6, 0.0, 0.0)},
+                      products=6, category=category, product_effect=0.0)
+
+    alone = select_from_frame(cell("kitchen", 0.1), policy=POLICY)
+    assert alone.decision("packshot", "kitchen").verdict == CLEAR_WINNER  # p = 2/64
+    many = select_from_frame(pd.concat([cell("kitchen", 0.1)] + [
+        cell(f"other-{i}", 0.0) for i in range(7)]), policy=POLICY)
+    kitchen = many.decision("packshot", "kitchen")
+    assert kitchen.p_value == pytest.approx(2 / 64)
+    assert kitchen.family == 9 and kitchen.q_value > 0.05
+    assert kitchen.verdict == NO_CLEAR_WINNER and kitchen.pick == "fal:a"
+    assert "adjusting over the task's 9 cells" in kitchen.reason
+
+
 # -- defaults.toml --------------------------------------------------------------------------------
 
 
@@ -262,5 +310,9 @@ def test_defaults_toml_carries_the_chain_and_its_evidence(tmp_path: Path) -> Non
     assert first["arm"] == "fal:a" and first["score_low"] < first["score"] < first["score_high"]
     assert data["routes"]["packshot"]["toys"]["chain"] == []
     assert data["meta"]["resamples"] == 1000 and data["meta"]["seed"] == 7
+    assert "sign-flip" in data["meta"]["test"] and "Benjamini-Hochberg" in data["meta"]["family"]
+    assert data["meta"]["min_products"] == 6
+    assert 0 <= kitchen["p_value"] <= kitchen["q_value"] <= 0.05
+    assert kitchen["cells_adjusted_over"] == 2  # kitchen and the pooled "*"; toys has no test
     assert data == tomllib.loads(path.read_text())  # round-trips
     assert to_toml_data(selection)["routes"]["packshot"]["*"]["products"] == 22

@@ -12,12 +12,17 @@ import pytest
 from pixellab.stats import (
     BT_COLUMNS,
     Interval,
+    benjamini_hochberg,
     bradley_terry,
     bt_probability,
-    cluster_bootstrap_mean,
+    cluster_t_interval,
     holm,
+    min_products_for,
     paired_difference,
+    products_for_power,
     rank_agreement,
+    sign_flip_p_value,
+    t_interval,
     win_matrix,
 )
 
@@ -81,72 +86,122 @@ def test_nan_interval_does_not_exclude_zero() -> None:
     assert not Interval(math.nan, math.nan, math.nan, 0).excludes_zero
 
 
-# cluster_bootstrap_mean
+# intervals over products
 
 
-def test_cluster_bootstrap_is_identical_with_the_same_seed() -> None:
-    rng = np.random.default_rng(1)
-    values, clusters = rng.normal(size=500), np.repeat(np.arange(50), 10)
-    first = cluster_bootstrap_mean(values, clusters, seed=3)
-    second = cluster_bootstrap_mean(values, clusters, seed=3)
-    assert first == second
-
-
-def test_cluster_bootstrap_bounds_change_with_another_seed() -> None:
-    rng = np.random.default_rng(1)
-    values, clusters = rng.normal(size=500), np.repeat(np.arange(50), 10)
-    first = cluster_bootstrap_mean(values, clusters, seed=3)
-    other = cluster_bootstrap_mean(values, clusters, seed=4)
-    assert (first.low, first.high) != (other.low, other.high)
-    assert first.estimate == other.estimate
-
-
-def test_cluster_bootstrap_interval_contains_the_true_mean_of_a_large_sample() -> None:
+def test_t_interval_contains_the_true_mean_of_a_large_sample() -> None:
     rng = np.random.default_rng(2)
     product_effect = np.repeat(rng.normal(0, 0.1, 400), 5)
     values = 0.7 + product_effect + rng.normal(0, 0.05, 2000)
-    interval = cluster_bootstrap_mean(values, np.repeat(np.arange(400), 5))
+    interval = cluster_t_interval(values, np.repeat(np.arange(400), 5))
     assert interval.low < 0.7 < interval.high
     assert interval.n == 400
 
 
-def test_cluster_bootstrap_interval_narrows_as_products_grow() -> None:
+def test_the_interval_narrows_as_products_grow() -> None:
     rng = np.random.default_rng(3)
-    few = cluster_bootstrap_mean(rng.normal(size=50), np.arange(50))
-    many = cluster_bootstrap_mean(rng.normal(size=2000), np.arange(2000))
+    few = t_interval(rng.normal(size=50))
+    many = t_interval(rng.normal(size=2000))
     assert width(many) < width(few) / 4
 
 
-def test_identical_rows_within_a_product_widen_the_interval_by_about_sqrt_rows() -> None:
+def test_identical_rows_within_a_product_are_one_piece_of_evidence() -> None:
     rng = np.random.default_rng(4)
     values = np.repeat(rng.normal(size=200), 10)  # each product's 10 rows are identical
-    by_product = cluster_bootstrap_mean(values, np.repeat(np.arange(200), 10))
-    by_row = cluster_bootstrap_mean(values, np.arange(values.size))
-    assert width(by_product) / width(by_row) == pytest.approx(math.sqrt(10), rel=0.2)
+    by_product = cluster_t_interval(values, np.repeat(np.arange(200), 10))
+    by_row = t_interval(values)
+    assert width(by_product) / width(by_row) == pytest.approx(math.sqrt(10), rel=0.1)
 
 
-def test_cluster_bootstrap_drops_nan_values_with_their_cluster() -> None:
-    values = [1.0, 3.0, math.nan, math.nan, 5.0]
-    clusters = ["p1", "p1", "p2", "p2", "p3"]
-    interval = cluster_bootstrap_mean(values, clusters, resamples=200)
-    assert interval.estimate == pytest.approx(3.0)
-    assert interval.n == 2
+def test_a_product_counts_once_however_many_rows_it_has() -> None:
+    interval = cluster_t_interval([0.0, 0.0, 0.0, 1.0], ["big", "big", "big", "small"])
+    assert interval.estimate == pytest.approx(0.5) and interval.n == 2
 
 
-def test_cluster_bootstrap_of_no_values_is_a_nan_interval_over_zero_clusters() -> None:
-    interval = cluster_bootstrap_mean([], [])
-    assert math.isnan(interval.estimate) and math.isnan(interval.low)
-    assert math.isnan(interval.high) and interval.n == 0
+def test_nan_values_are_dropped_with_their_product() -> None:
+    interval = cluster_t_interval([1.0, 3.0, math.nan, math.nan, 5.0],
+                                  ["p1", "p1", "p2", "p2", "p3"])
+    assert interval.estimate == pytest.approx(3.5) and interval.n == 2
 
 
-def test_one_cluster_gives_a_degenerate_interval_at_the_estimate() -> None:
-    interval = cluster_bootstrap_mean([0.2, 0.4, 0.9], ["p1", "p1", "p1"])
-    assert interval.low == interval.high == pytest.approx(interval.estimate)
+def test_no_values_is_a_nan_interval_over_zero_products() -> None:
+    interval = t_interval([])
+    assert math.isnan(interval.estimate) and math.isnan(interval.low) and interval.n == 0
 
 
-def test_cluster_bootstrap_weights_clusters_by_their_size() -> None:
-    interval = cluster_bootstrap_mean([0.0, 0.0, 0.0, 1.0], ["big", "big", "big", "small"])
-    assert interval.estimate == pytest.approx(0.25)
+def test_one_product_has_an_estimate_but_no_interval() -> None:
+    interval = cluster_t_interval([0.2, 0.4, 0.9], ["p1", "p1", "p1"])
+    assert interval.estimate == pytest.approx(0.5)
+    assert math.isnan(interval.low) and math.isnan(interval.high) and interval.n == 1
+
+
+def test_the_t_interval_covers_a_bounded_gated_mean_at_small_n() -> None:
+    rng = np.random.default_rng(8)
+
+    def composite(n: int) -> np.ndarray:  # bounded, gated to 0 one time in ten, heavy tails
+        scores = np.clip(rng.beta(5, 2, n) + rng.standard_t(3, n) * 0.08, 0, 1)
+        return np.where(rng.random(n) < 0.1, 0.0, scores)
+
+    truth = composite(400_000).mean()
+    covered = []
+    for _ in range(2000):
+        interval = t_interval(composite(10))
+        covered.append(interval.low <= truth <= interval.high)
+    assert 0.90 <= float(np.mean(covered)) <= 0.97
+
+
+# the sign-flip test
+
+
+def test_five_products_cannot_show_a_difference_at_5_percent() -> None:
+    assert sign_flip_p_value([0.1, 0.2, 0.3, 0.1, 0.2]) == pytest.approx(2 / 32)
+    assert sign_flip_p_value([0.1, 0.2, 0.3, 0.1, 0.2, 0.1]) == pytest.approx(2 / 64)
+    assert min_products_for(0.95) == 6 and min_products_for(0.99) == 8
+
+
+def test_the_sign_flip_p_value_is_two_sided_and_ignores_order() -> None:
+    values = np.array([0.3, -0.1, 0.2, 0.25, 0.05, -0.02, 0.4])
+    assert sign_flip_p_value(values) == pytest.approx(sign_flip_p_value(-values[::-1]))
+
+
+def test_no_difference_at_all_gives_p_one_and_no_data_nan() -> None:
+    assert sign_flip_p_value([0.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(sign_flip_p_value([]))
+
+
+def test_random_flips_beyond_the_exact_range_agree_with_enumeration() -> None:
+    rng = np.random.default_rng(6)
+    values = rng.normal(0.1, 0.3, 16)
+    exact = sign_flip_p_value(values)
+    sampled_values = np.concatenate([values, [0.0]])  # 17 products: sampled, same sums
+    sampled = sign_flip_p_value(sampled_values, resamples=40_000, seed=1)
+    assert sampled == pytest.approx(exact, abs=0.01)
+
+
+def test_the_sign_flip_test_rejects_at_its_level_when_models_are_exchangeable() -> None:
+    rng = np.random.default_rng(7)
+    rejected = []
+    for _ in range(4000):
+        product = rng.beta(5, 2, 9)
+        a, b = (np.clip(product + rng.standard_t(3, 9) * 0.08, 0, 1) for _ in range(2))
+        rejected.append(sign_flip_p_value(a - b) <= 0.05)
+    assert float(np.mean(rejected)) == pytest.approx(0.05, abs=0.012)
+
+
+# products needed and Benjamini-Hochberg
+
+
+def test_one_standard_deviation_needs_about_ten_products_for_80_percent_power() -> None:
+    assert products_for_power(0.1, 0.1) == 10
+    assert products_for_power(0.05, 0.1) == 34
+    assert products_for_power(0.0, 0.1) is None
+    assert products_for_power(1e-6, 1.0) is None  # beyond max_products
+
+
+def test_benjamini_hochberg_matches_the_textbook_example() -> None:
+    q = benjamini_hochberg([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert q[:4] == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert math.isnan(q[4])
 
 
 # paired_difference
@@ -162,7 +217,7 @@ def test_constant_improvement_is_estimated_exactly_and_excludes_zero() -> None:
 def test_pure_noise_difference_gives_an_interval_including_zero() -> None:
     noise = np.random.default_rng(5).normal(0, 0.1, 40)
     frame = paired_frame(noise - noise.mean())  # no true difference, none in the sample either
-    interval = paired_difference(frame, a="new", b="old", seed=0)
+    interval = paired_difference(frame, a="new", b="old")
     assert not interval.excludes_zero
 
 
@@ -180,7 +235,7 @@ def test_units_scored_by_only_one_arm_are_ignored() -> None:
 def test_a_unit_with_a_nan_score_is_dropped_from_the_pairing() -> None:
     frame = paired_frame(np.full(5, 0.1))
     frame.loc[(frame["product_id"] == "p0") & (frame["arm"] == "old"), "score"] = math.nan
-    interval = paired_difference(frame, a="new", b="old", resamples=200)
+    interval = paired_difference(frame, a="new", b="old")
     assert interval.n == 4
 
 

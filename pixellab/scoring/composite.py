@@ -76,11 +76,18 @@ class Composite(BaseModel):
     version: int = Field(ge=1)
     terms: dict[str, CompositeTerm] = Field(default_factory=dict)
     note: str = ""
+    variant: str = ""
+    """Set on a composite derived from the hand-written one (``fitted``: weights fitted to
+    people's votes, see :mod:`pixellab.scoring.fitted`); its id reads ``<task>@<v>+fitted``."""
+
+    def identifier(self, task: str) -> str:
+        return f"{task}@{self.version}" + (f"+{self.variant}" if self.variant else "")
 
     def fingerprint(self, gates: dict[str, float]) -> str:
         """12 hex of the definition (terms and gates): changes whenever a weight does."""
         body = {"version": self.version, "gates": gates,
-                "terms": {k: v.model_dump() for k, v in sorted(self.terms.items())}}
+                "terms": {k: v.model_dump() for k, v in sorted(self.terms.items())},
+                **({"variant": self.variant} if self.variant else {})}
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -91,7 +98,7 @@ class CompositeUsed:
 
     task: str
     id: str
-    """``<task>@<version>``"""
+    """``<task>@<version>``, ``+fitted`` when the weights were fitted to people's votes"""
     fingerprint: str
     terms: tuple[str, ...]
     """Terms that had values and so entered the score, in the order of the definition."""
@@ -110,11 +117,11 @@ def composite_scores(frame: pd.DataFrame, task: str, composite: Composite | None
     metric and ``status``, ``passed`` and ``error_class``), and what it was computed with."""
     index = frame.index
     terms = dict(composite.terms) if composite is not None else {}
-    version = composite.version if composite is not None else 0
     fingerprint = composite.fingerprint(gates) if composite is not None else "none"
     usable = [t for t in terms if t in frame.columns and frame[t].notna().any()]
     dropped = tuple(t for t in terms if t not in usable)
-    used = CompositeUsed(task=task, id=f"{task}@{version}", fingerprint=fingerprint,
+    identifier = composite.identifier(task) if composite is not None else f"{task}@0"
+    used = CompositeUsed(task=task, id=identifier, fingerprint=fingerprint,
                          terms=tuple(usable), dropped=dropped)
     if frame.empty:
         return pd.Series(dtype="float64", index=index), used
