@@ -309,18 +309,21 @@ def select_command(
     if not selection.decisions:
         raise ConfigError("the sweeps have no requests to decide on")
     table = Table(title="Default chain per task × category")
-    for column in ("task", "category", "chain", "verdict", "products", "composite",
-                   "passed", "p / q"):
+    for column in ("task", "category", "chain", "verdict", "products", "composite", "passed",
+                   "p / q"):
         table.add_column(column, overflow="fold")
-    for row in selection.table().to_dict("records"):
+    for d, row in zip(selection.decisions, selection.table().to_dict("records"), strict=True):
         table.add_row(*(str(row[c]) for c in ("task", "category", "chain", "verdict",
-                                               "products", "composite", "passed", "p / q")))
+                                               "products", "composite", "passed")),
+                      d.p_and_q or "—")
     console.print(table)
     from pixellab.select import FAMILY, TEST
 
-    console.print(f"Test: {TEST} at {1 - policy.level:.0%}, over {FAMILY}; intervals: "
-                  f"Student's t over products; at least {policy.minimum} products per model.",
-                  soft_wrap=True)
+    cells = {d.task: d.family for d in selection.decisions}
+    console.print(f"Test: {TEST} at {1 - policy.level:.0%}, over {FAMILY} ("
+                  + ", ".join(f"{task}: {n} cells" for task, n in cells.items())
+                  + f"); intervals: Student's t over products; at least {policy.minimum} "
+                  "products per model.", soft_wrap=True)
     for decision in selection.decisions:
         if decision.more_products:
             console.print(f"  {decision.task} · {decision.category}: {decision.more_products}",

@@ -192,6 +192,13 @@ class Decision:
     more_products: str = ""
     """Undecided: the same in words, with what the extra products would cost."""
 
+    @property
+    def p_and_q(self) -> str:
+        """``p / q`` as the table and the CLI print them ('' when nothing was compared)."""
+        if math.isnan(self.p_value):
+            return ""
+        return f"{self.p_value:.2g} / {self.q_value:.2g}"
+
 
 @dataclass
 class Selection:
@@ -219,18 +226,18 @@ class Selection:
             pick = next((a for a in d.arms if a.arm == d.pick), None)
             rows.append({
                 "task": d.task, "category": d.category,
-                "chain": " → ".join(d.chain) or "—", "verdict": d.verdict,
+                "chain": " → ".join(d.chain) or "—",
+                "verdict": d.verdict,
                 "products": d.products,
                 "composite": "—" if pick is None else str(pick.score),
                 "passed": "—" if pick is None else f"{pick.passed}/{pick.judged}",
                 "usd_per_accepted": math.nan if pick is None else pick.usd_per_accepted,
-                "p / q": _p_text(d),
-                "why": d.reason + (f" {d.more_products}" if d.more_products else "")
+                "why": (f"(p / q: {d.p_and_q}) " if d.p_and_q else "") + d.reason
+                       + (f" {d.more_products}" if d.more_products else "")
                        + (f" {d.human_note}" if d.human_note else ""),
             })
         return pd.DataFrame(rows, columns=["task", "category", "chain", "verdict", "products",
-                                           "composite", "passed", "usd_per_accepted", "p / q",
-                                           "why"])
+                                           "composite", "passed", "usd_per_accepted", "why"])
 
     def evidence_table(self) -> pd.DataFrame:
         """Every arm of every decision, the leaderboard the decision was made from, as a person
@@ -264,13 +271,6 @@ class Selection:
 EVIDENCE_COLUMNS = ("task", "category", "model", "products", "composite", "pass",
                     "usd_per_accepted", "latency p50 / p95 s", "best − this", "this − default",
                     "people (Elo)")
-
-
-def _p_text(decision: Decision) -> str:
-    if math.isnan(decision.p_value):
-        return "—"
-    cells = "cell" if decision.family == 1 else "cells"
-    return f"{decision.p_value:.3g} / {decision.q_value:.3g} (over {decision.family} {cells})"
 
 
 def _interval_text(interval: Interval | None, digits: int = 3) -> str:
@@ -459,7 +459,7 @@ def _compare(task: str, category: str, cell: pd.DataFrame, *, policy: SelectionP
         a.arm: paired_comparison(cell, a=best.arm, b=a.arm, pair_on=PAIR_ON,
                                  level=policy.level, seed=policy.seed)
         for a in eligible if a.arm != best.arm}
-    compared.arms = [replace(a, vs_best=c.difference, vs_best_p=c.p_value)
+    compared.arms = [replace(a, vs_best=_within(c.difference, -1.0, 1.0), vs_best_p=c.p_value)
                      if (c := compared.comparisons.get(a.arm)) is not None else a
                      for a in arms]
     return compared
@@ -590,6 +590,14 @@ def _chain(pick: ArmEvidence, arms: list[ArmEvidence], max_chain: int) -> tuple[
     return tuple(chain[:max(max_chain, len(pick.models))])
 
 
+def _within(interval: Interval, low: float, high: float) -> Interval:
+    """A t interval of a bounded mean (a composite is 0-1) clipped to what the mean can be:
+    at a few products it can reach past the bounds, which no reader should see."""
+    if math.isnan(interval.low) or math.isnan(interval.high):
+        return interval
+    return replace(interval, low=max(low, interval.low), high=min(high, interval.high))
+
+
 def _nan_low(value: float) -> float:
     return -math.inf if math.isnan(value) else value
 
@@ -598,8 +606,9 @@ def _evidence(arm: str, rows: pd.DataFrame, policy: SelectionPolicy,
               human: tuple[dict[str, Interval], dict[str, int]]) -> ArmEvidence:
     scored = rows[rows["score"].notna()]
     products = int(scored["product_id"].nunique())
-    score = (cluster_t_interval(scored["score"].to_numpy(dtype=float),
-                                scored["product_id"].to_numpy(), level=policy.level)
+    score = (_within(cluster_t_interval(scored["score"].to_numpy(dtype=float),
+                                        scored["product_id"].to_numpy(), level=policy.level),
+                     0.0, 1.0)
              if products >= policy.minimum
              else Interval(math.nan, math.nan, math.nan, products))
     judged_rows = rows[rows["score"].notna() | rows["passed"]]
