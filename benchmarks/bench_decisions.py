@@ -135,11 +135,8 @@ def measure_adaptive(frames: list[pd.DataFrame]) -> Tally:
         order = list(dict.fromkeys(frame["product_id"]))
         alive = list(ARMS)
         ran: set[str] = set()
-        seen: list[str] = []
         gone: dict[str, str] = {}
-        for look, size in enumerate(adaptive.look_sizes(len(order)), start=1):
-            new = order[len(seen):size]
-            seen.extend(new)
+        for look, new in adaptive.looks(order):
             chunk = frame[frame["product_id"].isin(new) & frame["arm"].isin(alive)]
             ran.update(chunk["request_key"])
             found = adaptive.drops(frame[frame["request_key"].isin(ran)], alive, look)

@@ -29,7 +29,7 @@ measures it on simulated pools with a known truth.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -56,6 +56,16 @@ def look_sizes(total: int, *, first: int = FIRST_LOOK, growth: float = GROWTH) -
         sizes.append(min(total, max(sizes[-1] + 1 if sizes else 1, math.ceil(size))))
         size *= growth
     return sizes
+
+
+def looks(order: Sequence[str], *, first: int = FIRST_LOOK,
+          growth: float = GROWTH) -> Iterator[tuple[int, list[str]]]:
+    """``(look, the products it adds)`` for products in ``order`` (see :func:`interleaved`):
+    each look runs only the products the looks before it did not."""
+    done = 0
+    for look, size in enumerate(look_sizes(len(order), first=first, growth=growth), start=1):
+        yield look, list(order[done:size])
+        done = size
 
 
 def look_alpha(look: int, alpha: float) -> float:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from PIL import Image
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -59,9 +58,8 @@ from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import (
     MEDIA_TYPES,
     check_image_output,
-    check_input_blank,
     check_json_output,
-    read_input_image,
+    read_usable_input,
 )
 from pixellab.webhooks import JobSignals
 
@@ -263,7 +261,7 @@ class Runner:
         try:
             if request.input_error is not None:
                 raise request.input_error
-            image_bytes, source = await asyncio.to_thread(_usable_input, request.image_path)
+            image_bytes, source = await asyncio.to_thread(read_usable_input, request.image_path)
         except InvalidInputImage as exc:
             outcome.error_class, outcome.error_reason, outcome.error_message = (
                 _error_fields(exc))
@@ -641,12 +639,6 @@ def _blocked_error(model: Model, reason: str) -> ProviderError:
     return OutcomeUnknown(message, model_id=model.id)
 
 
-def _usable_input(path: str) -> tuple[bytes, Image.Image]:
-    """The input's bytes and decoded image, refused per item (unreadable, corrupt, blank)
-    before any model sees it."""
-    data, image = read_input_image(path)
-    check_input_blank(image, path)
-    return data, image
 
 
 __all__ = ["Request", "RequestOutcome", "RetryPolicy", "RunSummary", "Runner", "sha256_hex"]

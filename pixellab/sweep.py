@@ -59,12 +59,12 @@ from pixellab.store import sha256_hex
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import (
     MAX_IMAGE_BYTES,
-    check_input_blank,
     decode_image,
     has_alpha,
     load_input_image,
     normalized_array,
     probe_input_image,
+    read_usable_input,
 )
 from pixellab.webhooks import JobSignals, WebhookSettings, webhooks_for
 from pixellab.workbench import Workbench
@@ -430,8 +430,7 @@ class Sweep:
                 / f"{file_sha256(product.image)}.png")
         if path.exists():
             return path
-        original = load_input_image(product.image)
-        check_input_blank(original, str(product.image))  # shrinking can hide a blank photo
+        original = read_usable_input(product.image)[1]  # shrinking can hide a blank photo
         size = (original.width // factor, original.height // factor)
         if min(size) < 1:
             raise InvalidInputImage("too_small", f"{product.image}: {original.width}×"
@@ -597,15 +596,15 @@ class Sweep:
                 difference=Interval(float(row.difference), float(row.difference_low),
                                     float(row.difference_high), int(row.products))))
         chosen: set[str] = set()
-        for look, size in enumerate(adaptive.look_sizes(len(order)), start=1):
-            new = set(order[:size]) - chosen  # a look runs its new products only: a failure
-            chosen |= new                     # is retried by a resume, not by every look
+        for look, added in adaptive.looks(order):
+            new = set(added)  # a look runs its new products only: a failure is retried by
+            chosen |= new     # a resume, not by every look
             part = [(r, row) for r, row in planned
                     if r.product_id in new and row["arm"] in alive]
             result.absorb(await self._execute(part, progress=progress, on_planned=on_planned,
                                               retry=retry, signals=signals,
                                               resubmit=resubmit))
-            if result.stopped_reason or size == len(order):
+            if result.stopped_reason or len(chosen) == len(order):
                 break
             result.scores_written += await asyncio.to_thread(self.score)
             found = recorded.get(look)  # a resumed sweep keeps the drops it made

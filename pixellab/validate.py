@@ -53,6 +53,7 @@ __all__ = [
     "normalized_array",
     "probe_input_image",
     "read_input_image",
+    "read_usable_input",
 ]
 
 ALLOWED_IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
@@ -406,6 +407,14 @@ def probe_input_image(
     if size[0] * size[1] > _pixel_limit(max_pixels):
         raise InvalidInputImage("too_large", f"{name}: {_too_large(size, None, max_pixels)}")
     return size
+
+
+def read_usable_input(path: str | os.PathLike[str]) -> tuple[bytes, Image.Image]:
+    """:func:`read_input_image`, and refused as ``blank_input`` when the photo is blank
+    (:func:`check_input_blank`): what may be sent to a model."""
+    data, image = read_input_image(path)
+    check_input_blank(image, os.fspath(path))
+    return data, image
 
 
 def check_input_blank(image: Image.Image, name: str) -> None:

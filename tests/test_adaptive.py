@@ -21,6 +21,9 @@ from tests.conftest import write_dataset
 
 def test_looks_grow_geometrically_and_end_with_every_product() -> None:
     assert adaptive.look_sizes(32) == [8, 12, 18, 27, 32]
+    added = dict(adaptive.looks([f"p{i}" for i in range(32)]))
+    assert [len(products) for products in added.values()] == [8, 4, 6, 9, 5]
+    assert added[2] == ["p8", "p9", "p10", "p11"]
     assert adaptive.look_sizes(5) == [5]
     assert adaptive.look_sizes(0) == []
 
@@ -54,11 +57,10 @@ def test_looking_after_every_round_never_drops_an_equal_model_more_than_alpha() 
     for _ in range(runs):
         frame = simulated_scores({"a": 0.0, "b": 0.0, "c": 0.0}, 120,
                                  seed=int(rng.integers(2**31)))
-        order = list(dict.fromkeys(frame["product_id"]))
-        alive = ["a", "b", "c"]
-        for look, size in enumerate(adaptive.look_sizes(len(order)), start=1):
-            seen = frame[frame["product_id"].isin(order[:size])]
-            found = adaptive.drops(seen, alive, look)
+        alive, seen = ["a", "b", "c"], []
+        for look, new in adaptive.looks(list(dict.fromkeys(frame["product_id"]))):
+            seen += new
+            found = adaptive.drops(frame[frame["product_id"].isin(seen)], alive, look)
             if found:
                 wrong += 1
                 break
