@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pixellab import adaptive
 from pixellab.adaptive import Drop
 from pixellab.blocking import run_blocking
 from pixellab.budget import Budget
@@ -578,14 +579,12 @@ class Sweep:
         """Products in looks; after each, models significantly worse than the leader are
         dropped (see :mod:`pixellab.adaptive`). A resumed sweep replays the looks it has done
         from the ledger (cached requests, the same drops) and goes on."""
-        from pixellab import adaptive
         from pixellab.report import scored_requests  # the composite per request; see P10
 
         ledger = self.workbench.ledger
         order = adaptive.interleaved(pd.DataFrame(
             [{"product_id": r.product_id, "category": r.category} for r, _ in planned]))
-        arms = list(dict.fromkeys(row["arm"] for _, row in planned))
-        alive = list(arms)
+        alive = list(dict.fromkeys(row["arm"] for _, row in planned))
         result = SweepResult(sweep_id=self.sweep_id, planned=0, cached=0)
         recorded: dict[int, list[Drop]] = {}
         for row in ledger.adaptive_drops([self.sweep_id]).itertuples(index=False):
