@@ -23,6 +23,7 @@ from PIL import Image
 
 from pixellab.errors import InvalidInputImage, PixellabError
 from pixellab.ledger import Ledger
+from pixellab.ratings import ratings_table
 from pixellab.scoring import LOWER_IS_BETTER, TaskScoring, load_task_scoring
 from pixellab.scoring.composite import CompositeUsed, composite_scores
 from pixellab.scoring.fitted import DEFAULT_L2, FittedWeights, fit_weights, vote_features
@@ -475,8 +476,6 @@ def fit_from_ledger(ledger: Ledger, task: str, sweep_ids: Sequence[str] | None =
     Here rather than in :mod:`pixellab.scoring.fitted`, which stays pure: the votes and the
     scores are read through the ratings' and the report's own queries.
     """
-    from pixellab.ratings import ratings_table
-
     config = (task_scoring or load_task_scoring()).get(task)
     if config is None or config.composite is None:
         return None
@@ -491,7 +490,6 @@ def human_ratings(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
                   resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per task: Bradley-Terry ratings (Elo scale, 95 % bootstrap intervals) from the people's
     pairwise votes in the ``ratings`` table, with wins, losses, ties and battles per model."""
-    from pixellab.ratings import ratings_table
     from pixellab.stats import BT_COLUMNS, bradley_terry
 
     votes = ratings_table(ledger, sweep_ids)
