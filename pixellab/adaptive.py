@@ -119,7 +119,7 @@ def drops(frame: pd.DataFrame, alive: Iterable[str], look: int, *, alpha: float 
           seed: int = 0) -> list[Drop]:
     """The models to drop after look ``look``: each still-running model (``alive``) whose
     paired difference from the leader, over the products both have in ``frame`` (shaped like
-    :func:`pixellab.report.scored_requests`, every category pooled), is significant at
+    :func:`pixellab.evidence.scored_requests`, every category pooled), is significant at
     :func:`look_alpha`. The leader is the best mean composite among them; a model without
     scores is left running (its evidence is missing, not bad)."""
     alive = list(alive)

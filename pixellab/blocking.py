@@ -1,7 +1,7 @@
 """Running a coroutine to completion from plain (synchronous) code.
 
 Why a module of its own: the sync faces of async work (``Sweep.run``, ``pixellab.generate``,
-``intel.scrape.fetch``) are called from scripts, where ``asyncio.run`` is right, and from
+``intel.fetch.fetch``) are called from scripts, where ``asyncio.run`` is right, and from
 notebooks, where an event loop is already running and ``asyncio.run`` is refused. There the
 coroutine runs on a fresh loop in a worker thread, and its result or exception comes back.
 """

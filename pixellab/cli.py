@@ -85,9 +85,9 @@ def _summary_table(results: list[SweepResult]) -> Table:
 
 
 def _leaderboard_table(workbench: Workbench, sweep_ids: list[str]) -> Table:
-    from pixellab import report
+    from pixellab import evidence
 
-    overall = report.task_summary(report.scored_requests(workbench.ledger, sweep_ids))
+    overall = evidence.task_summary(evidence.scored_requests(workbench.ledger, sweep_ids))
     table = Table(title="Leaderboard (all categories)")
     for column in ("task", "model"):
         table.add_column(column, no_wrap=True)
@@ -288,12 +288,13 @@ def select_command(
     """Pick the default chain per category × task, with intervals, and write defaults.toml."""
     from pixellab import routing
     from pixellab.errors import ConfigError
+    from pixellab.ledger import queries
     from pixellab.select import SelectionPolicy, select, write_defaults
     from pixellab.workbench import Workbench
 
     workbench = Workbench(home)
     if sweep_ids:
-        known = set(workbench.ledger.query("select sweep_id from sweeps")["sweep_id"])
+        known = queries.sweep_ids(workbench.ledger)
         unknown = [s for s in sweep_ids if s not in known]
         if unknown:
             raise ConfigError(f"no sweep {', '.join(map(repr, unknown))} in "
@@ -353,6 +354,7 @@ def generate(
     """Run one photo through the chain the routing table picks, with fallbacks; exit 1 if
     every model of the chain failed."""
     from pixellab import routing
+    from pixellab.ledger import queries
     from pixellab.workbench import Workbench
 
     workbench = Workbench(home)
@@ -362,9 +364,7 @@ def generate(
                               out=out)
     console.print(f"Route: {' → '.join(result.route.model_ids)}", highlight=False)
     console.print(f"  from {result.route.source}", highlight=False, soft_wrap=True)
-    attempts = workbench.ledger.query(
-        """select attempt_no, model_id, status, error_class, error_message from attempts
-           where request_key = ? order by started_at, attempt_no""", [result.request_key])
+    attempts = queries.request_attempts(workbench.ledger, result.request_key)
     for row in attempts.itertuples(index=False):
         detail = (f" ({row.error_class}: {row.error_message})"
                   if isinstance(row.error_class, str) else "")
@@ -523,10 +523,10 @@ def costs(
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
 ) -> None:
     """Spend by sweep and model, in credits and USD."""
-    from pixellab import report
+    from pixellab import evidence
     from pixellab.workbench import Workbench
 
-    frame = report.costs(Workbench(home).ledger, sweep_id or None)
+    frame = evidence.costs(Workbench(home).ledger, sweep_id or None)
     table = Table(title="Costs")
     for column in ("sweep", "provider", "model", "calls", "credits", "USD", "of which estimated"):
         table.add_column(column)

@@ -1,12 +1,39 @@
 """The one exception hierarchy of pixellab.
 
-Every error a user can meet derives from :class:`PixellabError`. Each class says what the caller
-can do about it: :attr:`ProviderError.retryable` tells the runner whether calling the same model
-again can help, and user-facing messages are one line that names the thing to fix (a file and key,
-a product, a model). Tracebacks are for ``--debug`` only.
+Every error a user can meet derives from :class:`PixellabError` and lives in this module, nowhere
+else. Each class says what the caller can do about it: :attr:`ProviderError.retryable` tells the
+runner whether calling the same model again can help, and user-facing messages are one line that
+names the thing to fix (a file and key, a product, a model). Tracebacks are for ``--debug`` only.
+
+    PixellabError
+    ├── ConfigError                 a catalog, prompt, spec, manifest or settings value is wrong
+    │   └── UnknownModel
+    ├── InvalidImage                bytes that must not or cannot be decoded (``reason``)
+    │   └── InvalidInputImage       a product's source image: fails before any call
+    ├── BudgetExceeded              reserving the next attempt would pass the cap
+    ├── ProviderError               a call gave no usable output (``retryable``, ``ends_request``)
+    │   ├── RateLimited             429, ``retry_after``
+    │   ├── ProviderTimeout         past the deadline after acceptance (retryable)
+    │   │   └── OutcomeUnknown      may have been accepted and billed: never retried
+    │   ├── QuotaExhausted          no credit left at that provider
+    │   ├── DataRemoved             billed, output deleted by the provider
+    │   ├── ProviderUnavailable     5xx, connection refused (retryable)
+    │   ├── InvalidRequest          400/404/422
+    │   ├── ContentRejected         a safety filter (``stage``)
+    │   ├── MissingCredentials      no key: skipped, not called
+    │   └── InvalidOutput           answered, failed validation (``reason``)
+    ├── LedgerError                 the ledger file cannot be opened or written
+    ├── NotebookError               a notebook cell failed (``ename``, ``executed``)
+    ├── FetchRefused                a product-page fetch refused or failed (``reason``)
+    ├── WebhookRejected             a delivery that must not be acted on (``http_status``)
+    └── ClipUnavailable             CLIP cannot run here (no weights, no torch)
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from pixellab.redact import display_url
 
 
 class PixellabError(Exception):
@@ -186,3 +213,87 @@ class InvalidOutput(ProviderError):
     def __init__(self, reason: str, message: str, **kwargs: object) -> None:
         self.reason = reason
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+# --- the workbench's own machinery --------------------------------------------------------
+
+
+class LedgerError(PixellabError):
+    """The ledger file cannot be opened or written (locked too long, corrupt, newer schema)."""
+
+
+class NotebookError(PixellabError):
+    """Executing or exporting a notebook failed; the message says which cell and why.
+
+    ``ename`` is the exception class the cell raised (e.g. ``BudgetExceeded``), so callers can
+    tell an over-budget stop from a bug; ``executed`` is the partly executed copy, which shows
+    every output up to the failing cell."""
+
+    def __init__(self, message: str, *, ename: str | None = None,
+                 executed: Path | None = None) -> None:
+        super().__init__(message)
+        self.ename = ename
+        self.executed = executed
+
+
+_FETCH_RETRYABLE = frozenset({"dns", "too_slow", "connection"})
+
+
+class FetchRefused(PixellabError):
+    """A fetch was refused or failed; nothing from it should be used.
+
+    ``reason`` is a stable code: ``scheme``, ``private_address``, ``dns``, ``too_large``,
+    ``too_slow``, ``too_many_redirects``, ``content_type``, ``http_status`` or ``connection``.
+    ``url`` is the URL of the hop that was refused (a redirect target, when it was one), with
+    credentials removed and token-like query values redacted. ``status`` is the HTTP status for
+    ``http_status``. :attr:`retryable` says whether trying the same URL later can help.
+    """
+
+    def __init__(self, reason: str, url: str, detail: str, *, status: int | None = None) -> None:
+        self.reason = reason
+        self.url = display_url(url)
+        self.detail = " ".join(detail.split())  # one line, whatever a library put in it
+        self.status = status
+        super().__init__(f"{self.url}: refused: {self.detail}")
+
+    @property
+    def retryable(self) -> bool:
+        """True for transient causes (DNS, time, connection, 429 and 5xx); False for refusals
+        that the same request will meet again (scheme, private address, size, type, 4xx)."""
+        if self.reason == "http_status":
+            return self.status is not None and (self.status == 429 or self.status >= 500)
+        return self.reason in _FETCH_RETRYABLE
+
+
+REJECTION_STATUS: dict[str, int] = {
+    "missing_header": 400,
+    "bad_body": 400,
+    "bad_signature": 401,
+    "stale_timestamp": 401,
+    "too_large": 413,
+    "bad_secret": 500,
+    "unknown_key": 503,
+    "keys_unavailable": 503,
+}
+"""HTTP status the receiver answers for each :attr:`WebhookRejected.reason`."""
+
+
+class WebhookRejected(PixellabError):
+    """A webhook delivery that must not be acted on.
+
+    ``reason`` is a stable machine code (see the module docstring and :data:`REJECTION_STATUS`);
+    the message is for people and never contains a secret or the body.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+    @property
+    def http_status(self) -> int:
+        """The status the receiver answers with for this reason."""
+        return REJECTION_STATUS.get(self.reason, 400)
+
+
+class ClipUnavailable(PixellabError):
+    """CLIP cannot run here; ``str(exc)`` is the reason recorded with the missing metric."""

@@ -32,7 +32,7 @@ class LiveProgress:
 
     @classmethod
     def for_sweep(cls, sweep: Any, *, refresh_s: float = 1.0) -> LiveProgress:
-        return cls({row["request_key"]: row["arm"] for _, row in sweep.plan()},
+        return cls({r.request_key: r.arm for r in sweep.plan()},
                    refresh_s=refresh_s)
 
     def table(self) -> pd.DataFrame:

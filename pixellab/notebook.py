@@ -16,25 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pixellab.errors import ConfigError, PixellabError
+from pixellab.errors import ConfigError, NotebookError
 from pixellab.redact import redact
 
 _SECRET_NAME = re.compile(r"(?i)(api[_-]?key|token|secret|password)")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 
 
-class NotebookError(PixellabError):
-    """Executing or exporting a notebook failed; the message says which cell and why.
 
-    ``ename`` is the exception class the cell raised (e.g. ``BudgetExceeded``), so callers can
-    tell an over-budget stop from a bug; ``executed`` is the partly executed copy, which shows
-    every output up to the failing cell."""
-
-    def __init__(self, message: str, *, ename: str | None = None,
-                 executed: Path | None = None) -> None:
-        super().__init__(message)
-        self.ename = ename
-        self.executed = executed
 
 
 def _refuse_secrets(parameters: dict[str, Any]) -> None:

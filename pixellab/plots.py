@@ -8,7 +8,7 @@ import math
 import pandas as pd
 from matplotlib.figure import Figure
 
-from pixellab.report import pareto_front
+from pixellab.evidence import pareto_front
 
 FRONT = "#1b7f3b"
 OTHER = "#8a8a8a"
@@ -21,7 +21,7 @@ def quality_cost_figure(table: pd.DataFrame, *, label: str = "arm",
     """One panel per task: each model's mean quality against its cost per request, the Pareto
     front (no other model is both cheaper and better) filled and joined by a line.
 
-    ``table`` is a per task × model summary such as :func:`pixellab.report.task_summary` with
+    ``table`` is a per task × model summary such as :func:`pixellab.evidence.task_summary` with
     ``usd_per_request`` added; rows without a quality value are left out and counted in the
     panel's title, so a missing metric is never plotted as zero.
     """

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from pixellab.errors import ConfigError
-from pixellab.ledger import Ledger, now
+from pixellab.ledger import Ledger, queries
 
 WINNERS = ("a", "b", "tie")
 """``a``: the left output (``output_a``) is better; ``b``: the right one; ``tie``: no difference
@@ -36,7 +36,7 @@ worth a vote (Bradley-Terry counts it as half a win for each side)."""
 
 _SAME_REQUEST = ("prompt_id", "prompt_hash", "seed")
 """Columns that, where the frame has them, must match too: two arms are only compared on the same
-prompt and seed (:func:`pixellab.report.scored_requests` carries ``prompt_id`` and ``seed``)."""
+prompt and seed (:func:`pixellab.evidence.scored_requests` carries ``prompt_id`` and ``seed``)."""
 
 
 class Shown(NamedTuple):
@@ -81,7 +81,7 @@ def pairs_to_rate(frame: pd.DataFrame, *, rater: str, ledger: Ledger | None = No
                   category: str | None = None) -> list[Pair]:
     """The pairs ``rater`` still has to judge, in a shuffled but reproducible order.
 
-    ``frame`` is :func:`pixellab.report.scored_requests`. For each task and product (and prompt
+    ``frame`` is :func:`pixellab.evidence.scored_requests`. For each task and product (and prompt
     and seed, where the frame has those columns) every two arms with a succeeded output make one
     pair; an arm with several outputs there is represented by its first (by sweep and request).
     A pair whose two outputs are the same bytes is dropped: there is nothing to judge. With
@@ -125,8 +125,7 @@ def pairs_to_rate(frame: pd.DataFrame, *, rater: str, ledger: Ledger | None = No
 
 def rated_outputs(ledger: Ledger, rater: str) -> set[tuple[str, frozenset[str]]]:
     """(task, {output_a, output_b}) of every pair ``rater`` has rated: the order is ignored."""
-    frame = ledger.query("select task, output_a, output_b from ratings where rater = ?",
-                         [rater.strip()])
+    frame = queries.rated_pairs(ledger, rater.strip())
     return {(str(t), frozenset((str(a), str(b))))
             for t, a, b in frame.itertuples(index=False)}
 
@@ -145,43 +144,27 @@ def record(ledger: Ledger, pair: Pair, winner: str, rater: str,
     if not isinstance(rater, str) or not rater.strip():
         raise ConfigError("say who is rating: a rater name is required", key="rater")
     rating_id = uuid.uuid4().hex
-    ledger.write([(
-        """insert into ratings (rating_id, rater, rated_at, task, category, product_id,
-                                output_a, output_b, arm_a, arm_b, winner, sweep_id, comment)
-           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [rating_id, rater.strip(), now(), pair.task, pair.category, pair.product_id,
-         pair.left.output_sha256, pair.right.output_sha256, pair.left.arm, pair.right.arm,
-         winner, pair.sweep_id, comment])])
+    ledger.write([Ledger.record_rating(
+        rating_id, rater.strip(), task=pair.task, category=pair.category,
+        product_id=pair.product_id, output_a=pair.left.output_sha256,
+        output_b=pair.right.output_sha256, arm_a=pair.left.arm, arm_b=pair.right.arm,
+        winner=winner, sweep_id=pair.sweep_id, comment=comment)])
     return rating_id
 
 
 def delete(ledger: Ledger, rating_id: str) -> None:
     """Remove one rating: the undo of :func:`record` (a mistyped key is not a judgement)."""
-    ledger.write([("delete from ratings where rating_id = ?", [rating_id])])
+    ledger.write([Ledger.delete_rating(rating_id)])
 
 
 def ratings_table(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
                   rater: str | None = None) -> pd.DataFrame:
     """Stored ratings, oldest first, optionally of some sweeps and one rater, with
     ``preferred``: the arm the vote favoured, or ``tie``."""
-    where: list[str] = ["true"]
-    params: list[object] = []
-    if sweep_ids:
-        where.append("sweep_id in (select unnest(?))")
-        params.append(list(sweep_ids))
-    if rater:
-        where.append("rater = ?")
-        params.append(rater.strip())
-    frame = ledger.query(
-        f"""select rating_id, rater, rated_at, task, category, product_id, arm_a, arm_b, winner,
-                   case winner when 'a' then arm_a when 'b' then arm_b else 'tie' end
-                     as preferred,
-                   output_a, output_b, sweep_id, comment
-            from ratings where {' and '.join(where)} order by rated_at, rating_id""", params)
+    frame = queries.ratings(ledger, sweep_ids, rater=rater.strip() if rater else None)
     return frame
 
 
 def count(ledger: Ledger, rater: str) -> int:
     """How many ratings ``rater`` has stored, all sweeps together."""
-    return int(ledger.scalar("select count(*) from ratings where rater = ?",
-                             [rater.strip()]) or 0)
+    return queries.rating_count(ledger, rater.strip())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
 SECRET_ENV_VARS = (
     "REPLICATE_API_TOKEN",
@@ -40,3 +41,15 @@ def redact(text: str | None) -> str | None:
             text = text.replace(value, MASK)
     text = _TOKENS.sub(MASK, text)
     return _PREFIXED.sub(lambda m: m.group(1) + MASK, text)
+
+
+def display_url(url: str) -> str:
+    """The URL as messages show it: no userinfo, token-like query values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url) or url
+    if parts.username is not None or parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        url = parts._replace(netloc=netloc).geturl()
+    return redact(url) or url

@@ -21,9 +21,10 @@ from PIL import Image, ImageDraw
 
 from pixellab import ratings
 from pixellab.errors import ConfigError
+from pixellab.evidence import failure_reason
 from pixellab.ledger import Ledger
+from pixellab.media.image import thumbnail_data_uri
 from pixellab.ratings import Pair
-from pixellab.report import failure_reason, thumbnail_data_uri
 from pixellab.store import Store
 from pixellab.validate import decode_image, load_input_image
 

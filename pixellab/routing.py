@@ -29,10 +29,11 @@ from pixellab.blocking import run_blocking
 from pixellab.catalog import Catalog, Model, load_catalog
 from pixellab.datasets import Product
 from pixellab.errors import ConfigError
-from pixellab.ledger import Ledger, LedgerWriter
+from pixellab.ledger import Ledger, LedgerWriter, queries
+from pixellab.media import EXTENSIONS
 from pixellab.prompts import load_prompt
-from pixellab.runner import Request, RequestOutcome, Runner
-from pixellab.store import _EXTENSIONS
+from pixellab.requests import Request, file_sha256
+from pixellab.runner import RequestOutcome, Runner
 from pixellab.tasks import Task
 from pixellab.workbench import Workbench, default_home
 
@@ -189,8 +190,6 @@ async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
                     product_id: str | None = None) -> Generated:
     """Run one routed request: the route's chain with fallbacks, validation, the ledger and the
     store, exactly as a sweep would (no sweep id). A request that already succeeded is reused."""
-    from pixellab.sweep import file_sha256, request_key
-
     workbench = workbench or Workbench()
     task = Task(task)
     path = Path(image)
@@ -203,44 +202,36 @@ async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
     template = load_prompt(prompt) if prompt else None
     text = template.render(product.fields()) if template else None
     request_params = {**(params or {}), "seed": seed}
-    input_sha256 = file_sha256(path)
-    key = request_key(task=task, chain=chosen.chain, input_sha256=input_sha256, prompt=template,
-                      prompt_text=text, params=request_params)
+    request = Request.build(
+        product_id=product.id, category=product.category, task=task, chain=chosen.chain,
+        arm="route:" + ">".join(chosen.model_ids), image_path=path,
+        input_sha256=file_sha256(path), prompt=template, prompt_text=text, params=request_params)
+    key = request.request_key
     ledger = workbench.ledger
-    reused = bool(ledger.succeeded_request_keys([key]))
-    if reused:
-        row = ledger.query("select model_id, output_sha256 from requests where request_key = ?",
-                           [key]).iloc[0]
-        outcome = RequestOutcome(key, "succeeded", model_id=str(row["model_id"]),
-                                 output_sha256=str(row["output_sha256"]))
+    stored = queries.request_output(ledger, key) if ledger.succeeded_request_keys([key]) else None
+    reused = stored is not None
+    if stored is not None:
+        outcome = RequestOutcome(key, "succeeded", model_id=stored[0], output_sha256=stored[1])
     else:
-        ledger.write([Ledger.plan_request({
-            "request_key": key, "product_id": product.id, "category": product.category,
-            "task": task.value, "arm": "route:" + ">".join(chosen.model_ids),
-            "chain": list(chosen.model_ids), "prompt_id": template.id if template else None,
-            "prompt_hash": template.content_hash if template else None, "prompt_text": text,
-            "params": request_params, "seed": seed, "input_sha256": input_sha256})])
+        ledger.write([Ledger.plan_request(request.row())])
         writer = LedgerWriter(ledger)
         try:
             runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
                             writer=writer, store=workbench.store, concurrency=1,
                             resume=ledger.resume_state([key]))
-            summary = await runner.run([Request(
-                request_key=key, product_id=product.id, category=product.category, task=task,
-                chain=chosen.chain, image_path=str(path), params=request_params,
-                prompt_id=template.id if template else None, prompt_text=text)])
+            summary = await runner.run([request])
         finally:
             writer.close()
         outcome = summary.outcomes[0]
     stored_at = written = None
     if outcome.status == "succeeded" and outcome.output_sha256:
-        media_type = str(ledger.scalar("select media_type from outputs where sha256 = ?",
-                                       [outcome.output_sha256]) or "application/octet-stream")
+        media_type = (queries.output_media_type(ledger, outcome.output_sha256)
+                      or "application/octet-stream")
         stored_at = workbench.store.path_for(outcome.output_sha256, media_type)
         if out is not None:
             written = Path(out)
             if written.is_dir() or not written.suffix:  # a folder: name the file
-                written = written / f"{path.stem}.{task.value}{_EXTENSIONS.get(media_type, '')}"
+                written = written / f"{path.stem}.{task.value}{EXTENSIONS.get(media_type, '')}"
             written.parent.mkdir(parents=True, exist_ok=True)
             data = workbench.store.get(outcome.output_sha256, media_type)
             tmp = written.with_name(written.name + ".part")

@@ -39,6 +39,7 @@ from pixellab.budget import Budget
 from pixellab.catalog import Catalog, Model
 from pixellab.errors import (
     BudgetExceeded,
+    ConfigError,
     ContentRejected,
     DataRemoved,
     InvalidInputImage,
@@ -52,13 +53,13 @@ from pixellab.errors import (
     RateLimited,
 )
 from pixellab.ledger import Ledger, LedgerWriter, ResumeState, Row, Statement, now
+from pixellab.media import MediaKind, kind_for
 from pixellab.providers.base import Job, JobState, Provider, ProviderRequest, Reconciling
-from pixellab.store import Store, envelope_json, sha256_hex
-from pixellab.tasks import Task, expected_output_size
+from pixellab.requests import Request
+from pixellab.store import Store, sha256_hex
+from pixellab.tasks import expected_output_size
 from pixellab.validate import (
     MEDIA_TYPES,
-    check_image_output,
-    check_json_output,
     read_usable_input,
 )
 from pixellab.webhooks import JobSignals
@@ -80,27 +81,6 @@ class RetryPolicy:
     webhook_poll_factor: float = 4.0
     reconcile_timeout_s: float = 30.0
     """How long asking a provider whether an ambiguous create made a job may take."""
-
-
-@dataclass(frozen=True)
-class Request:
-    """One (product, task, chain, prompt, params, seed): what the runner executes.
-
-    ``request_key`` hashes everything that determines the output (see :mod:`pixellab.sweep`).
-    """
-
-    request_key: str
-    product_id: str
-    category: str
-    task: Task
-    chain: tuple[Model, ...]
-    image_path: str
-    params: dict[str, Any] = field(default_factory=dict)
-    prompt_id: str | None = None
-    prompt_text: str | None = None
-    input_error: InvalidInputImage | None = None
-    """Set when planning already found the input unusable (a path outside its dataset, an
-    input that could not be prepared): the request fails with it, nothing is read or sent."""
 
 
 @dataclass
@@ -259,6 +239,12 @@ class Runner:
     async def run_request(self, request: Request) -> RequestOutcome:
         outcome = RequestOutcome(request.request_key, "failed")
         try:
+            kind = kind_for(request.task)
+        except ConfigError as exc:  # a kind this pixellab cannot check: no call is made
+            outcome.error_class, outcome.error_reason, outcome.error_message = _error_fields(exc)
+            self._finish(request, outcome)
+            return outcome
+        try:
             if request.input_error is not None:
                 raise request.input_error
             image_bytes, source = await asyncio.to_thread(read_usable_input, request.image_path)
@@ -303,7 +289,8 @@ class Runner:
                           else None)
                 digest = await self._attempt_with_retries(
                     request, model, provider, provider_request, source_bytes=image_bytes,
-                    expected=expected, megapixels=megapixels, outcome=outcome, resume=resume)
+                    expected=expected, megapixels=megapixels, outcome=outcome, resume=resume,
+                    kind=kind)
             except BudgetExceeded as exc:
                 self._stop = self._stop or exc
                 outcome.status = "stopped"
@@ -386,7 +373,8 @@ class Runner:
     async def _attempt(self, request: Request, model: Model, provider: Provider,
                        provider_request: ProviderRequest, *, source_bytes: bytes,
                        expected: tuple[int, int] | None, megapixels: float,
-                       outcome: RequestOutcome, resume: dict[str, Any] | None = None) -> str:
+                       outcome: RequestOutcome, kind: MediaKind,
+                       resume: dict[str, Any] | None = None) -> str:
         """One call to one model, recorded and charged by the provider's billing rule.
 
         Money safety: a paid create is recorded as ``submitting`` and that record is on disk
@@ -464,21 +452,15 @@ class Runner:
                 raise InvalidOutput("no_output", f"{model.id} finished without an output",
                                     model_id=model.id)
             output = job.output
-            answers_json = request.task.output_kind == "json"
-            if answers_json:
-                check = await asyncio.to_thread(check_json_output, output.data,
-                                                request.task.value)
-            else:
-                check = await asyncio.to_thread(
-                    check_image_output, output.data, declared_media_type=output.media_type,
-                    expected_size=expected, source=source_bytes,
-                    require_alpha=request.task is Task.REMOVE_BACKGROUND)
+            check = await asyncio.to_thread(
+                kind.check, output.data, task=request.task,
+                declared_media_type=output.media_type, expected_size=expected,
+                source=source_bytes)
             if not check.ok:
                 raise InvalidOutput(check.reason or "invalid", f"{model.id}: {check.message}",
                                     model_id=model.id, provider_job_id=job.provider_job_id)
             media_type = check.media_type or output.media_type
-            stored = (envelope_json(request.request_key, output.data) if answers_json
-                      else output.data)
+            stored = kind.stored_form(request.request_key, output.data)
             digest = await asyncio.to_thread(self.store.put, stored, media_type)
         except ProviderError as exc:
             billed = _billed_outcome(exc, job)

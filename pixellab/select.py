@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pixellab import report
-from pixellab.ledger import Ledger
+from pixellab import evidence
+from pixellab.ledger import Ledger, queries
 from pixellab.ratings import ratings_table
 from pixellab.routing import ALL_CATEGORIES
 from pixellab.scoring import TaskScoring, load_task_scoring
@@ -313,7 +313,7 @@ def select(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
     if not votes.empty:
         for task in votes["task"].dropna().unique():
             config = task_scoring.get(str(task))
-            weights = report.fit_from_ledger(ledger, str(task), sweep_ids,
+            weights = evidence.fit_from_ledger(ledger, str(task), sweep_ids,
                                              task_scoring=task_scoring, seed=policy.seed)
             if weights is None or config is None or config.composite is None:
                 continue
@@ -321,7 +321,7 @@ def select(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
             if weights.better:
                 task_scoring[str(task)] = config.model_copy(
                     update={"composite": weights.as_composite(config.composite)})
-    frame = report.scored_requests(ledger, sweep_ids, task_scoring)
+    frame = evidence.scored_requests(ledger, sweep_ids, task_scoring)
     dropped: dict[str, dict[str, str]] = {}
     for row in ledger.adaptive_drops(sweep_ids).itertuples(index=False):
         dropped.setdefault(str(row.task), {})[str(row.arm)] = str(row.reason)
@@ -335,7 +335,7 @@ def select(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
 
 
 def _has_ratings(ledger: Ledger) -> bool:
-    return bool(ledger.scalar("select count(*) from ratings"))
+    return queries.has_ratings(ledger)
 
 
 def select_from_frame(frame: pd.DataFrame, votes: pd.DataFrame | None = None, *,
@@ -344,7 +344,7 @@ def select_from_frame(frame: pd.DataFrame, votes: pd.DataFrame | None = None, *,
                       task_scoring: dict[str, TaskScoring] | None = None,
                       sweeps: tuple[str, ...] = (),
                       dropped: Mapping[str, Mapping[str, str]] | None = None) -> Selection:
-    """:func:`select` on a frame shaped like :func:`pixellab.report.scored_requests` (columns
+    """:func:`select` on a frame shaped like :func:`pixellab.evidence.scored_requests` (columns
     ``task, category, arm, product_id, prompt_id, seed, status, error_class, passed, score, usd,
     latency_s``), so the rule can be tested on synthetic score tables.
 
@@ -359,7 +359,7 @@ def select_from_frame(frame: pd.DataFrame, votes: pd.DataFrame | None = None, *,
     selection = Selection(decisions=[], sweeps=sweeps, policy=policy)
     if frame.empty:
         return selection
-    used = report.composites_used(frame, task_scoring)
+    used = evidence.composites_used(frame, task_scoring)
     for task, rows in frame.groupby("task", sort=True):
         task = str(task)
         task_votes = (votes[votes["task"] == task] if not votes.empty

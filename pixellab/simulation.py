@@ -1,7 +1,7 @@
 """Synthetic score tables with a known truth, to measure a decision rule before trusting it.
 
 A statistical claim is checked by simulation before it is printed: :func:`simulated_scores`
-builds tables shaped like :func:`pixellab.report.scored_requests` (what
+builds tables shaped like :func:`pixellab.evidence.scored_requests` (what
 :func:`pixellab.select.select_from_frame` decides on), where we know which model is better and
 by how much. The shape follows the demo's composites: bounded to 0-1, products that differ in
 difficulty (shared by every model), heavy-tailed noise per output, and gates that zero some
@@ -81,7 +81,7 @@ def simulated_scores(effects: Mapping[str, float], products: int, *, seed: int,
                      category: str = "simulated", usd: Mapping[str, float] | None = None
                      ) -> pd.DataFrame:
     """One request per arm and product, shaped like
-    :func:`pixellab.report.scored_requests`: ``effects`` maps each arm to what it adds to
+    :func:`pixellab.evidence.scored_requests`: ``effects`` maps each arm to what it adds to
     every output's score (0 for all: equally good models), ``usd`` to its cost per request
     (default 0). ``passed`` is whether the output scored above 0 (a gate zeroes a failure)."""
     rng = np.random.default_rng(seed)

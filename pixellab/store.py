@@ -9,20 +9,13 @@ Writes are atomic on local disk: a crash never leaves a half-written file under 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import fsspec
 
-_EXTENSIONS = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "video/mp4": ".mp4",
-    "application/json": ".json",
-}
+from pixellab.media import extension_for
 
 
 def sha256_hex(data: bytes) -> str:
@@ -39,7 +32,7 @@ class Store:
 
     def path_for(self, digest: str, media_type: str) -> str:
         """Where an object lives: ``<root>/<first two hex>/<digest><ext>``."""
-        ext = _EXTENSIONS.get(media_type, ".bin")
+        ext = extension_for(media_type)
         return f"{self._base.rstrip('/')}/{digest[:2]}/{digest}{ext}"
 
     def put(self, data: bytes, media_type: str) -> str:
@@ -68,27 +61,3 @@ class Store:
     def local_path(self, digest: str, media_type: str) -> Path | None:
         """The file on local disk, for reports and notebooks; ``None`` for remote stores."""
         return Path(self.path_for(digest, media_type)) if self._local else None
-
-
-def envelope_json(request_key: str, answer: bytes) -> bytes:
-    """How a JSON output (an ``analyze`` answer) is stored: inside an envelope that names the
-    request it answers.
-
-    Why: the store is content-addressed and scores are keyed by the output's hash. Two products
-    analysed as the same category get byte-identical answers, but a score such as
-    ``category_match`` depends on each product's own label, so each answer must be an object of
-    its own. The answer itself is kept byte for byte (``answer`` is its text).
-    """
-    return json.dumps({"request_key": request_key, "answer": answer.decode("utf-8")},
-                      sort_keys=True).encode()
-
-
-def open_envelope(stored: bytes) -> bytes:
-    """The answer inside :func:`envelope_json`'s envelope (bytes that are no envelope pass)."""
-    try:
-        body = json.loads(stored)
-    except ValueError:
-        return stored
-    if isinstance(body, dict) and set(body) == {"request_key", "answer"}:
-        return str(body["answer"]).encode()
-    return stored

@@ -10,12 +10,9 @@ again, so running the demo twice makes zero provider calls the second time.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import math
 import os
 import re
-import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,15 +32,14 @@ from pixellab.catalog import Model
 from pixellab.config_files import read_mapping
 from pixellab.datasets import Dataset, Product, load_dataset
 from pixellab.errors import BudgetExceeded, ConfigError, InvalidInputImage, PixellabError
-from pixellab.intel.analyze import (
-    latest_analyses,
-    load_taxonomy,
-    product_data,
-    record_analyses,
-)
-from pixellab.ledger import Ledger, LedgerWriter, Statement
+from pixellab.evidence import scored_requests
+from pixellab.intel.records import latest_analyses, record_analyses
+from pixellab.intel.taxonomy import load_taxonomy, product_data
+from pixellab.ledger import Ledger, LedgerWriter, Statement, queries
+from pixellab.media import kind_for
 from pixellab.prompts import Prompt, load_prompt
-from pixellab.runner import Request, RequestOutcome, RetryPolicy, Runner
+from pixellab.requests import Request, file_sha256
+from pixellab.runner import RequestOutcome, RetryPolicy, Runner
 from pixellab.scoring import (
     BATCHED,
     JSON_METRICS,
@@ -56,10 +52,8 @@ from pixellab.scoring import (
 )
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
 from pixellab.stats import Interval
-from pixellab.store import sha256_hex
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import (
-    MAX_IMAGE_BYTES,
     decode_image,
     has_alpha,
     load_input_image,
@@ -70,7 +64,6 @@ from pixellab.validate import (
 from pixellab.webhooks import JobSignals, WebhookSettings, webhooks_for
 from pixellab.workbench import Workbench
 
-KEY_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 MAX_BUDGET_USD = 1_000_000.0
 """A budget above this is a typo (or ``.inf``), not a plan: refused, so the cap means something."""
@@ -258,37 +251,6 @@ class CostEstimate:
                 requested_usd=self.usd)
 
 
-def request_key(*, task: Task, chain: tuple[Model, ...], input_sha256: str,
-                prompt: Prompt | None, prompt_text: str | None, params: dict[str, Any]) -> str:
-    payload = {
-        "v": KEY_VERSION,
-        "task": task.value,
-        "chain": [{"id": m.id, "endpoint": m.endpoint, "inputs": m.inputs,
-                   "defaults": m.defaults} for m in chain],
-        "input": input_sha256,
-        "prompt": None if prompt is None else {"id": prompt.id, "hash": prompt.content_hash,
-                                               "text": prompt_text},
-        "params": params,
-    }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """The file's sha256, or a marker naming why it cannot be hashed: a request key must not
-    need a 10 GB sparse file, a FIFO or a device read into memory (the request then fails with
-    the reason when it runs)."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            return f"unreadable:{path}:not a regular file"
-        if info.st_size > MAX_IMAGE_BYTES:
-            return f"unreadable:{path}:{info.st_size} bytes"
-        return sha256_hex(path.read_bytes())
-    except OSError as exc:
-        return f"unreadable:{path}:{exc.errno}"
-
-
 class Sweep:
     """A planned sweep bound to a workbench. ``run()`` executes what is not done yet."""
 
@@ -305,11 +267,10 @@ class Sweep:
     @classmethod
     def resume(cls, sweep_id: str, workbench: Workbench | None = None) -> Sweep:
         workbench = workbench or Workbench()
-        frame = workbench.ledger.query("select spec from sweeps where sweep_id = ?", [sweep_id])
-        if frame.empty:
+        spec = queries.sweep_spec(workbench.ledger, sweep_id)
+        if spec is None:
             raise ConfigError(f"no sweep {sweep_id!r} in {workbench.ledger.path}")
-        return cls(SweepSpec.parse(json.loads(frame["spec"][0]), source=f"sweep {sweep_id}"),
-                   workbench)
+        return cls(SweepSpec.parse(spec, source=f"sweep {sweep_id}"), workbench)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -347,19 +308,18 @@ class Sweep:
         ledger = self.workbench.ledger
         for prompt in prompts:
             assert prompt is not None
-            used = ledger.query("select distinct prompt_hash from requests where prompt_id = ?",
-                                [prompt.id])
-            if not used.empty and prompt.content_hash not in set(used["prompt_hash"]):
+            used = queries.prompt_hashes(ledger, prompt.id)
+            if used and prompt.content_hash not in used:
                 raise ConfigError(f"prompt {prompt.id} was edited after it was used; "
                                   f"bump its version (e.g. {prompt.name}@"
                                   f"{_next_version(prompt.version)}) instead",
                                   path=str(prompt.path))
         return prompts or [None]
 
-    def plan(self) -> list[tuple[Request, dict[str, Any]]]:
-        """Every request of the sweep with its ledger row, in a stable order."""
+    def plan(self) -> list[Request]:
+        """Every request of the sweep, in a stable order."""
         task = self.spec.task
-        planned: list[tuple[Request, dict[str, Any]]] = []
+        planned: list[Request] = []
         prompts = self._prompts()
         arms = self.arms()
         products = self.products()
@@ -376,24 +336,12 @@ class Sweep:
                     text = (prompt.render(product.fields(), analyses.get(product.id))
                             if prompt else None)
                     for seed in self.spec.seeds:
-                        params = {**self.spec.params, **extra, "seed": seed}
-                        key = request_key(task=task, chain=arm.chain, input_sha256=input_sha256,
-                                          prompt=prompt, prompt_text=text, params=params)
-                        request = Request(
-                            request_key=key, product_id=product.id, category=product.category,
-                            task=task, chain=arm.chain, image_path=str(image_path),
-                            params=params, prompt_id=prompt.id if prompt else None,
-                            prompt_text=text, input_error=input_error)
-                        row = {
-                            "request_key": key, "product_id": product.id,
-                            "category": product.category, "task": task.value, "arm": arm.name,
-                            "chain": [m.id for m in arm.chain],
-                            "prompt_id": prompt.id if prompt else None,
-                            "prompt_hash": prompt.content_hash if prompt else None,
-                            "prompt_text": text, "params": params, "seed": seed,
-                            "input_sha256": input_sha256,
-                        }
-                        planned.append((request, row))
+                        planned.append(Request.build(
+                            product_id=product.id, category=product.category, task=task,
+                            chain=arm.chain, arm=arm.name, image_path=image_path,
+                            input_sha256=input_sha256, prompt=prompt, prompt_text=text,
+                            params={**self.spec.params, **extra, "seed": seed},
+                            input_error=input_error))
         return planned
 
     @property
@@ -453,8 +401,8 @@ class Sweep:
         :meth:`CostEstimate.usd_for_products` can price the products a decision still needs
         (``pixellab select`` says how many)."""
         planned = self.plan()
-        done = self.workbench.ledger.succeeded_request_keys([r.request_key for r, _ in planned])
-        unique = _unique(r for r, _ in planned)
+        done = self.workbench.ledger.succeeded_request_keys([r.request_key for r in planned])
+        unique = _unique(planned)
         todo = [r for r in unique if r.request_key not in done]
         sizes: dict[str, tuple[int, int] | InvalidInputImage] = {}
         usd = worst = credits = every_product = 0.0
@@ -530,7 +478,7 @@ class Sweep:
             result.scores_written += await asyncio.to_thread(self.score)
         return result
 
-    async def _execute(self, planned: list[tuple[Request, dict[str, Any]]], *,
+    async def _execute(self, planned: list[Request], *,
                        progress: Callable[[RequestOutcome], None] | None,
                        on_planned: Callable[[str, int, int], None] | None,
                        retry: RetryPolicy | None, signals: JobSignals | None,
@@ -540,13 +488,12 @@ class Sweep:
         ledger.record_plan(
             Ledger.upsert_sweep(self.sweep_id, spec.name, spec.task.value,
                                 spec.model_dump(mode="json"), spec.budget_usd, "running"),
-            self.sweep_id, [row for _, row in planned])
-        done = ledger.succeeded_request_keys([r.request_key for r, _ in planned])
-        todo = _unique(r for r, _ in planned if r.request_key not in done)
+            self.sweep_id, [r.row() for r in planned])
+        done = ledger.succeeded_request_keys([r.request_key for r in planned])
+        todo = _unique(r for r in planned if r.request_key not in done)
         if on_planned is not None:
             on_planned(self.sweep_id, len(planned), len(todo))
-        spent = float(ledger.scalar("select coalesce(sum(usd), 0) from costs where sweep_id = ?",
-                                    [self.sweep_id]) or 0)
+        spent = queries.sweep_spent_usd(ledger, self.sweep_id)
         budget = Budget(spec.budget_usd, already_spent_usd=spent)
         writer = LedgerWriter(ledger)
         settings = WebhookSettings.from_env() if signals is None else None
@@ -571,7 +518,7 @@ class Sweep:
                            stopped_providers=summary.stopped_providers,
                            ledger_commits=writer.commits, ledger_cpu_s=writer.thread_cpu_s)
 
-    async def _run_adaptive(self, planned: list[tuple[Request, dict[str, Any]]], *,
+    async def _run_adaptive(self, planned: list[Request], *,
                             progress: Callable[[RequestOutcome], None] | None,
                             on_planned: Callable[[str, int, int], None] | None,
                             retry: RetryPolicy | None, signals: JobSignals | None,
@@ -579,12 +526,11 @@ class Sweep:
         """Products in looks; after each, models significantly worse than the leader are
         dropped (see :mod:`pixellab.adaptive`). A resumed sweep replays the looks it has done
         from the ledger (cached requests, the same drops) and goes on."""
-        from pixellab.report import scored_requests  # the composite per request; see P10
 
         ledger = self.workbench.ledger
         order = adaptive.interleaved(pd.DataFrame(
-            [{"product_id": r.product_id, "category": r.category} for r, _ in planned]))
-        alive = list(dict.fromkeys(row["arm"] for _, row in planned))
+            [{"product_id": r.product_id, "category": r.category} for r in planned]))
+        alive = list(dict.fromkeys(r.arm for r in planned))
         result = SweepResult(sweep_id=self.sweep_id, planned=0, cached=0)
         recorded: dict[int, list[Drop]] = {}
         for row in ledger.adaptive_drops([self.sweep_id]).itertuples(index=False):
@@ -598,8 +544,7 @@ class Sweep:
         for look, added in adaptive.looks(order):
             new = set(added)  # a look runs its new products only: a failure is retried by
             chosen |= new     # a resume, not by every look
-            part = [(r, row) for r, row in planned
-                    if r.product_id in new and row["arm"] in alive]
+            part = [r for r in planned if r.product_id in new and r.arm in alive]
             result.absorb(await self._execute(part, progress=progress, on_planned=on_planned,
                                               retry=retry, signals=signals,
                                               resubmit=resubmit))
@@ -634,11 +579,13 @@ class Sweep:
         """
         ledger, store = self.workbench.ledger, self.workbench.store
         task_scoring = self.task_scoring.get(self.spec.task.value)
-        wanted = list(metrics or (list(task_scoring.metrics) if task_scoring else ["blank"]))
+        kind = kind_for(self.spec.task)
+        wanted = list(metrics or (task_scoring.metrics if task_scoring
+                                  else kind.default_metrics))
         for metric in wanted:
             if not known_metric(metric):
                 raise ConfigError(f"unknown metric {metric!r}", key="metrics")
-        if self.spec.task.output_kind != "image":
+        if kind.name == "json":  # answers are scored against labels, not decoded as pixels
             return self._score_json([m for m in wanted if m in JSON_METRICS])
         batched = [m for m in wanted if m in BATCHED]
         if batched and clip is None:
@@ -646,17 +593,8 @@ class Sweep:
                                                     / "clip"))
         versions = {m: (clip.version if m in BATCHED and clip is not None
                         else scorer_version(m)) for m in wanted}
-        rows = ledger.query(
-            """select r.product_id, r.output_sha256, o.media_type from requests r
-               join sweep_requests s using (request_key)
-               join outputs o on o.sha256 = r.output_sha256
-               where s.sweep_id = ? and r.status = 'succeeded'""", [self.sweep_id])
-        existing = ledger.query(
-            """select distinct sc.output_sha256, sc.metric, sc.scorer_version,
-                      sc.value is null as missing from scores sc
-               join requests r on r.output_sha256 = sc.output_sha256
-               join sweep_requests s using (request_key) where s.sweep_id = ?""", [self.sweep_id])
-        have = {(d, m, v): bool(missing) for d, m, v, missing in existing.itertuples(index=False)}
+        rows = queries.succeeded_outputs(ledger, self.sweep_id)
+        have = queries.recorded_scores(ledger, self.sweep_id)
         retry_missing = bool(batched) and clip is not None and clip.unavailable_reason() is None
         products = {p.id: p for p in self.dataset.products}
         jobs: list[tuple[str, str, Product, list[str]]] = []
@@ -730,15 +668,9 @@ class Sweep:
         ledger = self.workbench.ledger
         if not wanted:
             return 0
-        record_analyses(ledger, self.workbench.store, list(ledger.query(
-            "select request_key from sweep_requests where sweep_id = ?",
-            [self.sweep_id])["request_key"]))
-        rows = ledger.query(
-            """select distinct a.output_sha256, a.product_id, a.category from analyses a
-               join sweep_requests s using (request_key) where s.sweep_id = ?
-                 and a.output_sha256 not in (select output_sha256 from scores
-                                             where metric = 'category_match')""",
-            [self.sweep_id])
+        record_analyses(ledger, self.workbench.store,
+                        queries.sweep_request_keys(ledger, self.sweep_id))
+        rows = queries.analyses_without(ledger, self.sweep_id, "category_match")
         taxonomy = load_taxonomy()
         labels = {p.id: p.category for p in self.dataset.products}
         version = JSON_METRICS["category_match"]

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pixellab.errors import InvalidImage, InvalidInputImage
+from pixellab.intel.taxonomy import parse_analysis
 
 __all__ = [
     "ALLOWED_IMAGE_FORMATS",
@@ -667,7 +668,7 @@ MAX_JSON_BYTES = 1024 * 1024
 def check_json_output(data: bytes, task: str) -> ImageCheck:
     """Check a JSON output (``analyze``): UTF-8 JSON, bounded, and valid for the task's schema
     (for ``analyze``: every field inside the taxonomy's enums, see
-    :func:`pixellab.intel.analyze.parse_analysis`). Never raises on bad bytes."""
+    :func:`pixellab.intel.taxonomy.parse_analysis`). Never raises on bad bytes."""
     media_type = "application/json"
 
     def fail(reason: str, message: str) -> ImageCheck:
@@ -682,8 +683,6 @@ def check_json_output(data: bytes, task: str) -> ImageCheck:
     except UnicodeDecodeError:
         return fail("undecodable", "the answer is not UTF-8")
     if task == "analyze":
-        from pixellab.intel.analyze import parse_analysis
-
         try:
             parse_analysis(text)
         except ValueError as exc:

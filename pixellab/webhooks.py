@@ -73,7 +73,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from pixellab.errors import PixellabError
+from pixellab.errors import REJECTION_STATUS, WebhookRejected
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -96,18 +96,6 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 """Largest webhook body accepted (1 MiB); larger ones get 413 before any verification work."""
 
-REJECTION_STATUS: dict[str, int] = {
-    "missing_header": 400,
-    "bad_body": 400,
-    "bad_signature": 401,
-    "stale_timestamp": 401,
-    "too_large": 413,
-    "bad_secret": 500,
-    "unknown_key": 503,
-    "keys_unavailable": 503,
-}
-"""HTTP status the receiver answers for each :attr:`WebhookRejected.reason`."""
-
 _REPLICATE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 _FAL_HEADERS = ("x-fal-webhook-request-id", "x-fal-webhook-user-id",
                 "x-fal-webhook-timestamp", "x-fal-webhook-signature")
@@ -117,21 +105,7 @@ _MAX_JWKS_BYTES = 256 * 1024
 _MAX_ID_CHARS = 256
 
 
-class WebhookRejected(PixellabError):
-    """A webhook delivery that must not be acted on.
 
-    ``reason`` is a stable machine code (see the module docstring and :data:`REJECTION_STATUS`);
-    the message is for people and never contains a secret or the body.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
-
-    @property
-    def http_status(self) -> int:
-        """The status the receiver answers with for this reason."""
-        return REJECTION_STATUS.get(self.reason, 400)
 
 
 # --- verification ----------------------------------------------------------------------------

@@ -15,17 +15,18 @@ from PIL import Image
 from pixellab.catalog import load_catalog
 from pixellab.datasets import Product, load_dataset
 from pixellab.emulator import Emulator
-from pixellab.intel.analyze import (
+from pixellab.intel.analyze import analyze_products
+from pixellab.intel.fetch import FetchPolicy
+from pixellab.intel.records import latest_analyses
+from pixellab.intel.scrape import scrape
+from pixellab.intel.taxonomy import (
     SYSTEM_PROMPT,
     analyze_by_rules,
-    analyze_products,
     data_block,
-    latest_analyses,
     load_taxonomy,
     parse_analysis,
     product_data,
 )
-from pixellab.intel.scrape import FetchPolicy, scrape
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench
 from tests.conftest import product_photo, write_dataset
@@ -269,7 +270,7 @@ def test_prompts_use_the_analysis_and_record_the_version(tmp_path: Path) -> None
                                    "models": ["local:packshot"],
                                    "prompts": ["packshot-studio@3", "lifestyle-scene@2"]}),
                   workbench)
-    rows = {(row["product_id"], row["prompt_id"]): row["prompt_text"] for _, row in sweep.plan()}
+    rows = {(r.product_id, r.prompt_id): r.prompt_text for r in sweep.plan()}
     assert "crisp specular highlights" in rows[("p00", "packshot-studio@3")]  # luxury
     assert "luxury buyers" in rows[("p00", "lifestyle-scene@2")]
     assert "soft even studio light" in rows[("p01", "packshot-studio@3")]  # no keyword: other

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pixellab import ratings, report
-from pixellab.report import fit_from_ledger
+from pixellab import evidence, ratings
+from pixellab.evidence import fit_from_ledger
+from pixellab.ledger import queries
 from pixellab.scoring import load_task_scoring
 from pixellab.scoring.composite import Composite, CompositeTerm, composite_scores
 from pixellab.scoring.fitted import (
@@ -269,7 +270,7 @@ def rated_workbench(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
                             "models": ["local:cutout", "local:cutout-threshold"], "limit": 5,
                             "concurrency": 2})
     assert Sweep(spec, workbench).run().succeeded == 10
-    frame = report.scored_requests(workbench.ledger, ["fit"])
+    frame = evidence.scored_requests(workbench.ledger, ["fit"])
     edge = dict(zip(frame["output_sha256"], frame["boundary_f"], strict=True))
     rng = np.random.default_rng(0)
     for rater in range(8):
@@ -298,9 +299,9 @@ def test_the_ledgers_votes_see_the_same_composite_the_report_shows(
     config = load_task_scoring()[TASK]
     assert config.composite is not None
     votes = ratings.ratings_table(ledger, ["fit"])
-    data = vote_features(votes, report.score_table(ledger, ["fit"]), config.composite,
+    data = vote_features(votes, queries.score_table(ledger, ["fit"]), config.composite,
                          config.gates, task=TASK)
-    score = report.scored_requests(ledger, ["fit"]).set_index("output_sha256")["score"]
+    score = evidence.scored_requests(ledger, ["fit"]).set_index("output_sha256")["score"]
     kept = votes.set_index("rating_id").loc[data.votes["rating_id"]]
     expected = score[kept["output_a"]].to_numpy() - score[kept["output_b"]].to_numpy()
     np.testing.assert_allclose(data.composite_difference(data.hand_weights), expected, atol=1e-7)

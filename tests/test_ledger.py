@@ -11,7 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pixellab.ledger import SCHEMA_VERSION, Ledger, LedgerError, Row, Statement, coalesce
+from pixellab.errors import LedgerError
+from pixellab.ledger import SCHEMA_VERSION, Ledger, Row, Statement, coalesce
 from tests.conftest import started
 
 

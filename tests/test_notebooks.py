@@ -197,7 +197,7 @@ def report_html(run: Run) -> Path:
 def test_report_html_fetches_nothing_and_hides_the_code(report_html: Path) -> None:
     page = report_html.read_text()
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=['\"]?(https?:)?//", page)
-    assert "report.scored_requests" not in page  # code cells are hidden
+    assert "evidence.scored_requests" not in page  # code cells are hidden
     assert "name=\"viewport\"" in page
 
 

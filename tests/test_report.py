@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from pixellab import report
+from pixellab import evidence
 from pixellab.ledger import Ledger
 from pixellab.live import LiveProgress
 from pixellab.notebook import WIDGET_VIEW, static_copy
@@ -47,7 +47,7 @@ def seed(ledger: Ledger) -> None:
 def test_pass_rate_counts_only_outputs_that_pass_every_gate(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.duckdb")
     seed(ledger)
-    board = report.leaderboard(report.scored_requests(ledger, ["s"])).set_index("arm")
+    board = evidence.leaderboard(evidence.scored_requests(ledger, ["s"])).set_index("arm")
     assert board.loc["local:a", "pass_rate"] == 0.5
     assert board.loc["local:b", "pass_rate"] == 0.0  # a missing gate metric does not pass
 
@@ -56,18 +56,18 @@ def test_an_unmeasured_gate_is_missing_in_the_mean_and_a_failure_counts_zero(
         tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.duckdb")
     seed(ledger)
-    frame = report.scored_requests(ledger, ["s"]).set_index("request_key")
+    frame = evidence.scored_requests(ledger, ["s"]).set_index("request_key")
     assert frame.loc["k0", "score"] == 1.0 and frame.loc["k1", "score"] == 0.0  # gate held/failed
     assert math.isnan(frame.loc["k2", "score"])  # its gate could not be measured: no score
     assert frame.loc["k3", "score"] == 0.0  # the model failed: nothing usable
-    board = report.leaderboard(frame.reset_index()).set_index("arm")
+    board = evidence.leaderboard(frame.reset_index()).set_index("arm")
     assert board.loc["local:a", "mean_score"] == 0.5 and board.loc["local:b", "mean_score"] == 0.0
 
 
 def test_failures_carry_the_provider_reason(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.duckdb")
     seed(ledger)
-    failed = report.failures(report.scored_requests(ledger, ["s"]))
+    failed = evidence.failures(evidence.scored_requests(ledger, ["s"]))
     assert "ContentRejected: refused" in set(failed["reason"])
     assert len(failed) == 3  # h2 failed its gate, h3's gate is missing, k3 failed outright
 
@@ -89,14 +89,14 @@ def test_the_pareto_front_keeps_models_nothing_beats_on_both_quality_and_cost() 
                                   "unscored"],
                           "usd_per_request": [0.01, 0.05, 0.06, 0.0, 0.01, 0.0],
                           "mean_score": [0.8, 0.9, 0.7, 0.2, 0.8, math.nan]})
-    front = report.pareto_front(table).to_numpy().tolist()
+    front = evidence.pareto_front(table).to_numpy().tolist()
     assert front == [True, True, False, True, True, False]
 
 
 def test_failures_are_counted_by_model_and_kind_with_an_example(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.duckdb")
     seed(ledger)
-    summary = report.failure_summary(report.scored_requests(ledger, ["s"]))
+    summary = evidence.failure_summary(evidence.scored_requests(ledger, ["s"]))
     by = {(r.arm, r.reason): (r.count, r.share) for r in summary.itertuples(index=False)}
     assert by == {("local:a", "failed a gate"): (1, 0.5), ("local:b", "failed a gate"): (1, 0.5),
                   ("local:b", "ContentRejected"): (1, 0.5)}
@@ -110,13 +110,13 @@ def test_costs_group_by_day_model_and_sweep(tmp_path: Path) -> None:
                   for i, (sweep, model, usd, day) in enumerate([
                       ("s1", "fal:x", 0.25, 24), ("s1", "fal:y", 0.5, 24),
                       ("s2", "fal:x", 1.0, 25)])])
-    by_day = report.costs_by(ledger, None, ["day"])
+    by_day = evidence.costs_by(ledger, None, ["day"])
     assert [(str(d), u) for d, u in zip(by_day["day"], by_day["usd"], strict=True)] == [
         ("2026-11-25", 1.0), ("2026-11-24", 0.75)]
-    by_model = report.costs_by(ledger, ["s1"], ["model_id"]).set_index("model_id")
+    by_model = evidence.costs_by(ledger, ["s1"], ["model_id"]).set_index("model_id")
     assert by_model["usd"].to_dict() == {"fal:y": 0.5, "fal:x": 0.25}
     try:
-        report.costs_by(ledger, None, ["month; drop table costs"])
+        evidence.costs_by(ledger, None, ["month; drop table costs"])
     except ValueError as exc:
         assert "cannot group costs" in str(exc)
     else:

@@ -17,7 +17,7 @@ import pytest
 from nbformat import NotebookNode
 from PIL import Image
 
-from pixellab import ratings, report, review
+from pixellab import evidence, ratings, review
 from pixellab.errors import ConfigError
 from pixellab.ledger import Ledger
 from pixellab.sweep import Sweep, SweepSpec
@@ -41,7 +41,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
 
 @pytest.fixture(scope="module")
 def frame(workbench: Workbench) -> pd.DataFrame:
-    return report.scored_requests(workbench.ledger, ["rev"])
+    return evidence.scored_requests(workbench.ledger, ["rev"])
 
 
 # --- which pairs ---------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_the_grid_filters_and_says_how_many_it_shows(workbench: Workbench,
 
 def test_before_after_puts_the_photo_left_of_the_divider(workbench: Workbench,
                                                          frame: pd.DataFrame) -> None:
-    images = report.product_images(workbench.ledger, ["rev"])
+    images = evidence.product_images(workbench.ledger, ["rev"])
     view = review.BeforeAfter(frame, workbench.store, images)
     assert bytes(view.image.value).startswith(b"\x89PNG")
     view.slider.value = 100

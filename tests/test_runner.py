@@ -8,6 +8,7 @@ before handing the call to the real local provider.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -464,3 +465,16 @@ async def test_a_job_that_finished_before_its_cancel_landed_is_used_and_paid_for
     summary = await h.run()
     assert summary.outcomes[0].model_id == "replicate:enhance-a" and primary.calls == 1
     assert h.column("select status || ' ' || usd::double from attempts") == ["succeeded 0.01"]
+
+
+async def test_a_task_whose_output_kind_is_not_registered_fails_before_any_call(
+        harness) -> None:
+    """Until a video kind exists, an image_to_video output must not be judged as an image:
+    the request fails with the reason, and no provider is called or paid."""
+    primary, fallback = ScriptedProvider("replicate"), ScriptedProvider("fal")
+    h = harness(primary, fallback)
+    h.requests = [dataclasses.replace(r, task=Task.IMAGE_TO_VIDEO) for r in h.requests]
+    outcome = (await h.run()).outcomes[0]
+    assert (outcome.status, outcome.error_class) == ("failed", "ConfigError")
+    assert "no media kind 'video'" in str(outcome.error_message)
+    assert (primary.calls, fallback.calls, h.column("select count(*) from attempts")) == (0, 0, [0])

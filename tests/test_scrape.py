@@ -27,16 +27,10 @@ import trustme
 from PIL import Image
 
 from pixellab.datasets import load_dataset
-from pixellab.errors import ConfigError, InvalidImage
-from pixellab.intel.scrape import (
-    FetchPolicy,
-    FetchRefused,
-    ScrapedProduct,
-    download_images,
-    fetch,
-    import_products,
-    scrape,
-)
+from pixellab.errors import ConfigError, FetchRefused, InvalidImage
+from pixellab.intel.extract import ScrapedProduct
+from pixellab.intel.fetch import FetchPolicy, fetch
+from pixellab.intel.scrape import download_images, import_products, scrape
 from pixellab.validate import decode_image
 from tests.conftest import product_photo, write_dataset
 from tests.test_cli import pixellab as run_cli

@@ -35,7 +35,7 @@ def test_request_key_changes_with_anything_that_determines_the_output(
         workbench: Workbench, dataset_dir: Path) -> None:
     def key(**fields: object) -> str:
         sweep = Sweep(spec(dataset_dir, products=["p00"], **fields), workbench)
-        return sweep.plan()[0][0].request_key
+        return sweep.plan()[0].request_key
 
     base = key(models=["local:autoenhance"])
     assert base == key(models=["local:autoenhance"])
@@ -188,7 +188,7 @@ def test_dataset_copy_keeps_products_independent(workbench: Workbench, dataset_d
     shutil.copytree(dataset_dir, copy)
     a = Sweep(spec(dataset_dir, products=["p00"], models=["local:autoenhance"]), workbench)
     b = Sweep(spec(copy, products=["p00"], models=["local:autoenhance"]), workbench)
-    assert a.plan()[0][0].request_key == b.plan()[0][0].request_key  # same bytes, same key
+    assert a.plan()[0].request_key == b.plan()[0].request_key  # same bytes, same key
 
 
 def test_the_estimate_prices_what_would_run_before_anything_is_spent(

@@ -37,6 +37,7 @@ from pixellab.errors import (
     ProviderUnavailable,
     QuotaExhausted,
 )
+from pixellab.intel.taxonomy import analysis_messages, load_taxonomy
 from pixellab.providers.base import (
     Job,
     JobState,
@@ -220,8 +221,7 @@ class OpenAIProvider(KeyedProvider):
 
     async def _analyze(self, request: ProviderRequest) -> Job:
         """Chat completion with a strict JSON-schema answer (structured outputs); the scraped
-        text goes as delimited data, never as instructions (see pixellab.intel.analyze)."""
-        from pixellab.intel.analyze import analysis_messages, load_taxonomy
+        text goes as delimited data, never as instructions (see pixellab.intel.taxonomy)."""
 
         model = request.model
         product = request.params.get("product")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixellab.errors import ClipUnavailable
 from pixellab.scoring.base import Score
 
 SCORER_VERSION = "clip-1"
@@ -44,8 +45,7 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 _HF_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-class ClipUnavailable(Exception):
-    """CLIP cannot run here; ``str(exc)`` is the reason recorded with the missing metric."""
+
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def vote_features(votes: pd.DataFrame, scores: pd.DataFrame, composite: Composit
 
     ``votes`` is shaped like :func:`pixellab.ratings.ratings_table` (``task``, ``product_id``,
     ``winner``, ``output_a``, ``output_b``; ``rating_id`` and ``category`` where present).
-    ``scores`` is shaped like :func:`pixellab.report.score_table` (``output_sha256``,
+    ``scores`` is shaped like :func:`pixellab.ledger.queries.score_table` (``output_sha256``,
     ``metric``, ``value``). ``gates`` are the task's gates (metric → required value). A vote is
     left out, and counted in ``dropped``, for the first of :data:`DROP_REASONS` that holds for
     either side.
@@ -208,7 +208,7 @@ def vote_features(votes: pd.DataFrame, scores: pd.DataFrame, composite: Composit
 
 
 def _wide(scores: pd.DataFrame) -> pd.DataFrame:
-    """output → one column per metric (NaN when missing), as ``report.scored_requests``."""
+    """output → one column per metric (NaN when missing), as ``evidence.scored_requests``."""
     if scores.empty:
         return pd.DataFrame(index=pd.Index([], name="output_sha256"))
     return scores.pivot_table(index="output_sha256", columns="metric", values="value",

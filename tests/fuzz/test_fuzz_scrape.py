@@ -26,18 +26,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pixellab.errors import ConfigError
-from pixellab.intel.scrape import (
+from pixellab.intel.extract import (
     BREADCRUMBS_MAX,
     DESCRIPTION_MAX,
     IMAGES_MAX,
     TAGS_MAX,
     TITLE_MAX,
-    Fetched,
-    FetchPolicy,
     ScrapedProduct,
     products_from_html,
     products_from_shopify,
 )
+from pixellab.intel.fetch import Fetched, FetchPolicy
 from tests.fuzz.conftest import corpus_params, result_or_clear_error
 
 # The strategies below are large (400-digit numbers, every schema.org key), so hypothesis warns

@@ -5,7 +5,7 @@ It is every sweep's baseline and the demo's engine. A model's ``endpoint`` names
 keyword arguments. Work runs in a thread so the event loop never blocks on pixels. Outputs are
 PNG (lossless, and the only allowed format that keeps an alpha channel everywhere).
 
-The ``rules`` endpoint is the offline product analyser (:func:`pixellab.intel.analyze.
+The ``rules`` endpoint is the offline product analyser (:func:`pixellab.intel.taxonomy.
 analyze_by_rules`): the ``analyze`` task's free fallback, so the chain always has an answer.
 
 ``identity``, ``solid`` and ``fail`` exist so test catalogs can exercise validation and fallback
@@ -24,6 +24,7 @@ from typing import Any
 from PIL import Image
 
 from pixellab.errors import InvalidImage, InvalidRequest, ProviderUnavailable
+from pixellab.intel.taxonomy import rules_output
 from pixellab.providers.base import Job, JobState, Output, ProviderRequest
 from pixellab.providers.local import ops
 from pixellab.validate import decode_image, normalized_array
@@ -83,7 +84,6 @@ class LocalProvider:
         return Job(provider_job_id=job_id, state=JobState.SUCCEEDED, output=output)
 
     async def _analyze(self, request: ProviderRequest) -> Job:
-        from pixellab.intel.analyze import rules_output
 
         product = request.params.get("product")
         if not isinstance(product, dict):
