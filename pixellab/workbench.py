@@ -13,28 +13,13 @@ from pathlib import Path
 
 from pixellab.catalog import Catalog, load_catalog
 from pixellab.ledger import Ledger
+from pixellab.providers import default_providers
 from pixellab.providers.base import Provider
-from pixellab.providers.local import LocalProvider
 from pixellab.store import Store
 
 
 def default_home() -> Path:
     return Path(os.environ.get("PIXELLAB_HOME") or ".pixellab")
-
-
-def default_providers() -> dict[str, Provider]:
-    """Every provider pixellab knows; those without credentials skip their models with a reason.
-
-    Keys come from the environment only (``REPLICATE_API_TOKEN``, ``FAL_KEY``,
-    ``OPENAI_API_KEY``); base URLs from the SDKs' own variables (``REPLICATE_BASE_URL``,
-    ``OPENAI_BASE_URL``) or ``PIXELLAB_FAL_*_URL``, which is how a dry run targets the emulator.
-    """
-    from pixellab.providers.fal import FalProvider
-    from pixellab.providers.openai import OpenAIProvider
-    from pixellab.providers.replicate import ReplicateProvider
-
-    return {"local": LocalProvider(), "replicate": ReplicateProvider(), "fal": FalProvider(),
-            "openai": OpenAIProvider()}
 
 
 def resolve_paths(ledger_path: str | os.PathLike[str] | None = None,

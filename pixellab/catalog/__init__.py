@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pixellab.billing import BillingRule, Charge, TokenPrices, Usage
 from pixellab.errors import ConfigError, UnknownModel
+from pixellab.plugins import catalog_folders, provider_names
 from pixellab.tasks import Task
 
 PACKAGE_CATALOG_DIR = Path(__file__).parent
-PROVIDERS = ("local", "replicate", "fal", "openai")
 
 PricingUnit = Literal["image", "megapixel", "second", "gpu_second", "token", "call"]
 
@@ -119,8 +119,10 @@ class Model(_Strict):
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, value: str) -> str:
-        if value not in PROVIDERS:
-            raise ValueError(f"unknown provider {value!r}; expected one of {', '.join(PROVIDERS)}")
+        known = provider_names()
+        if value not in known:
+            raise ValueError(f"unknown provider {value!r}; expected one of {', '.join(known)} "
+                             f"(a provider package registers more: see README)")
         return value
 
     def provider_inputs(self, normalized: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,8 +247,8 @@ def _parse_file(path: Path) -> _Parsed:
     providers: dict[str, ProviderSettings] = {}
     for name, body in raw.get("providers", {}).items():
         key = f"providers.{name}"
-        if name not in PROVIDERS:
-            raise ConfigError(f"unknown provider; expected one of {', '.join(PROVIDERS)}",
+        if name not in provider_names():
+            raise ConfigError(f"unknown provider; expected one of {', '.join(provider_names())}",
                               path=str(path), key=key)
         try:
             providers[name] = ProviderSettings.model_validate(body)
@@ -285,8 +287,9 @@ def _parse_file(path: Path) -> _Parsed:
 
 
 def catalog_dirs() -> list[Path]:
-    """Where catalog files are read from, in override order (later wins)."""
-    dirs = [PACKAGE_CATALOG_DIR]
+    """Where catalog files are read from, in override order (later wins): pixellab's own,
+    those provider packages ship, the user's."""
+    dirs = [PACKAGE_CATALOG_DIR, *catalog_folders()]
     home = os.environ.get("PIXELLAB_HOME")
     user_dir = (Path(home) if home else Path(".pixellab")) / "catalog"
     if user_dir.is_dir():
