@@ -299,14 +299,15 @@ def select_command(
         if unknown:
             raise ConfigError(f"no sweep {', '.join(map(repr, unknown))} in "
                               f"{workbench.ledger.path}")
-    target = out or routing.default_routes_path(home)
+    target = out or workbench.routes_path
     try:
         policy = SelectionPolicy(min_products=min_products, resamples=resamples, seed=seed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     previous = routing.load_routes(target)
     selection = select(workbench.ledger, sweep_ids or None, policy=policy,
-                       current=routing.current_defaults(previous, workbench.catalog))
+                       current=routing.current_defaults(previous, workbench.catalog),
+                       task_scoring=workbench.task_scoring)
     if not selection.decisions:
         raise ConfigError("the sweeps have no requests to decide on")
     table = Table(title="Default chain per task × category")
@@ -358,7 +359,7 @@ def generate(
     from pixellab.workbench import Workbench
 
     workbench = Workbench(home)
-    table = routes or routing.default_routes_path(home)
+    table = routes or workbench.routes_path
     result = routing.generate(image, task, category=category, workbench=workbench,
                               routes=routing.load_routes(table), prompt=prompt, seed=seed,
                               out=out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixellab import notebook
-from pixellab.routing import current_defaults, default_routes_path, load_routes
+from pixellab.routing import current_defaults, load_routes
 from pixellab.runner import RequestOutcome
 from pixellab.select import select, write_defaults
 from pixellab.sweep import Sweep, SweepResult, SweepSpec
@@ -54,9 +54,9 @@ def run_demo(workbench: Workbench, *, dataset: str = "sample", limit: int | None
         sweep = Sweep(spec, workbench)
         results.append(sweep.run(progress=progress, on_planned=on_planned))
     sweep_ids = [r.sweep_id for r in results]
-    routes_path = default_routes_path(workbench.home)
+    routes_path = workbench.routes_path
     selection = select(workbench.ledger, sweep_ids, current=current_defaults(
-        load_routes(routes_path), workbench.catalog))
+        load_routes(routes_path), workbench.catalog), task_scoring=workbench.task_scoring)
     html = None
     if with_report:
         executed = report_path.with_suffix(".ipynb")

@@ -36,6 +36,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from pixellab.errors import ConfigError
 from pixellab.redact import redact
+from pixellab.settings import current as current_settings
 
 MAX_PROMPT_CHARS = 20_000
 """The longest rendered prompt we send (providers' own limits are lower: gpt-image 32k tokens,
@@ -183,7 +184,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def prompts_dir() -> Path:
-    return Path(os.environ.get("PIXELLAB_PROMPTS", "prompts"))
+    return current_settings().prompts
 
 
 def load_prompt(prompt_id: str, folder: str | os.PathLike[str] | None = None) -> Prompt:

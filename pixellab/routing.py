@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pixellab.blocking import run_blocking
 from pixellab.catalog import Catalog, Model, load_catalog
+from pixellab.config_files import load_toml_model
 from pixellab.datasets import Product
 from pixellab.errors import ConfigError
 from pixellab.ledger import Ledger, LedgerWriter, queries
@@ -34,8 +34,9 @@ from pixellab.media import EXTENSIONS
 from pixellab.prompts import load_prompt
 from pixellab.requests import Request, file_sha256
 from pixellab.runner import RequestOutcome, Runner
+from pixellab.settings import current as current_settings
 from pixellab.tasks import Task
-from pixellab.workbench import Workbench, default_home
+from pixellab.workbench import Workbench, routes_path_for
 
 ALL_CATEGORIES = "*"
 """The category key of the global default: every category pooled."""
@@ -61,9 +62,7 @@ class RoutingTable(BaseModel):
 def default_routes_path(home: str | os.PathLike[str] | None = None) -> Path:
     """``<home>/defaults.toml`` for an explicit data dir, else ``$PIXELLAB_DEFAULTS``, else
     ``<PIXELLAB_HOME>/defaults.toml``."""
-    if home is not None:
-        return Path(home) / "defaults.toml"
-    return Path(os.environ.get("PIXELLAB_DEFAULTS") or default_home() / "defaults.toml")
+    return routes_path_for(home, current_settings())
 
 
 def load_routes(path: str | os.PathLike[str] | None = None) -> RoutingTable | None:
@@ -72,16 +71,8 @@ def load_routes(path: str | os.PathLike[str] | None = None) -> RoutingTable | No
     path = Path(path) if path is not None else default_routes_path()
     if not path.exists():
         return None
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
-    try:
-        return RoutingTable.model_validate({**raw, "source": str(path)})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(str(err["msg"]), path=str(path),
-                          key=".".join(str(p) for p in err["loc"]) or None) from None
+    return load_toml_model(path, RoutingTable, what="routing table",
+                           extra={"source": str(path)})
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pixellab.datasets import Dataset, Product, load_dataset
 from pixellab.errors import BudgetExceeded, ConfigError, InvalidInputImage, PixellabError
 from pixellab.evidence import scored_requests
 from pixellab.intel.records import latest_analyses, record_analyses
-from pixellab.intel.taxonomy import load_taxonomy, product_data
+from pixellab.intel.taxonomy import product_data
 from pixellab.ledger import Ledger, LedgerWriter, Statement, queries
 from pixellab.media import kind_for
 from pixellab.prompts import Prompt, load_prompt
@@ -47,7 +47,6 @@ from pixellab.scoring import (
     ScoreContext,
     compute,
     known_metric,
-    load_task_scoring,
     scorer_version,
 )
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
@@ -258,7 +257,7 @@ class Sweep:
         self.spec = spec
         self.workbench = workbench or Workbench()
         self.dataset: Dataset = load_dataset(spec.dataset)
-        self.task_scoring = load_task_scoring()
+        self.task_scoring = self.workbench.task_scoring
 
     @property
     def sweep_id(self) -> str:
@@ -671,7 +670,7 @@ class Sweep:
         record_analyses(ledger, self.workbench.store,
                         queries.sweep_request_keys(ledger, self.sweep_id))
         rows = queries.analyses_without(ledger, self.sweep_id, "category_match")
-        taxonomy = load_taxonomy()
+        taxonomy = self.workbench.taxonomy
         labels = {p.id: p.category for p in self.dataset.products}
         version = JSON_METRICS["category_match"]
         statements: list[Statement] = []
@@ -710,10 +709,12 @@ class Sweep:
                                            original.height // factor * factor))
             return ScoreContext(task=task.value, output=decode_image(output),
                                 source=optional(self.input_path(product)),
-                                mask=None, reference=reference)
+                                mask=None, reference=reference,
+                                marketplaces=self.workbench.marketplaces)
         return ScoreContext(task=task.value, output=decode_image(output),
                             source=optional(product.image), mask=optional(product.mask),
-                            reference=optional(product.reference))
+                            reference=optional(product.reference),
+                            marketplaces=self.workbench.marketplaces)
 
 
 def _unique(requests: Iterator[Request] | Any) -> list[Request]:

@@ -74,6 +74,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pixellab.errors import REJECTION_STATUS, WebhookRejected
+from pixellab.settings import current as current_settings
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -823,11 +824,11 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls) -> WebhookSettings | None:
-        public = os.environ.get("PIXELLAB_WEBHOOK_URL", "").strip().rstrip("/")
-        if not public:
+        settings = current_settings()
+        if not settings.webhook_url:
             return None
-        return cls(public_url=public, host=os.environ.get("PIXELLAB_WEBHOOK_HOST", "127.0.0.1"),
-                   port=int(os.environ.get("PIXELLAB_WEBHOOK_PORT", "8787")))
+        return cls(public_url=settings.webhook_url, host=settings.webhook_host,
+                   port=settings.webhook_port)
 
 
 async def replicate_signing_secret(provider: Any) -> str | None:
@@ -854,7 +855,7 @@ async def webhooks_for(providers: Mapping[str, Any],
         return
     signals = JobSignals()
     replicate, fal = providers.get("replicate"), providers.get("fal")
-    jwks_url = os.environ.get("PIXELLAB_FAL_JWKS_URL") or DEFAULT_FAL_JWKS_URL
+    jwks_url = current_settings().fal_jwks_url or DEFAULT_FAL_JWKS_URL
     receiver = WebhookReceiver(
         replicate_secret=await replicate_signing_secret(replicate),
         fal_keys=JwksKeys(jwks_url, verify=os.environ.get("SSL_CERT_FILE") or True),

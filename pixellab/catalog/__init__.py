@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pixellab.billing import BillingRule, Charge, TokenPrices, Usage
+from pixellab.config_files import invalid, read_toml
 from pixellab.errors import ConfigError, UnknownModel
 from pixellab.plugins import catalog_folders, provider_names
+from pixellab.settings import current as current_settings
 from pixellab.tasks import Task
 
 PACKAGE_CATALOG_DIR = Path(__file__).parent
@@ -216,26 +217,11 @@ class Catalog(BaseModel):
         return [m for m in self.models.values() if task in m.tasks]
 
 
-def _location(loc: Iterable[Any]) -> str:
-    parts = []
-    for item in loc:
-        text = str(item)
-        parts.append(f'"{text}"' if ":" in text or "/" in text else text)
-    return ".".join(parts)
-
-
 _Parsed = tuple[dict[str, Model], dict[Task, tuple[str, ...]], dict[str, ProviderSettings]]
 
 
 def _parse_file(path: Path) -> _Parsed:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("is not UTF-8 text", path=str(path)) from None
+    raw = read_toml(path, what="catalog file")
     unknown = set(raw) - {"models", "chains", "providers"}
     if unknown:
         key = sorted(unknown)[0]
@@ -253,9 +239,7 @@ def _parse_file(path: Path) -> _Parsed:
         try:
             providers[name] = ProviderSettings.model_validate(body)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(err["msg"], path=str(path),
-                              key=f"{key}.{_location(err['loc'])}".rstrip(".")) from None
+            raise invalid(exc, path, prefix=key) from None
     models: dict[str, Model] = {}
     for model_id, body in raw.get("models", {}).items():
         key = f'models."{model_id}"'
@@ -268,10 +252,7 @@ def _parse_file(path: Path) -> _Parsed:
         try:
             models[model_id] = Model.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            sub = _location(err["loc"])
-            raise ConfigError(err["msg"], path=str(path),
-                              key=f"{key}.{sub}" if sub else key) from None
+            raise invalid(exc, path, prefix=key) from None
     chains: dict[Task, tuple[str, ...]] = {}
     for task_name, chain in raw.get("chains", {}).items():
         key = f"chains.{task_name}"
@@ -286,23 +267,23 @@ def _parse_file(path: Path) -> _Parsed:
     return models, chains, providers
 
 
-def catalog_dirs() -> list[Path]:
+def catalog_dirs(home: Path | None = None) -> list[Path]:
     """Where catalog files are read from, in override order (later wins): pixellab's own,
-    those provider packages ship, the user's."""
+    those provider packages ship, ``<home>/catalog`` (home: the workbench's, else
+    ``$PIXELLAB_HOME``), then ``$PIXELLAB_CATALOG``."""
     dirs = [PACKAGE_CATALOG_DIR, *catalog_folders()]
-    home = os.environ.get("PIXELLAB_HOME")
-    user_dir = (Path(home) if home else Path(".pixellab")) / "catalog"
+    settings = current_settings()
+    user_dir = (home if home is not None else settings.home) / "catalog"
     if user_dir.is_dir():
         dirs.append(user_dir)
-    extra = os.environ.get("PIXELLAB_CATALOG")
-    if extra:
-        dirs.extend(Path(p) for p in extra.split(os.pathsep) if p)
+    dirs.extend(settings.catalog_paths)
     return dirs
 
 
-def load_catalog(*extra_dirs: str | os.PathLike[str], include_defaults: bool = True) -> Catalog:
+def load_catalog(*extra_dirs: str | os.PathLike[str], include_defaults: bool = True,
+                 home: Path | None = None) -> Catalog:
     """Read and validate every catalog file; later files override earlier ones by key."""
-    dirs = (catalog_dirs() if include_defaults else []) + [Path(d) for d in extra_dirs]
+    dirs = (catalog_dirs(home) if include_defaults else []) + [Path(d) for d in extra_dirs]
     models: dict[str, Model] = {}
     chains: dict[Task, tuple[str, ...]] = {}
     providers: dict[str, ProviderSettings] = {}

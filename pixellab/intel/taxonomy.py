@@ -29,7 +29,6 @@ import base64
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,7 +37,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pixellab.config_files import read_toml
 from pixellab.errors import ConfigError
+from pixellab.settings import current as current_settings
 from pixellab.tasks import Task
 
 CATEGORIES_FILE = Path(__file__).with_name("categories.toml")
@@ -145,18 +146,13 @@ class ProductAnalysis(BaseModel):
 
 def load_taxonomy(path: str | os.PathLike[str] | None = None) -> Taxonomy:
     """``intel/categories.toml``, or ``$PIXELLAB_CATEGORIES``; malformed → :class:`ConfigError`."""
-    chosen = Path(path or os.environ.get("PIXELLAB_CATEGORIES") or CATEGORIES_FILE)
+    chosen = Path(path or current_settings().categories or CATEGORIES_FILE)
     return _load_taxonomy(str(chosen.resolve()))
 
 
 @lru_cache(maxsize=8)
 def _load_taxonomy(path: str) -> Taxonomy:
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    raw = read_toml(path, what="taxonomy")
 
     def strings(value: Any, key: str) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

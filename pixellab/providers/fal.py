@@ -25,7 +25,6 @@ Wire facts that shape it (shared/research/providers.md §2, §5):
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import fal_client
@@ -50,16 +49,17 @@ from pixellab.providers.base import (
     transport_error,
 )
 from pixellab.providers.download import fetch_output
+from pixellab.settings import current as current_settings
 
 _CONTENT_TYPES = frozenset({"content_policy_violation"})
 _TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout", "generation_timeout"})
 _CANCELLED_TYPES = frozenset({"request_cancelled", "client_cancelled"})
 _INGRESS = (502, 503, 504)
-_URL_SETTINGS = {
-    "PIXELLAB_FAL_QUEUE_URL": "QUEUE_URL_FORMAT",
-    "PIXELLAB_FAL_RUN_URL": "RUN_URL_FORMAT",
-    "PIXELLAB_FAL_REST_URL": "REST_URL",
-    "PIXELLAB_FAL_CDN_URL": "CDN_URL",
+_URL_SETTINGS = {  # Settings field → fal-client's constant
+    "fal_queue_url": "QUEUE_URL_FORMAT",
+    "fal_run_url": "RUN_URL_FORMAT",
+    "fal_rest_url": "REST_URL",
+    "fal_cdn_url": "CDN_URL",
 }
 
 
@@ -157,8 +157,9 @@ def _output_url(result: Any) -> str | None:
 
 def configure_endpoints() -> None:
     """Point fal-client at the hosts named in ``PIXELLAB_FAL_*_URL`` (e.g. the emulator)."""
-    for variable, constant in _URL_SETTINGS.items():
-        value = os.environ.get(variable)
+    settings = current_settings()
+    for field, constant in _URL_SETTINGS.items():
+        value = getattr(settings, field)
         if value:
             setattr(fal_wire, constant, value)
 

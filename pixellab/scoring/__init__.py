@@ -8,12 +8,12 @@ is skipped, so re-scoring an unchanged sweep writes nothing.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pixellab.config_files import invalid, read_toml
 from pixellab.errors import ConfigError
 from pixellab.scoring.base import Score, ScoreContext
 from pixellab.scoring.clip import METRICS as CLIP_METRICS
@@ -72,18 +72,13 @@ class TaskScoring(BaseModel):
 
 def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
     path = path or TASKS_FILE
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
+    raw = read_toml(path, what="task scoring file")
     result: dict[str, TaskScoring] = {}
     for task, body in raw.items():
         try:
             result[task] = TaskScoring.model_validate(body)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(err["msg"], path=str(path), key=f"{task}.{loc}") from None
+            raise invalid(exc, path, prefix=task) from None
         config = result[task]
         terms = tuple(config.composite.terms) if config.composite else ()
         for metric in (*config.metrics, *config.gates, *terms):
@@ -115,7 +110,9 @@ def compute(metric: str, ctx: ScoreContext) -> Score:
     """One metric for one output; a scorer that crashes yields a missing score with the reason."""
     try:
         if metric.startswith(COMPLIANCE_PREFIX):
-            return score_compliance(ctx, profile=metric.removeprefix(COMPLIANCE_PREFIX))
+            return score_compliance(ctx, profile=metric.removeprefix(COMPLIANCE_PREFIX),
+                                    profiles=dict(ctx.marketplaces) if ctx.marketplaces
+                                    else None)
         return SCORERS[metric][0](ctx)
     except ConfigError:
         raise

@@ -6,6 +6,7 @@ computed is a :class:`Score` with ``value=None`` and a ``missing_reason`` — ne
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,9 @@ class ScoreContext:
     source: Image.Image | None = None
     mask: Image.Image | None = None
     reference: Image.Image | None = None
+    marketplaces: Mapping[str, Any] | None = None
+    """The marketplace profiles ``compliance_<profile>`` checks against (the workbench's);
+    None: the package's own."""
 
     def output_array(self) -> np.ndarray:
         return np.asarray(self.output)

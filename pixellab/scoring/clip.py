@@ -37,6 +37,7 @@ from PIL import Image
 
 from pixellab.errors import ClipUnavailable
 from pixellab.scoring.base import Score
+from pixellab.settings import current as current_settings
 
 SCORER_VERSION = "clip-1"
 METRICS = ("clip_text", "clip_fidelity")
@@ -76,12 +77,12 @@ class ClipSettings:
     def from_env(cls, cache_dir: Path | None = None) -> ClipSettings:
         """``PIXELLAB_CLIP_BACKBONE``, ``PIXELLAB_CLIP_PRETRAINED`` (``none`` = random init),
         ``PIXELLAB_CLIP_CHECKPOINT`` (a local file) and ``PIXELLAB_CLIP_DOWNLOAD=1``."""
-        pretrained = os.environ.get("PIXELLAB_CLIP_PRETRAINED", DEFAULT_PRETRAINED)
-        checkpoint = os.environ.get("PIXELLAB_CLIP_CHECKPOINT")
-        return cls(backbone=os.environ.get("PIXELLAB_CLIP_BACKBONE", DEFAULT_BACKBONE),
+        settings = current_settings()
+        pretrained = settings.clip_pretrained
+        return cls(backbone=settings.clip_backbone,
                    pretrained=None if pretrained.lower() == "none" else pretrained,
-                   checkpoint=Path(checkpoint) if checkpoint else None, cache_dir=cache_dir,
-                   allow_download=os.environ.get("PIXELLAB_CLIP_DOWNLOAD") == "1")
+                   checkpoint=settings.clip_checkpoint, cache_dir=cache_dir,
+                   allow_download=settings.clip_download)
 
 
 @dataclass

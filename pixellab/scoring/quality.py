@@ -8,7 +8,6 @@ loaded. The blank rules are the ones :func:`pixellab.validate.check_image_output
 from __future__ import annotations
 
 import math
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,10 +19,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     model_validator,
 )
 
+from pixellab.config_files import load_toml_model
 from pixellab.errors import ConfigError
 from pixellab.scoring.base import Score, ScoreContext
 from pixellab.validate import (
@@ -126,45 +125,13 @@ class _MarketplacesFile(BaseModel):
     profiles: dict[_ProfileName, MarketplaceProfile]
 
 
-def _error_key(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc if part != "[key]")
-
-
-def _error_text(err: Any) -> str:
-    text = str(err["msg"])
-    if err.get("type") not in ("missing", "value_error") and "input" in err:
-        shown = repr(err["input"])
-        if len(shown) <= 60:
-            text += f" (got {shown})"
-    return text
-
-
 @lru_cache(maxsize=1)
 def _default_profiles() -> tuple[tuple[str, MarketplaceProfile], ...]:
     return tuple(_load(DEFAULT_MARKETPLACES_PATH).items())
 
 
 def _load(path: Path) -> dict[str, MarketplaceProfile]:
-    name = str(path)
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("file not found", path=name) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read ({exc.strerror or exc})", path=name) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", path=name) from None
-    try:
-        parsed = _MarketplacesFile.model_validate(raw)
-    except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        message = _error_text(first)
-        more = [f"{_error_key(e['loc'])}: {_error_text(e)}" for e in errors[1:]]
-        if more:
-            message += "; also " + "; ".join(more)
-        raise ConfigError(message, path=name, key=_error_key(first["loc"])) from None
+    parsed = load_toml_model(path, _MarketplacesFile, what="marketplace profiles file")
     return dict(parsed.profiles)
 
 
