@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pixellab import adaptive
-from pixellab.select import CLEAR_WINNER, SelectionPolicy, select_from_frame
+from pixellab.selection import CLEAR_WINNER, SelectionPolicy, select_from_frame
 from pixellab.simulation import ScoreShape, shift_for, simulated_scores, within_product_sd
 
 ARMS = ("m0", "m1", "m2", "m3", "m4", "m5")

@@ -289,7 +289,7 @@ def select_command(
     from pixellab import routing
     from pixellab.errors import ConfigError
     from pixellab.ledger import queries
-    from pixellab.select import SelectionPolicy, select, write_defaults
+    from pixellab.selection import SelectionPolicy, select, write_defaults
     from pixellab.workbench import Workbench
 
     workbench = Workbench(home)
@@ -319,7 +319,7 @@ def select_command(
                                                "products", "composite", "passed")),
                       d.p_and_q or "—")
     console.print(table)
-    from pixellab.select import FAMILY, TEST
+    from pixellab.selection import FAMILY, TEST
 
     cells = {d.task: d.family for d in selection.decisions}
     console.print(f"Test: {TEST} at {1 - policy.level:.0%}, over {FAMILY} ("

@@ -16,7 +16,7 @@ from pathlib import Path
 from pixellab import notebook
 from pixellab.routing import current_defaults, load_routes
 from pixellab.runner import RequestOutcome
-from pixellab.select import select, write_defaults
+from pixellab.selection import select, write_defaults
 from pixellab.sweep import Sweep, SweepResult, SweepSpec
 from pixellab.workbench import Workbench
 

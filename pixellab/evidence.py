@@ -2,7 +2,7 @@
 metrics, gates and composite; leaderboards with intervals; failures by kind; spend; fitted
 weights and human ratings.
 
-Between the ledger and its readers: :mod:`pixellab.select` decides from these frames and
+Between the ledger and its readers: :mod:`pixellab.selection` decides from these frames and
 :mod:`pixellab.report` shows them, so the CLI summary, the notebook, the routing table and any
 script see the same numbers, and deciding never imports presentation code. The SQL lives in
 :mod:`pixellab.ledger.queries`; this module only computes.

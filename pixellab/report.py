@@ -1,7 +1,7 @@
 """How the report shows the evidence: formatted tables, escaped text and image grids.
 
 The notebook stays thin; everything here is tested in the package. The numbers come from
-:mod:`pixellab.evidence` (the same frames the CLI and :mod:`pixellab.select` use); this module
+:mod:`pixellab.evidence` (the same frames the CLI and :mod:`pixellab.selection` use); this module
 only presents them: styled tables, Markdown-safe text, thumbnails that enlarge on click.
 """
 

@@ -1,6 +1,6 @@
 """Auto-routing: the chain a product's task should run, from ``defaults.toml``, and running it.
 
-``pixellab select`` writes the routing table (see :mod:`pixellab.select`); this module reads it.
+``pixellab select`` writes the routing table (see :mod:`pixellab.selection`); this module reads it.
 Which chain a request gets, in order of preference:
 
 1. ``routes.<task>.<category>`` when that category has a decision (a non-empty chain);

@@ -2,7 +2,7 @@
 
 A statistical claim is checked by simulation before it is printed: :func:`simulated_scores`
 builds tables shaped like :func:`pixellab.evidence.scored_requests` (what
-:func:`pixellab.select.select_from_frame` decides on), where we know which model is better and
+:func:`pixellab.selection.select_from_frame` decides on), where we know which model is better and
 by how much. The shape follows the demo's composites: bounded to 0-1, products that differ in
 difficulty (shared by every model), heavy-tailed noise per output, and gates that zero some
 outputs. ``tests/test_decision_calibration.py`` and ``benchmarks/bench_decisions.py`` use it to
@@ -105,7 +105,7 @@ def simulated_runs(effects: Mapping[str, float], products: int, runs: int, *, se
                    shape: ScoreShape = ScoreShape(),
                    usd: Mapping[str, float] | None = None) -> pd.DataFrame:
     """``runs`` independent :func:`simulated_scores` tables in one frame, each its own task
-    (``run-0000``…), so one :func:`~pixellab.select.select_from_frame` call decides every run
+    (``run-0000``…), so one :func:`~pixellab.selection.select_from_frame` call decides every run
     and no run's decision is adjusted for another's."""
     seeds = np.random.SeedSequence(seed).spawn(runs)
     return pd.concat([simulated_scores(effects, products, seed=int(s.generate_state(1)[0]),

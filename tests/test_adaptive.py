@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pixellab import adaptive
-from pixellab.select import select
+from pixellab.selection import select
 from pixellab.simulation import ScoreShape, simulated_scores
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench

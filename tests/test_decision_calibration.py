@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from pixellab.select import CLEAR_WINNER, SelectionPolicy, select_from_frame
+from pixellab.selection import CLEAR_WINNER, SelectionPolicy, select_from_frame
 from pixellab.simulation import ScoreShape, shift_for, simulated_runs, within_product_sd
 
 RUNS = 300

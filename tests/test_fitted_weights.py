@@ -31,7 +31,7 @@ from pixellab.scoring.fitted import (
     fit_weights,
     vote_features,
 )
-from pixellab.select import SelectionPolicy, select, to_toml_data
+from pixellab.selection import SelectionPolicy, select, to_toml_data
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.workbench import Workbench
 from tests.conftest import REPO

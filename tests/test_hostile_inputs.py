@@ -364,7 +364,7 @@ def test_report_text_from_a_dataset_is_escaped() -> None:
 
 
 def test_an_empty_selection_has_the_evidence_columns(workbench: Workbench) -> None:
-    from pixellab.select import select
+    from pixellab.selection import select
 
     workbench.ledger.write([])
     table = select(workbench.ledger, ["no-such-sweep"]).evidence_table()

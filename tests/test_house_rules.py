@@ -115,3 +115,16 @@ def test_sql_lives_only_in_the_ledger_package() -> None:
             if _SQL.match(text) and _SQL_BODY.search(text):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}: {text[:60]!r}")
     assert found == []
+
+
+def test_the_public_face_exports_each_name_from_its_home_and_loads_nothing_heavy() -> None:
+    script = ("import sys, pixellab\n"
+              "heavy = [m for m in ('pixellab.sweep', 'pixellab.routing', 'duckdb', 'pandas')"
+              " if m in sys.modules]\n"
+              "from pixellab import (Sweep, SweepSpec, Workbench, generate, load_catalog, route,"
+              " select)\n"
+              "print(heavy, select.__module__, Sweep.__module__, generate.__module__)\n")
+    result = run_process([sys.executable, "-c", script], cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "pixellab.selection", "pixellab.sweep",
+                                     "pixellab.routing"]

@@ -169,7 +169,7 @@ def test_report_shows_the_decision_its_evidence_and_the_money(run: Run) -> None:
 def test_report_shows_the_same_decision_as_pixellab_select(run: Run) -> None:
     from pixellab.catalog import load_catalog
     from pixellab.routing import current_defaults
-    from pixellab.select import SelectionPolicy, select
+    from pixellab.selection import SelectionPolicy, select
 
     selection = select(run.ledger, list(REPORTED),
                        policy=SelectionPolicy(min_products=2, resamples=200),

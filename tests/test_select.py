@@ -13,7 +13,7 @@ import pytest
 
 from pixellab.scoring import load_task_scoring
 from pixellab.scoring.composite import Composite, CompositeTerm, composite_scores
-from pixellab.select import (
+from pixellab.selection import (
     ALL_CATEGORIES,
     CLEAR_WINNER,
     NO_CLEAR_WINNER,

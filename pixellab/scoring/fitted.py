@@ -55,7 +55,7 @@ The model, stated so it can be checked:
    paired sign-flip p-value.
 9. **When the fitted weights win.** ``better`` is True only when the fitted weights agree
    better on average over products *and* the sign-flip test says so at ``1 - level``, the same
-   test :mod:`pixellab.select` uses to call a clear winner. The votes must also support some
+   test :mod:`pixellab.selection` uses to call a clear winner. The votes must also support some
    positive weight. A higher point estimate is not enough, because with a few dozen votes a
    better-looking fit is mostly noise. Below 6 products the test cannot reach 5 %
    (:func:`pixellab.stats.min_products_for`), so the hand weights stay.

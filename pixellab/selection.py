@@ -704,7 +704,7 @@ HEADER = """\
 # Scores are the task's composite (0-1, `composite` names its definition) with 95 % t intervals
 # over products. A clear winner beat every rival by a paired sign-flip test (p_value: the
 # largest of those), with q_value adjusted by Benjamini-Hochberg across the task's category
-# cells; the rule is in pixellab/select.py.
+# cells; the rule is in pixellab/selection.py.
 """
 
 
