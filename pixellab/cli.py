@@ -541,11 +541,12 @@ def costs(
 @app.command()
 def catalog(
     task: Annotated[str | None, typer.Option(help="Only models serving this task.")] = None,
+    home: Annotated[Path | None, typer.Option(help="Data dir (its catalog/ is read).")] = None,
 ) -> None:
     """List the catalog's models and default chains (validates every catalog file)."""
     from pixellab.catalog import load_catalog
 
-    cat = load_catalog()
+    cat = load_catalog(home=home)
     table = Table(title="Models")
     table.add_column("id", no_wrap=True)
     for column in ("tasks", "price", "timeout", "concurrency"):
