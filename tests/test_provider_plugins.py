@@ -73,30 +73,32 @@ def _install(site: Path, entry_points: str) -> None:
     (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
 
 
-def _sweep(tmp_path: Path, site: Path, dataset_dir: Path, models: list[str]):
+def _sweep_with_plugin(tmp_path: Path, dataset_dir: Path, provider_target: str) -> Ledger:
+    """Install the plugin with its provider entry point at ``provider_target``, run a sweep
+    of its model beside a shipped one through the CLI, and open the ledger."""
+    site = tmp_path / "site"
+    _install(site, f"""
+        [pixellab.providers]
+        mirror = {provider_target}
+
+        [pixellab.catalogs]
+        mirror = pixellab_mirror
+    """)
     spec = tmp_path / "sweep.yaml"
     spec.write_text(f"name: plugged\ntask: enhance\ndataset: {dataset_dir}\nlimit: 2\n"
-                    f"models: [{', '.join(models)}]\n")
+                    "models: [mirror:flip, local:autoenhance]\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return run_process([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
-                        "--home", str(tmp_path / "home")], cwd=tmp_path, env=env, timeout=300)
+    result = run_process([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
+                          "--home", str(tmp_path / "home")], cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Ledger(tmp_path / "home" / "ledger.duckdb", read_only=True)
 
 
 @pytest.mark.slow
 def test_a_provider_registered_through_the_entry_point_runs_a_sweep(
         tmp_path: Path, dataset_dir: Path) -> None:
-    site = tmp_path / "site"
-    _install(site, """
-        [pixellab.providers]
-        mirror = pixellab_mirror:MirrorProvider
-
-        [pixellab.catalogs]
-        mirror = pixellab_mirror
-    """)
-    result = _sweep(tmp_path, site, dataset_dir, ["mirror:flip", "local:autoenhance"])
-    assert result.returncode == 0, result.stdout + result.stderr
-    ledger = Ledger(tmp_path / "home" / "ledger.duckdb", read_only=True)
+    ledger = _sweep_with_plugin(tmp_path, dataset_dir, "pixellab_mirror:MirrorProvider")
     done = ledger.query("select model_id, status, count(*) n from requests "
                         "group by all order by model_id")
     assert done.to_dict("records") == [
@@ -107,17 +109,8 @@ def test_a_provider_registered_through_the_entry_point_runs_a_sweep(
 @pytest.mark.slow
 def test_a_plugin_that_cannot_load_skips_its_models_with_the_reason_and_the_sweep_goes_on(
         tmp_path: Path, dataset_dir: Path) -> None:
-    site = tmp_path / "site"
-    _install(site, """
-        [pixellab.providers]
-        mirror = pixellab_mirror.missing:MirrorProvider
-
-        [pixellab.catalogs]
-        mirror = pixellab_mirror
-    """)
-    result = _sweep(tmp_path, site, dataset_dir, ["mirror:flip", "local:autoenhance"])
-    assert result.returncode == 0, result.stdout + result.stderr
-    ledger = Ledger(tmp_path / "home" / "ledger.duckdb", read_only=True)
+    ledger = _sweep_with_plugin(tmp_path, dataset_dir,
+                                "pixellab_mirror.missing:MirrorProvider")
     skipped = ledger.query("select distinct status, error_class, error_message from attempts "
                            "where model_id = 'mirror:flip'").to_dict("records")
     assert len(skipped) == 1 and skipped[0]["status"] == "skipped"
