@@ -23,6 +23,7 @@ from rich.text import Text
 from tqdm import tqdm
 
 from pixellab.errors import PixellabError
+from pixellab.heap import bound_retention
 
 if TYPE_CHECKING:  # the CLI imports heavy modules lazily so `--help` stays instant
     from pixellab.intel.analyze import AnalysisResult
@@ -594,6 +595,7 @@ def emulate(
 
 def main() -> None:
     """Entry point: user-fixable errors print one line and exit 2."""
+    bound_retention()  # image arrays freed by a sweep do not stay resident (pixellab.heap)
     try:
         # standalone_mode=False hands typer.Exit back as a return value, not an exception
         code = app(standalone_mode=False)

@@ -33,6 +33,7 @@ from pixellab.config_files import read_mapping
 from pixellab.datasets import Dataset, Product, load_dataset
 from pixellab.errors import BudgetExceeded, ConfigError, InvalidInputImage, PixellabError
 from pixellab.evidence import scored_requests
+from pixellab.heap import bound_retention, release_freed
 from pixellab.intel.records import latest_analyses, record_analyses
 from pixellab.intel.taxonomy import product_data
 from pixellab.ledger import Ledger, LedgerWriter, Statement, queries
@@ -67,6 +68,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 MAX_BUDGET_USD = 1_000_000.0
 """A budget above this is a typo (or ``.inf``), not a plan: refused, so the cap means something."""
 MAX_SEED = 2**32 - 1
+CLIP_CHUNK = 64
+"""Outputs decoded together for one CLIP pass (their images are held until it embeds them)."""
 """Seeds are unsigned 32-bit at every provider we call."""
 PARAM_BOUNDS: dict[str, tuple[type, float, float]] = {
     "scale": (int, 1, 16),
@@ -462,6 +465,7 @@ class Sweep:
         outcome unknown, or its output deleted by the provider) is not called again for that
         request unless ``resubmit``: paying twice is the user's decision."""
         spec = self.spec
+        bound_retention()
         planned = self.plan()
         if not spec.adaptive:
             result = await self._execute(planned, progress=progress, on_planned=on_planned,
@@ -473,6 +477,7 @@ class Sweep:
         status = "stopped_budget" if result.stopped_reason else "finished"
         self.workbench.ledger.write([Ledger.set_sweep_status(self.sweep_id, status,
                                                              result.stopped_reason or "")])
+        release_freed()  # the run's decoded inputs and outputs, before the score pass
         if score:
             result.scores_written += await asyncio.to_thread(self.score)
         return result
@@ -628,18 +633,35 @@ class Sweep:
                 return [Score.missing(m, versions[m], ctx) for m in job[3]]
             return [compute(m, ctx) for m in job[3] if m not in BATCHED]
 
+        clip_reason = clip.unavailable_reason() if clip is not None and batched else None
+        clip_runs = clip is not None and bool(batched) and clip_reason is None
+
+        def measure(job: tuple[str, str, Product, list[str]]
+                    ) -> tuple[list[Score], ScoreContext | None]:
+            """The output's per-output scores, and its decoded context only when CLIP will
+            embed it with the rest of the chunk: a decoded 1600 px packshot with its source,
+            mask and reference is ~20 MB, so none is kept longer than it must be."""
+            ctx = context(job)
+            scores = per_output(job, ctx)
+            wants_clip = isinstance(ctx, ScoreContext) and any(m in BATCHED for m in job[3])
+            if wants_clip and clip_reason is not None:  # CLIP cannot run here: say why
+                scores += [Score.missing(m, versions[m], clip_reason)
+                           for m in job[3] if m in BATCHED]
+            kept = ctx if wants_clip and clip_runs and isinstance(ctx, ScoreContext) else None
+            return scores, kept
+
+        step = min(chunk, CLIP_CHUNK) if clip_runs else chunk
         written = 0
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
                                 thread_name_prefix="pixellab-score") as pool:
-            for start in range(0, len(jobs), chunk):
-                part = jobs[start:start + chunk]
-                contexts = list(pool.map(context, part))
-                results = list(pool.map(per_output, part, contexts))
+            for start in range(0, len(jobs), step):
+                part = jobs[start:start + step]
+                measured = list(pool.map(measure, part))
+                results = [scores for scores, _ in measured]
+                ready = {i: ctx for i, (_, ctx) in enumerate(measured) if ctx is not None}
+                del measured
                 statements: list[Statement] = []  # deletes first: inserts then merge
-                if clip is not None:
-                    ready = {i: ctx for i, job in enumerate(part)
-                             if any(m in BATCHED for m in job[3])
-                             and isinstance(ctx := contexts[i], ScoreContext)}
+                if clip is not None and ready:
                     clip_scores = clip.score(
                         [ClipItem(part[i][0], ctx.output, caption=caption_for(
                             self.spec.task.value, part[i][2].title, part[i][2].category),
@@ -653,6 +675,7 @@ class Sweep:
                                 statements.append(Ledger.forget_missing_score(
                                     part[i][0], result.metric, result.version))
                             results[i].append(result)
+                    ready.clear()
                 for job, scores in zip(part, results, strict=True):
                     for result in scores:
                         statements.append(Ledger.record_score(
@@ -660,6 +683,7 @@ class Sweep:
                             result.missing_reason, result.details))
                         written += 1
                 ledger.write(statements)
+                release_freed()  # this chunk's decoded images, before the next chunk's
         return written
 
     def _score_json(self, wanted: list[str]) -> int:

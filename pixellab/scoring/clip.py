@@ -24,6 +24,7 @@ loaded, every CLIP metric is recorded missing with the reason, never zero, and t
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import queue
 import threading
@@ -83,6 +84,13 @@ class ClipSettings:
                    pretrained=None if pretrained.lower() == "none" else pretrained,
                    checkpoint=settings.clip_checkpoint, cache_dir=cache_dir,
                    allow_download=settings.clip_download)
+
+
+def _not_in_cache(settings: ClipSettings) -> ClipUnavailable:
+    return ClipUnavailable(
+        f"no weights: {settings.backbone}/{settings.pretrained} is not in the local Hugging "
+        "Face cache (set PIXELLAB_CLIP_DOWNLOAD=1 to fetch it, or PIXELLAB_CLIP_CHECKPOINT to "
+        "a local file)")
 
 
 @dataclass
@@ -167,6 +175,25 @@ class ClipScorer:
                 self._unavailable = str(exc)
         return self._unavailable
 
+    def _refuse_without_cached_weights(self) -> None:
+        """Say "no weights" before importing open_clip when no open_clip weights file is in
+        the local Hugging Face cache at all and none may be fetched: the import pulls in torch
+        and its thread pools (~400 MB resident in the demo's process, measured) only to learn
+        that there is nothing to load. Any cached weights file defers to the full lookup."""
+        settings = self.settings
+        if settings.checkpoint is not None or settings.pretrained is None:
+            return
+        if settings.allow_download and os.environ.get("HF_HUB_OFFLINE", "0") in (
+                "", "0", "false", "False"):
+            return
+        from huggingface_hub import constants
+
+        cache = Path(constants.HF_HUB_CACHE)
+        for filename in _HF_FILENAMES:
+            if next(cache.glob(f"models--*/snapshots/*/{filename}"), None) is not None:
+                return
+        raise _not_in_cache(settings)
+
     def _weights_path(self) -> str | None:
         settings = self.settings
         if settings.checkpoint is not None:
@@ -192,18 +219,17 @@ class ClipScorer:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         if settings.allow_download and not offline:
             return settings.pretrained  # open_clip downloads it
-        raise ClipUnavailable(
-            f"no weights: {settings.backbone}/{settings.pretrained} is not in the local "
-            "Hugging Face cache (set PIXELLAB_CLIP_DOWNLOAD=1 to fetch it, or "
-            "PIXELLAB_CLIP_CHECKPOINT to a local file)")
+        raise _not_in_cache(settings)
 
     def _load(self) -> _Loaded:
-        try:
-            import open_clip
-            import torch
-        except ImportError:
+        if importlib.util.find_spec("open_clip") is None or importlib.util.find_spec(
+                "torch") is None:
             raise ClipUnavailable("no weights: CLIP needs the clip extra, open-clip-torch is "
-                                  "not installed (pip install 'pixellab[clip]')") from None
+                                  "not installed (pip install 'pixellab[clip]')")
+        self._refuse_without_cached_weights()
+        import open_clip
+        import torch
+
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         weights = self._weights_path()
