@@ -24,6 +24,7 @@ import io
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,16 +104,12 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--latency", type=float, default=1.0)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the bare-SDK baseline (for the memory run)")
-    args = parser.parse_args()
+def run_once(args: argparse.Namespace) -> dict[str, float]:
+    """One bare-SDK run (unless ``--no-baseline``), then one pixellab sweep, against a fresh
+    emulator; prints both and returns the figures."""
     seeds = math.ceil(args.n / 4)
     ideal = math.ceil(seeds * 4 / args.concurrency) * args.latency
+    figures: dict[str, float] = {}
     emulator, env = start_emulator(args.latency)
     try:
         os.environ.update(env)
@@ -123,8 +120,9 @@ def main() -> None:
                                                               dtype=np.uint8)).save(buffer, "PNG")
             base_wall, base_cpu = asyncio.run(bare_sdk(seeds * 4, args.concurrency,
                                                        buffer.getvalue()))
+            figures.update(base_wall=base_wall, base_cpu_ms=1000 * base_cpu / (seeds * 4))
             print(f"baseline (bare SDK): wall {base_wall:.1f} s, wall / ideal = "
-                  f"{base_wall / ideal:.3f}, CPU {1000 * base_cpu / (seeds * 4):.1f} ms per call")
+                  f"{base_wall / ideal:.3f}, CPU {figures['base_cpu_ms']:.2f} ms per call")
         emulator_cpu_before = _process_cpu_s(emulator.pid)
         from pixellab.catalog import load_catalog
         from pixellab.runner import RetryPolicy
@@ -152,16 +150,45 @@ def main() -> None:
         emulator.wait()
     n = result.planned
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures.update(wall=wall, cpu_ms=1000 * cpu / max(1, n))
     print(f"requests {n}, succeeded {result.succeeded}, failed {result.failed}, "
           f"L = {args.latency:g} s, C = {args.concurrency}")
     print(f"wall {wall:.1f} s, ideal {ideal:.1f} s, wall / ideal = {wall / ideal:.3f}")
     if not args.no_baseline:
-        print(f"pixellab / bare SDK wall = {wall / base_wall:.3f} (what orchestration costs)")
-    print(f"CPU {cpu:.1f} s = {1000 * cpu / max(1, n):.1f} ms per attempt (this process)")
-    print(f"  of which the ledger writer thread {1000 * result.ledger_cpu_s / max(1, n):.1f} ms "
+        print(f"pixellab / bare SDK wall = {wall / figures['base_wall']:.3f} (what orchestration "
+              f"costs); CPU {figures['cpu_ms'] - figures['base_cpu_ms']:+.2f} ms per attempt")
+    print(f"CPU {cpu:.1f} s = {figures['cpu_ms']:.2f} ms per attempt (this process)")
+    print(f"  of which the ledger writer thread {1000 * result.ledger_cpu_s / max(1, n):.2f} ms "
           f"per attempt ({result.ledger_commits} commits)")
     print(f"peak RSS {peak_mb:.0f} MB")
     print(f"emulator CPU {emulator_cpu:.1f} s (the other process on this machine)")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the bare-SDK baseline (for the memory run)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="bare SDK then pixellab this many times, each pair against a fresh "
+                             "emulator; prints the median ratios (a shared machine's load "
+                             "moves single runs by a few %%)")
+    args = parser.parse_args()
+    runs = []
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"--- run {i + 1} of {args.repeat}")
+        runs.append(run_once(args))
+    if args.repeat > 1 and not args.no_baseline:
+        walls = [r["wall"] / r["base_wall"] for r in runs]
+        extra = [r["cpu_ms"] - r["base_cpu_ms"] for r in runs]
+        print(f"--- median of {args.repeat}: pixellab / bare SDK wall = "
+              f"{statistics.median(walls):.3f} ({', '.join(f'{w:.3f}' for w in walls)}); "
+              f"CPU per attempt over the bare SDK's {statistics.median(extra):+.2f} ms "
+              f"({', '.join(f'{e:+.2f}' for e in extra)})")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +62,7 @@ from pixellab.store import Store, sha256_hex
 from pixellab.tasks import expected_output_size
 from pixellab.validate import (
     MEDIA_TYPES,
+    ImageCheck,
     read_usable_input,
 )
 from pixellab.webhooks import JobSignals
@@ -114,6 +117,20 @@ def _error_fields(error: BaseException) -> tuple[str, str | None, str]:
     return type(error).__name__, reason, str(error) or type(error).__name__
 
 
+@dataclass(frozen=True)
+class _Input:
+    """A usable input photo: its bytes (what a provider is sent, and what an output must not
+    merely repeat) and what the runner needs to know of its pixels."""
+
+    data: bytes
+    size: tuple[int, int]
+    format: str | None
+
+
+_INPUT_CACHE_FILES = 16
+_INPUT_CACHE_BYTES = 64 * 1024 * 1024
+
+
 class Runner:
     """Runs requests against providers and records every attempt through ``writer``."""
 
@@ -157,6 +174,8 @@ class Runner:
         before workers stop taking new requests (backpressure; memory stays flat)."""
         self._unconfirmed: set[asyncio.Future[None]] = set()
         self._write_error: BaseException | None = None
+        self._inputs: OrderedDict[str, tuple[tuple[int, int, int], _Input]] = OrderedDict()
+        self._input_bytes = 0
 
     # -- the sweep level ---------------------------------------------------------------------
 
@@ -222,14 +241,21 @@ class Runner:
             self._write_error = self._write_error or future.exception()
 
     async def _writes_keep_up(self) -> None:
-        """Backpressure: do not start another request while too many writes await a commit."""
+        """Backpressure: do not start another request while too many writes await a commit.
+
+        The writer gathers write-behind units for up to its batching window; past half the
+        bound it is told to commit now, so that workers rarely have to stop for it."""
+        if len(self._unconfirmed) >= self.max_unconfirmed_writes // 2:
+            self.writer.flush()
         while len(self._unconfirmed) >= self.max_unconfirmed_writes:
+            self.writer.flush()
             await asyncio.wait(set(self._unconfirmed), return_when=asyncio.FIRST_COMPLETED)
         if self._write_error is not None:
             raise self._write_error
 
     async def _all_writes_durable(self) -> None:
         while self._unconfirmed:
+            self.writer.flush()
             await asyncio.wait(set(self._unconfirmed))
         if self._write_error is not None:
             raise self._write_error
@@ -247,7 +273,7 @@ class Runner:
         try:
             if request.input_error is not None:
                 raise request.input_error
-            image_bytes, source = await asyncio.to_thread(read_usable_input, request.image_path)
+            source = await self._input(request.image_path)
         except InvalidInputImage as exc:
             outcome.error_class, outcome.error_reason, outcome.error_message = (
                 _error_fields(exc))
@@ -278,17 +304,17 @@ class Runner:
             expected = expected_output_size(request.task, source.size, request.params,
                                             preserves_size=model.preserves_size)
             megapixels = (expected[0] * expected[1] if expected
-                          else source.width * source.height) / 1e6
+                          else source.size[0] * source.size[1]) / 1e6
             provider_request = ProviderRequest(
                 request_key=request.request_key, model=model, task=request.task,
-                image=image_bytes,
+                image=source.data,
                 image_media_type=MEDIA_TYPES.get(source.format or ""),
                 params={**request.params, "prompt": request.prompt_text})
             try:
                 resume = (unfinished if unfinished and unfinished["model_id"] == model.id
                           else None)
                 digest = await self._attempt_with_retries(
-                    request, model, provider, provider_request, source_bytes=image_bytes,
+                    request, model, provider, provider_request, source_bytes=source.data,
                     expected=expected, megapixels=megapixels, outcome=outcome, resume=resume,
                     kind=kind)
             except BudgetExceeded as exc:
@@ -317,6 +343,33 @@ class Runner:
             outcome.error_class, outcome.error_message = "ConfigError", "empty chain"
         self._finish(request, outcome)
         return outcome
+
+    async def _input(self, path: str) -> _Input:
+        """:func:`read_usable_input`, once per file while it stays unchanged (same size, mtime
+        and inode): a sweep runs each product arms × prompts × seeds times in a row, and
+        decoding and blank-checking a photo costs 0.3 ms (64×48 PNG) to 9 ms (800² JPEG).
+        Only the bytes are kept, for the last few files (bounded in count and bytes)."""
+        try:
+            stat = os.stat(path)
+            signature: tuple[int, int, int] | None = (stat.st_mtime_ns, stat.st_size,
+                                                      stat.st_ino)
+        except OSError:
+            signature = None  # read_usable_input says why
+        cached = self._inputs.get(path)
+        if cached is not None and cached[0] == signature:
+            self._inputs.move_to_end(path)
+            return cached[1]
+        data, image = await asyncio.to_thread(read_usable_input, path)
+        found = _Input(data, image.size, image.format)
+        if signature is not None and len(data) <= _INPUT_CACHE_BYTES // 4:
+            if (old := self._inputs.pop(path, None)) is not None:
+                self._input_bytes -= len(old[1].data)
+            self._inputs[path] = (signature, found)
+            self._input_bytes += len(data)
+            while (len(self._inputs) > _INPUT_CACHE_FILES
+                   or self._input_bytes > _INPUT_CACHE_BYTES):
+                self._input_bytes -= len(self._inputs.popitem(last=False)[1][1].data)
+        return found
 
     def _finish(self, request: Request, outcome: RequestOutcome) -> None:
         pending, outcome.unwritten = outcome.unwritten, []
@@ -452,16 +505,13 @@ class Runner:
                 raise InvalidOutput("no_output", f"{model.id} finished without an output",
                                     model_id=model.id)
             output = job.output
-            check = await asyncio.to_thread(
-                kind.check, output.data, task=request.task,
-                declared_media_type=output.media_type, expected_size=expected,
-                source=source_bytes)
+            check, stored, digest = await asyncio.to_thread(
+                self._check_and_store, kind, request, output.data, output.media_type,
+                expected, source_bytes)
             if not check.ok:
                 raise InvalidOutput(check.reason or "invalid", f"{model.id}: {check.message}",
                                     model_id=model.id, provider_job_id=job.provider_job_id)
             media_type = check.media_type or output.media_type
-            stored = kind.stored_form(request.request_key, output.data)
-            digest = await asyncio.to_thread(self.store.put, stored, media_type)
         except ProviderError as exc:
             billed = _billed_outcome(exc, job)
             usage = job.usage if job is not None else None
@@ -499,6 +549,19 @@ class Runner:
                                model.id, credits, usd, estimated),
         ])
         return digest
+
+    def _check_and_store(self, kind: MediaKind, request: Request, data: bytes,
+                         declared_media_type: str, expected: tuple[int, int] | None,
+                         source: bytes) -> tuple[ImageCheck, bytes, str]:
+        """Check an output and, if it passes, store it: in a worker thread (decoding a large
+        image would stall every other request), in one hop rather than two (a hop costs ~0.1
+        ms of CPU). The digest is empty for an output that failed its check."""
+        check = kind.check(data, task=request.task, declared_media_type=declared_media_type,
+                           expected_size=expected, source=source)
+        if not check.ok:
+            return check, b"", ""
+        stored = kind.stored_form(request.request_key, data)
+        return check, stored, self.store.put(stored, check.media_type or declared_media_type)
 
     @staticmethod
     def _charge(model: Model, rule: BillingRule, billed: Outcome | Literal["unknown"] | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -195,3 +196,90 @@ def test_a_dead_processs_journal_is_folded_into_the_ledger_and_a_live_ones_is_no
     assert not live.path.exists()
     assert set(ledger.query("select status from attempts")["status"]) == {"submitting"}
     assert ledger.scalar("select count(*) from attempts") == 3
+
+
+# --- the writer: batching window, and letting readers in while it holds the file ----------
+
+
+async def test_an_awaited_write_does_not_wait_for_the_batching_window(tmp_path: Path) -> None:
+    """Write-behind units gather for up to ``batch_window_s``; ``write`` (and ``flush``)
+    commit what is queued at once, in order, and every future resolves once durable."""
+    from pixellab.ledger import LedgerWriter
+
+    ledger = Ledger(tmp_path / "l.duckdb")
+    writer = LedgerWriter(ledger, batch_window_s=60.0)
+    try:
+        behind = writer.submit([Ledger.record_cost("a1", "k", "s", "fal", "fal:x", 0, 0.1, True)])
+        started_at = time.monotonic()
+        await writer.write([Ledger.record_cost("a2", "k", "s", "fal", "fal:x", 0, 0.1, True)])
+        assert time.monotonic() - started_at < 10
+        assert behind.done() and behind.exception() is None  # committed with it
+        assert writer.commits == 1
+        later = writer.submit([Ledger.record_cost("a3", "k", "s", "fal", "fal:x", 0, 0.1, True)])
+        writer.flush()
+        await asyncio.wait_for(later, 10)
+    finally:
+        writer.close()
+    assert ledger.scalar("select count(*) from costs") == 3
+
+
+async def test_write_behind_units_are_committed_within_the_window(tmp_path: Path) -> None:
+    from pixellab.ledger import LedgerWriter
+
+    ledger = Ledger(tmp_path / "l.duckdb")
+    writer = LedgerWriter(ledger, batch_window_s=0.2)
+    try:
+        futures = [writer.submit([Ledger.record_cost(f"a{i}", "k", "s", "fal", "fal:x", 0, 0.1,
+                                                     True)]) for i in range(5)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)  # nobody flushed
+        assert writer.commits == 1  # all five in one transaction
+    finally:
+        writer.close()
+
+
+_READER = """
+import sys, time
+from pixellab.ledger import Ledger
+reader = Ledger(sys.argv[1], read_only=True, lock_timeout_s=20)
+for _ in range(4):
+    started = time.monotonic()
+    count = reader.scalar("select count(*) from costs")
+    print(f"{time.monotonic() - started:.3f} {count}", flush=True)
+    time.sleep(0.3)
+"""
+
+
+async def test_a_reader_is_let_in_while_the_writer_holds_the_file_under_load(
+        tmp_path: Path) -> None:
+    """Under sustained load the writer keeps the file (no idle gap, ``max_hold_s`` far away),
+    yet a reader in another process gets in within about a commit: its wait leaves
+    :attr:`Ledger.waiting_marker`, and the writer lets go at its next commit."""
+    from pixellab.ledger import LedgerWriter
+
+    ledger = Ledger(tmp_path / "l.duckdb")
+    writer = LedgerWriter(ledger, batch_window_s=0.05, linger_s=600, max_hold_s=600)
+    lines: list[str] = []
+    try:
+        await writer.write([Ledger.record_cost("a0", "k", "s", "fal", "fal:x", 0, 0.1, True)])
+        assert writer.opens == 1
+        with started([sys.executable, "-c", _READER, str(ledger.path)],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as reader:
+            i = 0
+            deadline = time.monotonic() + 120
+            while reader.poll() is None:  # a write every 10 ms until the reader is done
+                assert time.monotonic() < deadline, "the reader did not finish in 120 s"
+                i += 1
+                writer.submit([Ledger.record_cost(f"a{i}", "k", "s", "fal", "fal:x", 0, 0.1,
+                                                  True)])
+                await asyncio.sleep(0.01)
+            assert reader.stdout is not None
+            lines = reader.stdout.read().splitlines()
+            assert reader.returncode == 0, lines
+        writer.flush()
+    finally:
+        writer.close()
+    waits = [float(line.split()[0]) for line in lines]
+    counts = [int(line.split()[1]) for line in lines]
+    assert len(waits) == 4 and max(waits) < 5, lines
+    assert counts == sorted(counts) and counts[-1] > counts[0]  # it saw the writes land
+    assert writer.opens > 1  # the writer let go for it (and came back)

@@ -4,6 +4,7 @@ runner and sweep write (see :mod:`pixellab.ledger` for why connections never sta
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -59,8 +60,16 @@ class Ledger:
 
     # -- connections -------------------------------------------------------------------------
 
+    @property
+    def waiting_marker(self) -> Path:
+        """``<ledger>.waiting``: left by :meth:`open` while it waits for the file's lock, so that
+        a sweep's :class:`~pixellab.ledger.LedgerWriter`, which keeps the file open under load,
+        lets go of it at its next commit instead of after ``max_hold_s``."""
+        return self.path.with_name(self.path.name + ".waiting")
+
     def open(self, *, read_only: bool | None = None) -> duckdb.DuckDBPyConnection:
-        """A new connection; retries while another process holds the file's lock."""
+        """A new connection; retries while another process holds the file's lock (at most
+        ~0.1 s apart: a writer that lets go for a reader stays away longer than that)."""
         read_only = self.read_only if read_only is None else read_only
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.005
@@ -74,8 +83,15 @@ class Ledger:
                     raise LedgerError(
                         f"{self.path}: still locked by another process after "
                         f"{self.lock_timeout_s:.0f} s (a notebook holding a connection?)") from None
+                self._mark_waiting()
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.05)
+
+    def _mark_waiting(self) -> None:
+        try:
+            os.close(os.open(self.waiting_marker, os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError:
+            pass  # a folder this process cannot write: the writer lets go within max_hold_s
 
     @contextmanager
     def connect(self, *, read_only: bool | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
