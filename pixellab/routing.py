@@ -205,7 +205,7 @@ async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
         outcome = RequestOutcome(key, "succeeded", model_id=stored[0], output_sha256=stored[1])
     else:
         ledger.write([Ledger.plan_request(request.row())])
-        writer = LedgerWriter(ledger)
+        writer = LedgerWriter(ledger, batch_window_s=workbench.settings.ledger_batch_window_s)
         try:
             runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
                             writer=writer, store=workbench.store, concurrency=1,

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     clip_download: bool = False
     """Allow open_clip to download weights (off: CLIP never reaches the network unasked)."""
 
+    ledger_batch_window_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    """How long a sweep lets finished attempts gather before one commit (0 = commit each at
+    once). Larger spends less CPU per attempt; smaller lets a notebook reading the ledger live
+    see progress sooner and loses less to a kill (the next run settles it either way)."""
+
     webhook_url: str = ""
     """The public base URL providers post webhooks to; empty keeps webhooks off."""
     webhook_host: str = "127.0.0.1"

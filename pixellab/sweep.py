@@ -499,7 +499,7 @@ class Sweep:
             on_planned(self.sweep_id, len(planned), len(todo))
         spent = queries.sweep_spent_usd(ledger, self.sweep_id)
         budget = Budget(spec.budget_usd, already_spent_usd=spent)
-        writer = LedgerWriter(ledger)
+        writer = LedgerWriter(ledger, batch_window_s=workbench.settings.ledger_batch_window_s)
         settings = WebhookSettings.from_env() if signals is None else None
         try:
             async with webhooks_for(workbench.providers, settings) as configured:

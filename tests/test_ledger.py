@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -53,16 +54,22 @@ def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_notebook_can_read_while_a_sweep_writes(tmp_path: Path, dataset_dir: Path) -> None:
-    """Another process reads the ledger read-only, repeatedly, while a sweep is writing it."""
+    """Another process reads the ledger read-only, repeatedly, while a sweep is writing it.
+
+    The sweep commits each attempt at once (``PIXELLAB_LEDGER_BATCH_WINDOW_S=0``) and runs one
+    at a time: with the default one-second window a short sweep on a fast machine may land in
+    a single commit, and the reader would rightly see only before and after."""
     home = tmp_path / "home"
     spec = tmp_path / "s.yaml"
     spec.write_text(f"name: live\ntask: remove_background\ndataset: {dataset_dir}\n"
-                    "models: [local:cutout, local:cutout-threshold]\nseeds: [0, 1, 2]\n")
+                    "models: [local:cutout, local:cutout-threshold]\nseeds: [0, 1, 2]\n"
+                    "concurrency: 1\n")
     Ledger(home / "ledger.duckdb")  # exists before the reader starts
     log = tmp_path / "sweep.log"  # a file, not a pipe: a full pipe would stall the sweep
     with log.open("w") as output, \
             started([sys.executable, "-m", "pixellab.cli", "sweep", "run", str(spec),
-                     "--home", str(home)], stdout=output, stderr=output) as sweep:
+                     "--home", str(home)], stdout=output, stderr=output,
+                    env={**os.environ, "PIXELLAB_LEDGER_BATCH_WINDOW_S": "0"}) as sweep:
         reader = Ledger(home / "ledger.duckdb", read_only=True)
         counts = []
         deadline = time.monotonic() + 300

@@ -26,6 +26,15 @@ def test_an_empty_setting_means_its_default(monkeypatch) -> None:
     assert current().prompts == Path("prompts")
 
 
+def test_the_ledger_batch_window_is_a_bounded_number_of_seconds(monkeypatch) -> None:
+    assert current().ledger_batch_window_s == 1.0
+    monkeypatch.setenv("PIXELLAB_LEDGER_BATCH_WINDOW_S", "0")
+    assert current().ledger_batch_window_s == 0.0
+    monkeypatch.setenv("PIXELLAB_LEDGER_BATCH_WINDOW_S", "-1")
+    with pytest.raises(ConfigError, match="^PIXELLAB_LEDGER_BATCH_WINDOW_S: "):
+        current()
+
+
 def test_the_workbench_reads_its_catalog_from_its_own_home_not_pixellab_home(
         tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PIXELLAB_HOME", str(tmp_path / "elsewhere"))
