@@ -557,7 +557,7 @@ class Runner:
         image would stall every other request), in one hop rather than two (a hop costs ~0.1
         ms of CPU). The digest is empty for an output that failed its check."""
         check = kind.check(data, task=request.task, declared_media_type=declared_media_type,
-                           expected_size=expected, source=source)
+                           expected_size=expected, source=source, params=request.params)
         if not check.ok:
             return check, b"", ""
         stored = kind.stored_form(request.request_key, data)

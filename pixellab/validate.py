@@ -556,6 +556,10 @@ class ImageCheck:
     width: int | None
     height: int | None
     mode: str | None
+    duration_s: float | None = None
+    """A video's measured duration (None for images, or when it could not be read): what a
+    per-second price is charged on when the provider reports nothing."""
+    fps: float | None = None
 
 
 def _declared_format(declared: str) -> str | None:

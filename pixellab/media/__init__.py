@@ -10,7 +10,7 @@ one module and one line in :data:`KINDS`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from pixellab.errors import ConfigError
 from pixellab.tasks import Task
@@ -33,9 +33,12 @@ class MediaKind(Protocol):
         """Scored when the task's scoring names no metrics."""
 
     def check(self, data: bytes, *, task: Task, declared_media_type: str | None,
-              expected_size: tuple[int, int] | None, source: bytes | None) -> ImageCheck:
+              expected_size: tuple[int, int] | None, source: bytes | None,
+              params: Mapping[str, Any] | None = None) -> ImageCheck:
         """Validate one provider output; never raises on bad bytes (the verdict's ``reason``
-        is the stable code recorded in the ledger)."""
+        is the stable code recorded in the ledger). ``params`` are the request's normalized
+        inputs (a video is checked against the ``duration_s``, ``fps`` and ``aspect_ratio``
+        asked for)."""
 
     def stored_form(self, request_key: str, data: bytes) -> bytes:
         """The bytes the store keeps for an output of ``request_key``."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -22,7 +24,8 @@ class ImageKind:
     default_metrics: tuple[str, ...] = ("blank",)
 
     def check(self, data: bytes, *, task: Task, declared_media_type: str | None,
-              expected_size: tuple[int, int] | None, source: bytes | None) -> ImageCheck:
+              expected_size: tuple[int, int] | None, source: bytes | None,
+              params: Mapping[str, Any] | None = None) -> ImageCheck:
         """Decodable, an allowed format, the expected size, not blank, not the input returned
         unchanged, and (cut-outs) with usable alpha."""
         return check_image_output(data, declared_media_type=declared_media_type,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pixellab.tasks import Task
 from pixellab.validate import ImageCheck, check_json_output
@@ -18,7 +20,8 @@ class JsonKind:
     default_metrics: tuple[str, ...] = ("category_match",)
 
     def check(self, data: bytes, *, task: Task, declared_media_type: str | None,
-              expected_size: tuple[int, int] | None, source: bytes | None) -> ImageCheck:
+              expected_size: tuple[int, int] | None, source: bytes | None,
+              params: Mapping[str, Any] | None = None) -> ImageCheck:
         """UTF-8 JSON, bounded, valid for the task's schema."""
         return check_json_output(data, task.value)
 

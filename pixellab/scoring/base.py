@@ -44,6 +44,12 @@ class ScoreContext:
     marketplaces: Mapping[str, Any] | None = None
     """The marketplace profiles ``compliance_<profile>`` checks against (the workbench's);
     None: the package's own."""
+    frames: tuple[np.ndarray, ...] | None = None
+    """A video output's sampled frames (RGB ``uint8``, in order); ``output`` is then the first
+    frame. None for images."""
+    video: Mapping[str, Any] | None = None
+    """A video output's measured facts (``duration_s``, ``fps``, ``width``, ``height``,
+    ``frame_count``, ``sampled_indices``…), for metrics and profiles that need them."""
 
     def output_array(self) -> np.ndarray:
         return np.asarray(self.output)
