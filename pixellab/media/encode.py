@@ -42,9 +42,8 @@ def encode_video(frames: Iterable[np.ndarray], *, fps: float, container: Contain
         raise ValueError(f"fps must be positive, not {fps!r}")
     buffer = io.BytesIO()
     rate = Fraction(fps).limit_denominator(1001)
-    count = 0
     with av.open(buffer, mode="w", format=container) as output:
-        stream = None
+        stream: av.VideoStream | None = None
         size: tuple[int, int] | None = None
         for frame in frames:
             array = np.asarray(frame)
@@ -53,7 +52,9 @@ def encode_video(frames: Iterable[np.ndarray], *, fps: float, container: Contain
             if stream is None:
                 width, height = even_size(array.shape[1], array.shape[0])
                 size = (width, height)
-                stream = output.add_stream(CODECS[container], rate=rate)
+                added = output.add_stream(CODECS[container], rate=rate)
+                assert isinstance(added, av.VideoStream)
+                stream = added
                 stream.width, stream.height = width, height
                 stream.pix_fmt = "yuv420p"
                 if container == "mp4":
@@ -69,7 +70,6 @@ def encode_video(frames: Iterable[np.ndarray], *, fps: float, container: Contain
                 np.ascontiguousarray(array[:size[1], :size[0]]), format="rgb24")
             for packet in stream.encode(video_frame):
                 output.mux(packet)
-            count += 1
         if stream is None:
             raise ValueError("a clip needs at least one frame")
         for packet in stream.encode():
