@@ -24,7 +24,7 @@ import pandas as pd
 from pixellab.errors import ConfigError, InvalidInputImage
 
 REQUIRED_COLUMNS = ("id", "title", "description", "category", "image")
-_KNOWN = {*REQUIRED_COLUMNS, "mask", "reference"}
+_KNOWN = {*REQUIRED_COLUMNS, "mask", "reference", "angles"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class Product:
     image: Path
     mask: Path | None = None
     reference: Path | None = None
+    angles: tuple[Path, ...] = ()
+    """More photos of the same product from other angles (manifest column ``angles``,
+    ``;``-separated), for the multi-photo video task; ``image`` is the first angle."""
     attributes: dict[str, Any] = field(default_factory=dict)
     refusal: Refusal | None = None
     """Set when the manifest row names a file outside the dataset folder: nothing of this
@@ -70,9 +73,12 @@ class Dataset:
         return sorted({p.category for p in self.products})
 
     def select(self, categories: list[str] | None = None, ids: list[str] | None = None,
-               limit: int | None = None) -> list[Product]:
+               limit: int | None = None, *, with_angles: bool = False) -> list[Product]:
+        """The products in ``categories`` and ``ids`` (all when empty), the first ``limit``;
+        only those with more photos (``angles``) when ``with_angles``."""
         chosen = [p for p in self.products
-                  if (not categories or p.category in categories) and (not ids or p.id in ids)]
+                  if (not categories or p.category in categories) and (not ids or p.id in ids)
+                  and (p.angles or not with_angles)]
         return chosen[:limit] if limit else chosen
 
 
@@ -150,12 +156,15 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> Dataset:
         if not image:
             raise ConfigError("empty image path", path=str(manifest), key=f"{key}.image")
         mask, reference = _text(row.get("mask")), _text(row.get("reference"))
+        angles = [a.strip() for a in _text(row.get("angles")).split(";") if a.strip()]
         refusal = _refusal(manifest, key, root,
-                           {"image": image, "mask": mask, "reference": reference})
+                           {"image": image, "mask": mask, "reference": reference,
+                            **{f"angles[{i}]": a for i, a in enumerate(angles)}})
         products.append(Product(
             id=product_id, title=_text(row["title"]), description=_text(row["description"]),
             category=_text(row["category"]) or "uncategorized", image=root / image,
             mask=root / mask if mask else None, reference=root / reference if reference else None,
+            angles=tuple(root / a for a in angles),
             attributes={k: _text(v) for k, v in row.items() if k not in _KNOWN},
             refusal=refusal,
         ))

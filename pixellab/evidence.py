@@ -99,10 +99,16 @@ def metric_summary(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd
 def leaderboard(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """Per category × task × ``by`` (the arm, or e.g. ``prompt_id`` for a prompt sweep): n,
     successes, pass rate with its 95 % Wilson interval, mean score, spend per request and per
-    accepted output, median latency."""
+    accepted output, median latency. Video tasks add the seconds of video delivered and the
+    spend per delivered second (``usd_per_second``: everything spent, failures included,
+    over the seconds of the clips that came back)."""
     columns = ["task", "category", by, "n", "succeeded", "passed", "pass_rate", "pass_low",
                "pass_high", "mean_score", "usd", "usd_per_request", "usd_per_accepted",
                "latency_p50_s"]
+    video = "duration_s" in frame.columns and bool(frame["duration_s"].notna().any())
+    if video:
+        columns.insert(columns.index("usd_per_accepted") + 1, "video_s")
+        columns.insert(columns.index("video_s") + 1, "usd_per_second")
     if frame.empty:
         return pd.DataFrame(columns=columns)
     grouped = frame.groupby(["task", "category", by], dropna=False)
@@ -113,6 +119,7 @@ def leaderboard(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
         mean_score=("score", "mean"),
         usd=("usd", "sum"),
         latency_p50_s=("latency_s", "median"),
+        **({"video_s": ("duration_s", "sum")} if video else {}),
     ).reset_index()
     table["passed"] = table["passed"].astype(int)
     table["pass_rate"] = table["passed"] / table["n"]
@@ -123,6 +130,8 @@ def leaderboard(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     table["usd_per_accepted"] = np.where(table["passed"] > 0,
                                          table["usd"] / table["passed"].where(table["passed"] > 0),
                                          np.nan)
+    if video:
+        table["usd_per_second"] = table["usd"] / table["video_s"].where(table["video_s"] > 0)
     return table[columns].sort_values(["task", "category", "mean_score"],
                                       ascending=[True, True, False]).reset_index(drop=True)
 

@@ -24,6 +24,7 @@ from pixellab.validate import load_input_image
 FORMATS = {"pass_rate": "{:.0%}", "pass_low": "{:.0%}", "pass_high": "{:.0%}",
            "share": "{:.0%}", "mean_score": "{:.3f}", "usd": "${:.4f}",
            "usd_per_request": "${:.4f}", "usd_per_accepted": "${:.4f}",
+           "usd_per_second": "${:.4f}", "video_s": "{:.1f} s",
            "usd_estimated": "${:.4f}", "credits": "{:.2f}", "latency_p50_s": "{:.2f} s",
            "latency_p95_s": "{:.2f} s", "score": "{:.3f}", "score_low": "{:.3f}",
            "score_high": "{:.3f}"}

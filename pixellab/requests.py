@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,12 @@ def file_sha256(path: Path) -> str:
         return f"unreadable:{path}:{exc.errno}"
 
 
+def inputs_sha256(paths: Sequence[Path | str]) -> str:
+    """One identity for several input files (the multi-photo task's angles, in order): the
+    hash of their hashes, so reordering or changing any one makes a new request."""
+    return sha256_hex(";".join(file_sha256(Path(p)) for p in paths).encode())
+
+
 @dataclass(frozen=True)
 class Request:
     """What the runner executes, and what the ledger plans.
@@ -85,12 +92,16 @@ class Request:
     """The sweep's name for the chain (a model id, or ``route:a>b`` for a routed call)."""
     prompt_hash: str | None = None
     input_sha256: str = ""
+    angle_paths: tuple[str, ...] = ()
+    """More photos of the product sent with ``image_path`` (the multi-photo video task);
+    ``input_sha256`` then covers every one of them."""
 
     @classmethod
     def build(cls, *, product_id: str, category: str, task: Task, chain: tuple[Model, ...],
               arm: str, image_path: Path | str, input_sha256: str, prompt: Prompt | None,
               prompt_text: str | None, params: dict[str, Any],
-              input_error: InvalidInputImage | None = None) -> Request:
+              input_error: InvalidInputImage | None = None,
+              angle_paths: tuple[str, ...] = ()) -> Request:
         key = request_key(task=task, chain=chain, input_sha256=input_sha256, prompt=prompt,
                           prompt_text=prompt_text, params=params)
         return cls(request_key=key, product_id=product_id, category=category, task=task,
@@ -98,7 +109,7 @@ class Request:
                    prompt_id=prompt.id if prompt else None, prompt_text=prompt_text,
                    input_error=input_error, arm=arm,
                    prompt_hash=prompt.content_hash if prompt else None,
-                   input_sha256=input_sha256)
+                   input_sha256=input_sha256, angle_paths=angle_paths)
 
     def row(self) -> dict[str, Any]:
         """The ``requests`` row the ledger plans (``ledger.database.PLANNED_COLUMNS``)."""

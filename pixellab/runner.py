@@ -274,6 +274,7 @@ class Runner:
             if request.input_error is not None:
                 raise request.input_error
             source = await self._input(request.image_path)
+            angles = [(await self._input(path)).data for path in request.angle_paths]
         except InvalidInputImage as exc:
             outcome.error_class, outcome.error_reason, outcome.error_message = (
                 _error_fields(exc))
@@ -309,7 +310,8 @@ class Runner:
                 request_key=request.request_key, model=model, task=request.task,
                 image=source.data,
                 image_media_type=MEDIA_TYPES.get(source.format or ""),
-                params={**request.params, "prompt": request.prompt_text})
+                params={**request.params, "prompt": request.prompt_text,
+                        **({"angles": angles} if angles else {})})
             try:
                 resume = (unfinished if unfinished and unfinished["model_id"] == model.id
                           else None)
@@ -540,7 +542,8 @@ class Runner:
         self.budget.settle(reservation, usd)
         # Written together with the request's own final row, in one commit (see _finish).
         outcome.unwritten.extend([
-            Ledger.record_output(digest, media_type, check.width, check.height, len(stored)),
+            Ledger.record_output(digest, media_type, check.width, check.height, len(stored),
+                                 check.duration_s),
             Ledger.finish_attempt(
                 attempt_id, status="succeeded", latency_s=time.monotonic() - started,
                 credits=credits, usd=usd, cost_estimated=estimated,

@@ -39,7 +39,7 @@ from pixellab.intel.taxonomy import product_data
 from pixellab.ledger import Ledger, LedgerWriter, Statement, queries
 from pixellab.media import kind_for
 from pixellab.prompts import Prompt, load_prompt
-from pixellab.requests import Request, file_sha256
+from pixellab.requests import Request, file_sha256, inputs_sha256
 from pixellab.runner import RequestOutcome, RetryPolicy, Runner
 from pixellab.scoring import (
     BATCHED,
@@ -299,7 +299,12 @@ class Sweep:
 
     def products(self) -> list[Product]:
         chosen = self.dataset.select(self.spec.categories or None, self.spec.products or None,
-                                     self.spec.limit)
+                                     self.spec.limit,
+                                     with_angles=self.spec.task is Task.ANGLES_TO_VIDEO)
+        if not chosen and self.spec.task is Task.ANGLES_TO_VIDEO:
+            raise ConfigError("angles_to_video needs products with more photos (the manifest's "
+                              "'angles' column), and none of the chosen products has any",
+                              key="task")
         if not chosen:
             raise ConfigError("no products match the sweep's categories/products",
                               key="categories")
@@ -331,6 +336,10 @@ class Sweep:
             image_path, input_error = self.prepared_input(product)
             input_sha256 = (f"unusable:{input_error.reason}:{product.id}" if input_error
                             else file_sha256(image_path))
+            angle_paths: tuple[str, ...] = ()
+            if task is Task.ANGLES_TO_VIDEO and input_error is None:
+                angle_paths = tuple(str(a) for a in product.angles)
+                input_sha256 = inputs_sha256([image_path, *angle_paths])
             extra = ({"product": product_data(product.fields())}
                      if task is Task.ANALYZE else {})
             for arm in arms:
@@ -343,7 +352,7 @@ class Sweep:
                             chain=arm.chain, arm=arm.name, image_path=image_path,
                             input_sha256=input_sha256, prompt=prompt, prompt_text=text,
                             params={**self.spec.params, **extra, "seed": seed},
-                            input_error=input_error))
+                            input_error=input_error, angle_paths=angle_paths))
         return planned
 
     @property

@@ -12,12 +12,14 @@ class Task(StrEnum):
     UPSCALE = "upscale"
     LIFESTYLE = "lifestyle"
     IMAGE_TO_VIDEO = "image_to_video"
+    ANGLES_TO_VIDEO = "angles_to_video"
+    """Several photos of one product (its ``angles``) combined into one clip."""
     ANALYZE = "analyze"
 
     @property
     def output_kind(self) -> str:
         """``image``, ``video`` or ``json``: what a valid output of this task must be."""
-        if self is Task.IMAGE_TO_VIDEO:
+        if self in (Task.IMAGE_TO_VIDEO, Task.ANGLES_TO_VIDEO):
             return "video"
         if self is Task.ANALYZE:
             return "json"

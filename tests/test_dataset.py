@@ -10,7 +10,7 @@ import pytest
 from pixellab.datasets import load_dataset
 from pixellab.errors import ConfigError
 from pixellab.validate import load_input_image
-from tests.conftest import REPO, run_process
+from tests.conftest import REPO, product_photo, run_process
 
 SAMPLE = REPO / "datasets" / "sample"
 
@@ -51,3 +51,33 @@ def test_a_duplicate_product_id_names_the_row(tmp_path: Path) -> None:
         "id,title,description,category,image\nx,X,,kitchen,a.png\nx,Y,,kitchen,b.png\n")
     with pytest.raises(ConfigError, match="row 3: duplicate id 'x'"):
         load_dataset(tmp_path)
+
+
+# --- more photos of one product (the multi-photo video task) --------------------------------
+
+
+def _with_angles(root: Path, angles: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "images").mkdir()
+    for name in ("a.png", "a-2.png", "a-3.png", "b.png"):
+        product_photo(len(name))[0].save(root / "images" / name)
+    (root / "manifest.csv").write_text(
+        "id,title,description,category,image,angles\n"
+        f"a,A,,kitchen,images/a.png,{angles}\n"
+        "b,B,,kitchen,images/b.png,\n")
+    return root
+
+
+def test_a_products_angles_are_read_in_order_and_others_have_none(tmp_path: Path) -> None:
+    dataset = load_dataset(_with_angles(tmp_path / "d", "images/a-3.png; images/a-2.png"))
+    a, b = dataset.products
+    assert [p.name for p in a.angles] == ["a-3.png", "a-2.png"] and b.angles == ()
+    assert [p.id for p in dataset.select(with_angles=True)] == ["a"]
+    assert "angles" not in a.attributes
+
+
+def test_an_angle_outside_the_dataset_refuses_the_product(tmp_path: Path) -> None:
+    (tmp_path / "secret.png").write_bytes(b"x")
+    a = load_dataset(_with_angles(tmp_path / "d", "images/a-2.png;../secret.png")).products[0]
+    assert a.refusal is not None and a.refusal.reason == "outside_dataset"
+    assert "angles[1]" in a.refusal.message

@@ -262,10 +262,11 @@ class Ledger:
 
     @staticmethod
     def record_output(sha256: str, media_type: str, width: int | None, height: int | None,
-                      size: int) -> Statement:
-        return Row("outputs", ("sha256", "media_type", "width", "height", "bytes", "created_at"),
-                   (sha256, media_type, width, height, size, now()), key=("sha256",),
-                   ignore_conflict=True)
+                      size: int, duration_s: float | None = None) -> Statement:
+        return Row("outputs", ("sha256", "media_type", "width", "height", "bytes", "duration_s",
+                               "created_at"),
+                   (sha256, media_type, width, height, size, duration_s, now()),
+                   key=("sha256",), ignore_conflict=True)
 
     @staticmethod
     def record_score(output_sha256: str, metric: str, scorer_version: str, value: float | None,

@@ -105,7 +105,7 @@ def request_table(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.
         f"""select s.sweep_id, r.request_key, r.product_id, r.category, r.task, r.arm,
                    r.prompt_id, r.seed,
                    r.status, r.model_id, r.output_sha256, r.error_class, r.error_reason,
-                   r.error_message, o.media_type,
+                   r.error_message, o.media_type, o.duration_s,
                    coalesce(a.usd, 0)::double as usd, coalesce(a.credits, 0)::double as credits,
                    a.latency_s, coalesce(a.attempts, 0) as attempts
             from requests r join sweep_requests s using (request_key)

@@ -3,7 +3,7 @@ open, and a file written by a newer pixellab is refused."""
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """create table sweeps (
@@ -60,5 +60,7 @@ MIGRATIONS: dict[int, list[str]] = {
             difference double, difference_low double, difference_high double,
             p_value double, threshold double, reason varchar, created_at timestamp,
             primary key (sweep_id, arm))"""],
+    # A video output's measured length: what cost per second of video is computed on.
+    6: ["alter table outputs add column duration_s double"],
 }
 
