@@ -34,6 +34,19 @@ from pixellab.scoring.reference import (
     score_psnr,
     score_ssim,
 )
+from pixellab.scoring.video import SCORER_VERSION as VIDEO_VERSION
+from pixellab.scoring.video import (
+    VIDEO_PLATFORM_PREFIX,
+    load_platform_profiles,
+    score_first_frame_delta_e,
+    score_first_frame_ssim,
+    score_video_flicker,
+    score_video_frozen_ratio,
+    score_video_motion,
+    score_video_platform,
+    score_video_product_presence,
+    score_video_subject_consistency,
+)
 
 TASKS_FILE = Path(__file__).with_name("tasks.toml")
 
@@ -48,15 +61,26 @@ SCORERS: dict[str, tuple[Scorer, str]] = {
     "psnr": (score_psnr, REFERENCE_VERSION),
     "ssim": (score_ssim, REFERENCE_VERSION),
     "delta_e": (score_delta_e, REFERENCE_VERSION),
+    # video outputs (ScoreContext.frames): missing for images, see scoring/video.py
+    "video_first_frame_ssim": (score_first_frame_ssim, VIDEO_VERSION),
+    "video_first_frame_delta_e": (score_first_frame_delta_e, VIDEO_VERSION),
+    "video_subject_consistency": (score_video_subject_consistency, VIDEO_VERSION),
+    "video_flicker": (score_video_flicker, VIDEO_VERSION),
+    "video_motion": (score_video_motion, VIDEO_VERSION),
+    "video_frozen_ratio": (score_video_frozen_ratio, VIDEO_VERSION),
+    "video_product_presence": (score_video_product_presence, VIDEO_VERSION),
 }
-"""Metrics computed one output at a time (in worker threads)."""
+"""Metrics computed one output at a time (in worker threads). ``compliance_<profile>``
+(marketplace image rules) and ``video_platform_<profile>`` (short-video platform rules,
+``scoring/platforms.toml``) come on top, one metric per profile."""
 BATCHED: dict[str, str] = {metric: CLIP_VERSION for metric in CLIP_METRICS}
 """Metrics computed for many outputs at once (a model's forward pass): see scoring/clip.py."""
 JSON_METRICS: dict[str, str] = {"category_match": "intel-1"}
 """Metrics of JSON outputs (``analyze``), computed from the answer and the dataset's own
 labels: ``category_match`` is 1 when the analysed category is the product's category in the
 manifest, 0 when it is another, missing when the manifest's category is not in the taxonomy."""
-LOWER_IS_BETTER = frozenset({"delta_e", "exposure_clipping", "blank"})
+LOWER_IS_BETTER = frozenset({"delta_e", "exposure_clipping", "blank",
+                             "video_first_frame_delta_e", "video_frozen_ratio"})
 COMPLIANCE_PREFIX = "compliance_"
 
 
@@ -92,13 +116,20 @@ def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
 
 
 def known_metric(metric: str) -> bool:
+    """Whether ``metric`` can be computed: a registered scorer, a marketplace profile's
+    ``compliance_<profile>`` (profiles may come from the workbench, so any name) or a bundled
+    video platform profile's ``video_platform_<profile>``."""
     return (metric in SCORERS or metric in BATCHED or metric in JSON_METRICS
-            or metric.startswith(COMPLIANCE_PREFIX))
+            or metric.startswith(COMPLIANCE_PREFIX)
+            or (metric.startswith(VIDEO_PLATFORM_PREFIX)
+                and metric.removeprefix(VIDEO_PLATFORM_PREFIX) in load_platform_profiles()))
 
 
 def scorer_version(metric: str) -> str:
     if metric.startswith(COMPLIANCE_PREFIX):
         return QUALITY_VERSION
+    if metric.startswith(VIDEO_PLATFORM_PREFIX):
+        return VIDEO_VERSION
     if metric in BATCHED:
         return BATCHED[metric]
     if metric in JSON_METRICS:
@@ -113,6 +144,8 @@ def compute(metric: str, ctx: ScoreContext) -> Score:
             return score_compliance(ctx, profile=metric.removeprefix(COMPLIANCE_PREFIX),
                                     profiles=dict(ctx.marketplaces) if ctx.marketplaces
                                     else None)
+        if metric.startswith(VIDEO_PLATFORM_PREFIX):
+            return score_video_platform(ctx, profile=metric.removeprefix(VIDEO_PLATFORM_PREFIX))
         return SCORERS[metric][0](ctx)
     except ConfigError:
         raise
@@ -120,5 +153,6 @@ def compute(metric: str, ctx: ScoreContext) -> Score:
         return Score.missing(metric, scorer_version(metric), f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["BATCHED", "JSON_METRICS", "LOWER_IS_BETTER", "SCORERS", "Score", "ScoreContext",
-           "TaskScoring", "compute", "known_metric", "load_task_scoring", "scorer_version"]
+__all__ = ["BATCHED", "COMPLIANCE_PREFIX", "JSON_METRICS", "LOWER_IS_BETTER", "SCORERS",
+           "VIDEO_PLATFORM_PREFIX", "VIDEO_VERSION", "Score", "ScoreContext", "TaskScoring",
+           "compute", "known_metric", "load_task_scoring", "scorer_version"]
