@@ -10,6 +10,7 @@ names the thing to fix (a file and key, a product, a model). Tracebacks are for 
     │   └── UnknownModel
     ├── InvalidImage                bytes that must not or cannot be decoded (``reason``)
     │   └── InvalidInputImage       a product's source image: fails before any call
+    ├── InvalidVideo                video bytes refused or undecodable (``reason``)
     ├── BudgetExceeded              reserving the next attempt would pass the cap
     ├── ProviderError               a call gave no usable output (``retryable``, ``ends_request``)
     │   ├── RateLimited             429, ``retry_after``
@@ -81,6 +82,19 @@ class InvalidImage(PixellabError):
 
 class InvalidInputImage(InvalidImage):
     """A product's source image is unusable: the request fails before any provider is called."""
+
+
+class InvalidVideo(PixellabError):
+    """Video bytes that must not or cannot be decoded (see :mod:`pixellab.media.video`).
+
+    ``reason`` is a stable machine code (``zero_bytes``, ``not_a_video``, ``codec_not_allowed``,
+    ``too_long``, ``truncated``, …) recorded in the ledger; the message is for people. Not an
+    :class:`InvalidImage`: code that catches image failures must not swallow video ones.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 # --- money -----------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from pixellab.intel.records import latest_analyses, record_analyses
 from pixellab.intel.taxonomy import product_data
 from pixellab.ledger import Ledger, LedgerWriter, Statement, queries
 from pixellab.media import kind_for
+from pixellab.media.video import VideoExpectation, sample_frames
 from pixellab.prompts import Prompt, load_prompt
 from pixellab.requests import Request, file_sha256, inputs_sha256
 from pixellab.runner import RequestOutcome, RetryPolicy, Runner
@@ -134,6 +135,10 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"{name} must be {what}, not {number!r}")
             if not low <= number <= high:
                 raise ValueError(f"{name} must be between {low:g} and {high:g}, not {number!r}")
+        try:  # a clip's aspect ratio or resolution that means nothing: say so before any call
+            VideoExpectation.from_params(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @classmethod
@@ -733,6 +738,8 @@ class Sweep:
                 return None
 
         task = self.spec.task
+        if task.output_kind == "video":
+            return self._video_context(product, output, optional)
         factor = self.upscale_factor
         if factor is not None:
             original = optional(product.image)
@@ -748,6 +755,26 @@ class Sweep:
                             source=optional(product.image), mask=optional(product.mask),
                             reference=optional(product.reference),
                             marketplaces=self.workbench.marketplaces)
+
+    def _video_context(self, product: Product, output: bytes,
+                       optional: Callable[[Path | None], Any]) -> ScoreContext:
+        """A clip as the scorers see it: :data:`~pixellab.media.video.SAMPLE_FRAMES` frames
+        evenly spaced over the clip (decoding stays bounded whatever its length), the first
+        as ``output``, and what the clip measured; the source is the product's (first)
+        photo."""
+        clip = sample_frames(output)
+        info = clip.info
+        width, height = clip.display_size
+        facts = {"duration_s": info.duration_s, "fps": info.fps, "width": width,
+                 "height": height, "frame_count": info.frame_count, "codec": info.codec,
+                 "container": info.container, "decoded": clip.decoded,
+                 "sampled_indices": list(clip.indices),
+                 "sampled_timestamps": [round(t, 3) for t in clip.timestamps]}
+        return ScoreContext(task=self.spec.task.value, output=Image.fromarray(clip.frames[0]),
+                            source=optional(product.image), mask=optional(product.mask),
+                            reference=optional(product.reference),
+                            marketplaces=self.workbench.marketplaces,
+                            frames=clip.frames, video=facts)
 
 
 def _unique(requests: Iterator[Request] | Any) -> list[Request]:

@@ -468,9 +468,13 @@ async def test_a_job_that_finished_before_its_cancel_landed_is_used_and_paid_for
 
 
 async def test_a_task_whose_output_kind_is_not_registered_fails_before_any_call(
-        harness) -> None:
-    """Until a video kind exists, an image_to_video output must not be judged as an image:
-    the request fails with the reason, and no provider is called or paid."""
+        harness, monkeypatch) -> None:
+    """Without a kind to check its outputs (a plugin's task whose kind is not installed), an
+    output must not be judged as another kind's: the request fails with the reason, and no
+    provider is called or paid."""
+    from pixellab import media
+
+    monkeypatch.delitem(media.KINDS, "video")
     primary, fallback = ScriptedProvider("replicate"), ScriptedProvider("fal")
     h = harness(primary, fallback)
     h.requests = [dataclasses.replace(r, task=Task.IMAGE_TO_VIDEO) for r in h.requests]
@@ -478,3 +482,15 @@ async def test_a_task_whose_output_kind_is_not_registered_fails_before_any_call(
     assert (outcome.status, outcome.error_class) == ("failed", "ConfigError")
     assert "no media kind 'video'" in str(outcome.error_message)
     assert (primary.calls, fallback.calls, h.column("select count(*) from attempts")) == (0, 0, [0])
+
+
+async def test_an_image_returned_for_a_video_task_is_not_a_video_and_the_chain_falls_back(
+        harness) -> None:
+    """A provider that answers an image_to_video request with a PNG delivered no clip: each
+    attempt fails validation as ``not_a_video``."""
+    primary, fallback = ScriptedProvider("replicate"), ScriptedProvider("fal")
+    h = harness(primary, fallback)
+    h.requests = [dataclasses.replace(r, task=Task.IMAGE_TO_VIDEO) for r in h.requests]
+    outcome = (await h.run()).outcomes[0]
+    assert outcome.status == "failed" and primary.calls == 1 and fallback.calls == 1
+    assert h.column("select distinct error_reason from attempts") == ["not_a_video"]

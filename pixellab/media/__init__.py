@@ -50,8 +50,9 @@ class MediaKind(Protocol):
 def _registered() -> dict[str, MediaKind]:
     from pixellab.media.image import IMAGE
     from pixellab.media.json import JSON
+    from pixellab.media.video import VIDEO
 
-    return {kind.name: kind for kind in (IMAGE, JSON)}
+    return {kind.name: kind for kind in (IMAGE, JSON, VIDEO)}
 
 
 KINDS: dict[str, MediaKind] = _registered()
