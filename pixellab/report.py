@@ -89,6 +89,19 @@ details.plx-zoom[open] .plx-full img {
   max-width: 96vw; max-height: 88vh; width: auto; height: auto;
   background: repeating-conic-gradient(#ccc 0% 25%, #fff 0% 50%) 50% / 20px 20px; }
 details.plx-zoom .plx-full span { color: #eee; font: 13px system-ui, sans-serif; margin: 6px; }
+/* A clip: its animated preview in the grid; click it and the player opens below it (click
+   the preview again to close): inline, so the player's own controls stay usable. */
+details.plx-video { display: inline-block; }
+details.plx-video > summary { list-style: none; cursor: pointer; }
+details.plx-video > summary::-webkit-details-marker { display: none; }
+details.plx-video .plx-video-preview { max-width: 200px; max-height: 200px; display: block;
+  margin: auto; }
+details.plx-video .plx-video-full { display: none; }
+details.plx-video[open] .plx-video-full { display: flex; flex-direction: column;
+  align-items: center; margin-top: 4px; }
+details.plx-video[open] .plx-video-full video,
+details.plx-video[open] .plx-video-full img { max-width: 320px; max-height: 480px; }
+details.plx-video .plx-video-full span { color: #555; font-size: 11px; max-width: 320px; }
 </style>
 """
 

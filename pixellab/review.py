@@ -11,6 +11,7 @@ can end with the object itself.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections.abc import Sequence
@@ -23,7 +24,9 @@ from pixellab import ratings
 from pixellab.errors import ConfigError
 from pixellab.evidence import failure_reason
 from pixellab.ledger import Ledger
+from pixellab.media import kind_of_media_type
 from pixellab.media.image import thumbnail_data_uri
+from pixellab.media.video import EMBED_MAX_BYTES, sample_frames
 from pixellab.ratings import Pair
 from pixellab.store import Store
 from pixellab.validate import decode_image, load_input_image
@@ -58,8 +61,32 @@ class _Displayable:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
+def _is_video(media_type: str) -> bool:
+    kind = kind_of_media_type(media_type)
+    return kind is not None and kind.name == "video"
+
+
 def _output_image(store: Store, digest: str, media_type: str) -> Image.Image:
-    return decode_image(store.get(digest, media_type))
+    """The output as a picture: the image itself, or a clip's first frame (what the grid and
+    the before/after slider show of it)."""
+    data = store.get(digest, media_type)
+    if _is_video(media_type):
+        return Image.fromarray(sample_frames(data, count=1).frames[0])
+    return decode_image(data)
+
+
+def _clip_html(data: bytes, media_type: str, px: int) -> str:
+    """A clip to rate: playing on its own, muted and looped, so two play side by side; one
+    over :data:`~pixellab.media.video.EMBED_MAX_BYTES` shows its first frame instead."""
+    if len(data) > EMBED_MAX_BYTES:
+        poster = thumbnail_data_uri(Image.fromarray(sample_frames(data, count=1).frames[0]),
+                                    px)
+        return (f"<img src='{poster}' alt='output'><div class='plx-cap'>first frame: the clip "
+                "is too large to play here</div>")
+    uri = f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+    return (f"<video autoplay muted loop playsinline controls style='max-width:{px}px;"
+            f"max-height:{px}px'><source src='{uri}' type='{html.escape(media_type)}'>"
+            "</video>")
 
 
 # -- the grid ---------------------------------------------------------------------------------
@@ -437,6 +464,10 @@ class PairRater(_Displayable):
     def _picture(self, digest: str, media_type: str) -> str:
         if digest not in self._images:
             try:
+                if _is_video(media_type):
+                    self._images[digest] = _clip_html(self.store.get(digest, media_type),
+                                                      media_type, self.image_px)
+                    return self._images[digest]
                 image = _output_image(self.store, digest, media_type)
                 self._images[digest] = (f"<img src='{thumbnail_data_uri(image, self.image_px)}'"
                                         " alt='output'>")

@@ -68,6 +68,7 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_VIDEO_BYTES",
     "MAX_VIDEO_PIXELS",
+    "CHECK_MAX_SIDE",
     "SAMPLE_FRAMES",
     "VIDEO",
     "Previews",
@@ -124,6 +125,10 @@ SAMPLE_FRAMES = 12
 frames or a freeze at 8–16 points; few enough that holding them (≤ 512 px) costs ~5 MB."""
 
 SAMPLE_MAX_SIDE = 512
+CHECK_MAX_SIDE = 160
+"""The size of the frames validation looks at (black, blank, a still photo): coarse verdicts
+that 160 px decides as well as 512, at a tenth of the conversion cost, so that checking a clip
+costs little more than decoding it (``benchmarks/bench_video.py``)."""
 """Longer side of a sampled frame: what blank/frozen checks and image metrics need."""
 
 EMBED_MAX_BYTES = 3 * _MIB
@@ -695,6 +700,35 @@ def _block_motion(a: np.ndarray, b: np.ndarray) -> float:
     return float(blocks.max())
 
 
+_PLANAR_YUV = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
+                         "nv12", "yuv420p10le", "yuv422p10le", "yuv444p10le"})
+"""Pixel formats whose first plane is the luma itself (8- or 10-bit)."""
+
+
+def _luma_thumb(frame: VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """The frame's brightness at thumbnail size, in full-range 8-bit levels (as a ``gray``
+    conversion gives). Read straight from the luma plane where the format has one: swscale's
+    gray conversion of every decoded frame cost 3× the decoding itself (P11 benchmark), and
+    this is every frame of the clip, where the RGB conversion is only the sampled ones."""
+    name = frame.format.name
+    if name not in _PLANAR_YUV:
+        return np.asarray(frame.to_ndarray(format="gray", width=size[0], height=size[1],
+                                           interpolation="AREA"), dtype=np.float32)
+    plane = frame.planes[0]
+    deep = name.endswith("10le")
+    rows: np.ndarray = np.frombuffer(memoryview(plane), dtype=np.uint16 if deep else np.uint8)
+    luma = rows.reshape(frame.height, -1)[:, :frame.width]
+    step = max(1, min(luma.shape[0] // (4 * size[1]), luma.shape[1] // (4 * size[0])))
+    if step > 1:  # every step-th pixel still leaves 4×4 per thumbnail pixel to average
+        luma = luma[::step, ::step]
+    small = cv2.resize(luma, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    if deep:
+        small /= 4.0
+    if not name.startswith("yuvj") and frame.color_range != 2:  # limited (TV) range: 16–235
+        small = (small - 16.0) * (255.0 / 219.0)
+    return small
+
+
 def _rgb(frame: VideoFrame, max_side: int, rotation: int) -> np.ndarray:
     width, height = _fit(frame.width, frame.height, max_side)
     array = np.asarray(frame.to_ndarray(format="rgb24", width=width, height=height,
@@ -761,9 +795,7 @@ def _decode(container: InputContainer, stream: VideoStream, info: VideoInfo, cou
         decoded += 1
         if index == 0:
             rotation = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
-        thumb = np.asarray(frame.to_ndarray(format="gray", width=thumb_size[0],
-                                            height=thumb_size[1], interpolation="AREA"),
-                           dtype=np.float32)
+        thumb = _luma_thumb(frame, thumb_size)
         if first_thumb is None:
             first_thumb = thumb
         else:
@@ -1059,7 +1091,7 @@ def check_video_output(data: bytes, *, declared_media_type: str | None = None,
                           duration_s=info.duration_s, fps=info.fps)
 
     try:
-        clip = _decode(container, stream, info, SAMPLE_FRAMES, SAMPLE_MAX_SIDE)
+        clip = _decode(container, stream, info, SAMPLE_FRAMES, CHECK_MAX_SIDE)
     except InvalidVideo as exc:
         return fail(exc.reason, str(exc))
     except Exception as exc:  # noqa: BLE001
