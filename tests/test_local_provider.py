@@ -16,7 +16,7 @@ from pixellab.validate import check_image_output, decode_image
 from tests.conftest import product_photo
 
 LOCAL_MODELS = [m for m in load_catalog().models.values()
-                if m.provider == "local" and Task.ANALYZE not in m.tasks]  # image operations
+                if m.provider == "local" and m.tasks[0].output_kind == "image"]  # image operations
 PARAMS = {Task.PACKSHOT: {"size": 1200}, Task.UPSCALE: {"scale": 2}}
 
 

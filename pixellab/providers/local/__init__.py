@@ -2,8 +2,14 @@
 
 It is every sweep's baseline and the demo's engine. A model's ``endpoint`` names an operation in
 :data:`OPERATIONS`; its ``defaults`` (merged with the request's mapped inputs) are the operation's
-keyword arguments. Work runs in a thread so the event loop never blocks on pixels. Outputs are
-PNG (lossless, and the only allowed format that keeps an alpha channel everywhere).
+keyword arguments. Work runs in a thread so the event loop never blocks on pixels. Image
+operations output PNG (lossless, and the only allowed format that keeps an alpha channel
+everywhere); the video operations (:data:`VIDEO_OPERATIONS`, :mod:`~pixellab.providers.local.video`)
+output H.264 MP4.
+
+``angles`` takes more photos of the product than the request's one image: the normalized param
+``angles`` is a list of image bytes (PNG, JPEG or WEBP), in order, the main photo being the
+request's ``image``; each is decoded and checked like the main one.
 
 The ``rules`` endpoint is the offline product analyser (:func:`pixellab.intel.taxonomy.
 analyze_by_rules`): the ``analyze`` task's free fallback, so the chain always has an answer.
@@ -18,7 +24,7 @@ import asyncio
 import inspect
 import io
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from PIL import Image
@@ -26,7 +32,7 @@ from PIL import Image
 from pixellab.errors import InvalidImage, InvalidRequest, ProviderUnavailable
 from pixellab.intel.taxonomy import rules_output
 from pixellab.providers.base import Job, JobState, Output, ProviderRequest
-from pixellab.providers.local import ops
+from pixellab.providers.local import ops, video
 from pixellab.validate import decode_image, normalized_array
 
 
@@ -34,7 +40,16 @@ def _fail(image: Image.Image, *, message: str = "local model configured to fail"
     raise ProviderUnavailable(message)
 
 
-OPERATIONS: dict[str, Callable[..., Image.Image]] = {
+def _angles(image: Image.Image, *, angles: Sequence[Image.Image] = (), duration_s: float = 5.0,
+            fps: float = 24, aspect_ratio: str = "9:16", resolution: str = "480p", seed: int = 0,
+            transition: str = "crossfade") -> bytes:
+    """:func:`video.angles` with the request's image first, then the decoded ``angles``."""
+    return video.angles([image, *angles], duration_s=duration_s, fps=fps,
+                        aspect_ratio=aspect_ratio, resolution=resolution, seed=seed,
+                        transition=transition)
+
+
+OPERATIONS: dict[str, Callable[..., Image.Image | bytes]] = {
     "autoenhance": ops.autoenhance,
     "cutout": ops.cutout,
     "packshot": ops.packshot,
@@ -42,13 +57,51 @@ OPERATIONS: dict[str, Callable[..., Image.Image]] = {
     "identity": ops.identity,
     "solid": ops.solid,
     "fail": _fail,
+    "kenburns": video.kenburns,
+    "parallax": video.parallax,
+    "angles": _angles,
 }
+
+VIDEO_OPERATIONS = frozenset({"kenburns", "parallax", "angles"})
+"""Operations that return encoded MP4 bytes (media type ``video/mp4``) rather than an image."""
+
+
+def media_type(endpoint: str) -> str:
+    """The media type of an operation's output."""
+    return "video/mp4" if endpoint in VIDEO_OPERATIONS else "image/png"
 
 
 def _encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
+
+
+def _decode(data: bytes, what: str, model_id: str) -> Image.Image:
+    try:
+        image = decode_image(data)
+    except InvalidImage as exc:
+        raise InvalidRequest(f"{what} rejected: {exc}", model_id=model_id) from None
+    if image.mode not in ("RGB", "RGBA"):  # 16-bit gray scaled, not clipped to white
+        image = Image.fromarray(normalized_array(image))
+    return image
+
+
+def _decode_angles(value: object, model_id: str) -> list[Image.Image]:
+    """The ``angles`` param: a list of image bytes, decoded in order."""
+    if isinstance(value, (bytes, bytearray, str)) or not isinstance(value, (list, tuple)):
+        raise InvalidRequest(f"angles must be a list of image bytes, not {type(value).__name__}",
+                             model_id=model_id)
+    if len(value) >= video.MAX_ANGLES:
+        raise InvalidRequest(f"angles takes at most {video.MAX_ANGLES - 1} photos besides the "
+                             f"main image, not {len(value)}", model_id=model_id)
+    images = []
+    for i, item in enumerate(value):
+        if not isinstance(item, (bytes, bytearray)):
+            raise InvalidRequest(f"angles[{i}] must be image bytes, not {type(item).__name__}",
+                                 model_id=model_id)
+        images.append(_decode(bytes(item), f"angles[{i}]", model_id))
+    return images
 
 
 class LocalProvider:
@@ -80,7 +133,8 @@ class LocalProvider:
                                  model_id=model.id)
         job_id = f"local-{next(self._ids)}"
         data = await asyncio.to_thread(self._run, operation, request.image, kwargs, model.id)
-        output = Output(data=data, media_type="image/png", metadata={"operation": model.endpoint})
+        output = Output(data=data, media_type=media_type(model.endpoint),
+                        metadata={"operation": model.endpoint})
         return Job(provider_job_id=job_id, state=JobState.SUCCEEDED, output=output)
 
     async def _analyze(self, request: ProviderRequest) -> Job:
@@ -95,19 +149,16 @@ class LocalProvider:
                                  metadata={"operation": "rules"}))
 
     @staticmethod
-    def _run(operation: Callable[..., Image.Image], image_bytes: bytes,
+    def _run(operation: Callable[..., Image.Image | bytes], image_bytes: bytes,
              kwargs: dict[str, Any], model_id: str) -> bytes:
-        try:
-            image = decode_image(image_bytes)
-        except InvalidImage as exc:
-            raise InvalidRequest(f"input image rejected: {exc}", model_id=model_id) from None
-        if image.mode not in ("RGB", "RGBA"):  # 16-bit gray scaled, not clipped to white
-            image = Image.fromarray(normalized_array(image))
+        image = _decode(image_bytes, "input image", model_id)
+        if "angles" in kwargs:
+            kwargs = {**kwargs, "angles": _decode_angles(kwargs["angles"], model_id)}
         try:
             result = operation(image, **kwargs)
         except ValueError as exc:
             raise InvalidRequest(str(exc), model_id=model_id) from None
-        return _encode_png(result)
+        return result if isinstance(result, bytes) else _encode_png(result)
 
     async def poll(self, job: Job) -> Job:
         return job
