@@ -109,6 +109,9 @@ class Usage:
     image_output_tokens: int = 0
     seconds: float | None = None
     """Billed compute time (Replicate's ``metrics.predict_time``)."""
+    video_seconds: float | None = None
+    """Seconds of output video the provider reports billing, for models priced per second of
+    video (OpenAI's ``Video.seconds``, Replicate's ``metrics.video_output_duration_seconds``)."""
 
     @property
     def tokens(self) -> int:

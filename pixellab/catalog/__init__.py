@@ -74,6 +74,8 @@ class Pricing(_Strict):
             return usage.tokens * self.usd_per_unit
         if self.unit == "gpu_second" and usage.seconds is not None:
             return usage.seconds * self.usd_per_unit
+        if self.unit == "second" and usage.video_seconds is not None:
+            return usage.video_seconds * self.usd_per_unit
         return None
 
     @property

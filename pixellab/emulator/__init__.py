@@ -52,10 +52,25 @@ billed when it ends by the provider's published rule for its outcome
   then, or on a sync run, the job fails with 503 ``runner_disconnected``. Not billed.
 * ``corrupt`` / ``blank`` - the job succeeds but the output bytes are a truncated fake PNG / an
   all-black image of the normal size (fal also reports ``has_nsfw_concepts: [true]`` for blank;
-  OpenAI chat: truncated JSON / empty content).
+  OpenAI chat: truncated JSON / empty content; a video: an MP4 cut in half / an all-black
+  clip).
+* ``frozen`` / ``wrong_duration`` / ``wrong_aspect`` (video jobs; no effect on others) - the
+  job succeeds, bills the clip asked for, and answers a clip that repeats its first frame /
+  lasts half the asked duration / has width and height swapped (a square clip: 16:9).
 * ``drop_webhook`` / ``duplicate_webhook`` / ``delay_webhook`` - the terminal webhook is not
   sent / sent twice with the same id / sent ``seconds`` (1) late (Replicate and fal).
 * ``reply`` (OpenAI chat) - the completion answers ``content`` verbatim.
+
+Video models (Replicate ``kwaivgi/kling-v1.6-standard`` and ``google/veo-3.1``, fal Kling 1.6
+and Veo 3.1 image-to-video, OpenAI ``sora-2`` through ``POST /v1/videos``; any model whose name
+says ``video``, ``kling``, ``veo`` or ``sora``) answer a real H.264 MP4 made from the input photo,
+of the asked duration, aspect ratio and resolution, after ``video_latency_s``
+(:mod:`pixellab.emulator.video`); they bill the asked seconds at the model's per-second price.
+On them ``content_rejected`` is Replicate's failed "NSFW" prediction, fal's 422
+``content_policy_violation`` (billed) and OpenAI's ``failed`` video with ``error.code``
+``moderation_blocked`` (``stage="output"``; the default ``input`` refuses the create);
+``job_failure`` a failed prediction / fal 500 / a ``failed`` video; ``accept_then_hang`` on
+Sora keeps the video ``in_progress`` for ``seconds`` (30), then fails it.
 
 ``emu.on_create(callback)`` calls ``callback(JobRecord)`` on the emulator's loop thread for each
 accepted job-creating call before its response is written (e.g. to SIGKILL a client exactly

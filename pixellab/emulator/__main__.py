@@ -63,12 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter", type=float, default=0.0, help="extra uniform seconds")
     parser.add_argument("--cold-start", type=float, default=0.0,
                         help="extra seconds on each model's first job")
+    parser.add_argument("--video-latency", type=float, default=3.0,
+                        help="seconds per video job (minutes in reality)")
+    parser.add_argument("--video-fps", type=float, default=None,
+                        help="frame rate of the clips made (default: the model's own)")
+    parser.add_argument("--video-max-side", type=int, default=None,
+                        help="cap on the clips' longer side in pixels (default: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--http-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--https-port", type=int, default=0, help="0: any free port")
     args = parser.parse_args(argv)
     emu = Emulator(latency_s=args.latency, jitter_s=args.jitter, cold_start_s=args.cold_start,
-                   seed=args.seed, http_port=args.http_port, https_port=args.https_port)
+                   seed=args.seed, http_port=args.http_port, https_port=args.https_port,
+                   video_latency_s=args.video_latency, video_fps=args.video_fps,
+                   video_max_side=args.video_max_side)
 
     def announce(emu: Emulator) -> None:
         for key, value in emu.env().items():

@@ -33,6 +33,14 @@ Rules as published (read 2026-12-01):
   (``X-Fal-Request-Timeout``) and a cancel are not. Per-megapixel models round each output up
   to whole megapixels of 1024x1024 pixels (fal's model pages, e.g.
   https://fal.ai/models/fal-ai/flux-2-flex/edit/llms.txt).
+* Video models (unit ``second``: Kling 1.6, Veo 3.1, Sora 2) bill the seconds of video asked
+  for when the clip is made - the job's ``usage["video_seconds"]``, whatever the clip turned out
+  to be - at the model's price (fal's Veo at its dearer rate when ``generate_audio`` is on, the
+  default). By the rules below: Replicate's official video models made nothing to bill when a
+  prediction failed, was canceled or refused (``compute_time`` is nothing for a per-output
+  price); fal bills a content-policy 422 the seconds asked for and nothing else that failed;
+  OpenAI bills a completed video and no failed one. Replicate reports the billed seconds as
+  ``metrics.video_output_duration_seconds``, Sora as the video's ``seconds``; fal reports none.
 * OpenAI (https://developers.openai.com/api/docs/pricing and the model pages): a response is
   billed by the ``usage`` it reports (per token class for GPT image models: text input, image
   input, image output; per image for per-image models). Refusals and errors carry no usage
@@ -102,6 +110,8 @@ class Price:
     source: str = ""
     extra_usd_per_unit: float | None = None
     tokens: TokenPrices | None = None
+    audio_usd_per_unit: float | None = None
+    """Per second of a video made with a soundtrack, where that costs more (fal's Veo)."""
 
 
 def _image(usd: float, source: str) -> Price:
@@ -151,6 +161,10 @@ MODEL_PRICES: dict[str, dict[str, Price]] = {
         "fal-ai/birefnet/v2": _image(0.005, _UNVERIFIED),
         "fal-ai/clarity-upscaler": Price("megapixel", 0.03, _UNVERIFIED),
         "fal-ai/kling-video/v1.6/standard/image-to-video": Price("second", 0.045, _UNVERIFIED),
+        "fal-ai/veo3.1/image-to-video": Price(
+            "second", 0.20, "https://fal.ai/models/fal-ai/veo3.1/llms.txt (Veo 3.1: $0.20 per "
+            "second without audio, $0.40 with audio, 720p or 1080p; the image-to-video page "
+            "itself not read)", audio_usd_per_unit=0.40),
         "fal-ai/flux/dev": Price("megapixel", 0.025, _FAL_SUMMARY),
         "fal-ai/flux/schnell": Price("megapixel", 0.003, _FAL_SUMMARY),
     },
@@ -271,7 +285,7 @@ def _megapixels(width: int, height: int) -> int:
 
 
 def _price_of_outputs(price: Price, sizes: list[tuple[int, int]], n_outputs: int,
-                      usage: Mapping[str, int], seconds: float) -> float:
+                      usage: Mapping[str, float], seconds: float) -> float:
     if price.unit == "image":
         return price.usd_per_unit * n_outputs
     if price.unit == "megapixel":
@@ -292,17 +306,22 @@ def _price_of_outputs(price: Price, sizes: list[tuple[int, int]], n_outputs: int
         return total
     if price.unit == "call":
         return price.usd_per_unit
-    return price.usd_per_unit * seconds  # gpu_second, second
+    if price.unit == "second":  # seconds of output video: what the job was asked to make
+        audio = bool(usage.get("audio_seconds")) and price.audio_usd_per_unit is not None
+        rate = price.audio_usd_per_unit if audio else price.usd_per_unit
+        return float(rate or 0.0) * float(usage.get("video_seconds", seconds))
+    return price.usd_per_unit * seconds  # gpu_second
 
 
 def settle(provider: str, outcome: Outcome, price: Price, *, n_outputs: int,
-           sizes: list[tuple[int, int]], usage: Mapping[str, int] | None = None,
+           sizes: list[tuple[int, int]], usage: Mapping[str, float] | None = None,
            predict_time: float | None = None, charge: Charge | None = None) -> Bill:
     """The final bill of a terminal job by :data:`BILLING_RULES` (or by ``charge``).
 
     ``n_outputs``/``sizes``/``usage`` describe what is priced: what it produced when it
     succeeded, what was requested for ``price_requested``; ``usage`` holds token counts by
-    :class:`TokenPrices` class, ``predict_time`` its processing seconds.
+    :class:`TokenPrices` class (``video_seconds`` for a video: the duration asked for),
+    ``predict_time`` its processing seconds.
     """
     rule = BILLING_RULES[provider][outcome]
     charge = charge or rule.charge

@@ -39,6 +39,11 @@ Protocol quirks reproduced on purpose (providers.md §2.2-2.5):
   ``Retry-After``: one armed ``rate_limit`` is absorbed by the SDK's own retry.
 * Out of credit is a 403 ``{"detail": "User is locked. Reason: Exhausted balance. ..."}``
   (reported in fal-ai/fal issues #1147, #1112).
+* Video apps (:mod:`pixellab.emulator.video`: Kling 1.6, Veo 3.1 image-to-video) answer
+  ``{"video": {url, content_type, file_name, file_size}}`` (fal's ``File``, as the apps'
+  output schemas publish it) with an ``.mp4``; an input the app refuses (a Veo ``duration`` of
+  "5s") is a 422 ``detail`` list at submit (``type: literal_error``), and no request is made.
+  While queued a request reports its ``queue_position`` (the requests of the app ahead of it).
 * Storage: ``POST /storage/auth/token`` returns a tz-aware ``expires_at`` (a naive one breaks
   the SDK's token cache), the CDN takes raw bytes (not multipart) with ``X-Fal-File-Name``, and
   the GCS-style fallback (``/storage/upload/initiate`` + ``PUT upload_url``) works too.
@@ -59,7 +64,9 @@ from starlette.routing import Route
 
 from pixellab.emulator.context import ConnectionReset, Context, iso, set_model
 from pixellab.emulator.faults import REFUSING_ACTIONS, Fault
+from pixellab.emulator.imaging import choose_operation
 from pixellab.emulator.jobs import Job, Listener
+from pixellab.emulator.video import VideoInputError, VideoPlan, plan_for
 
 __all__ = ["fal_error", "model_error", "routes"]
 
@@ -125,6 +132,11 @@ def routes(ctx: Context) -> list[Route]:
                 "cancel_url": f"{base}/cancel"}
 
     def result_json(job: Job) -> dict[str, Any]:
+        if job.video is not None:
+            clip = job.outputs[0]
+            return {"video": {"url": ctx.file_url(clip.id, clip.ext),
+                              "content_type": clip.content_type, "file_name": clip.name,
+                              "file_size": len(clip.data)}}
         images = [{"url": ctx.file_url(f.id, f.ext), "width": w, "height": h,
                    "content_type": f.content_type, "file_name": f.name,
                    "file_size": len(f.data)}
@@ -227,6 +239,16 @@ def routes(ctx: Context) -> list[Route]:
             return fal_error(422, [{"loc": ["body"], "msg": "must be an object",
                                     "type": "type_error.dict"}])
         set_model(request, app_path)
+        video: VideoPlan | None = None
+        if choose_operation(app_path, True) == "video":
+            try:
+                video = plan_for("fal", app_path, args)
+            except VideoInputError as exc:
+                expected = " or ".join(repr(a) for a in exc.allowed)
+                return model_error(422, [{"loc": ["body", exc.field],
+                                          "msg": f"Input should be {expected}",
+                                          "type": "literal_error", "input": exc.value,
+                                          "ctx": {"expected": expected}}], request_id=None)
         start_timeout: float | None = None
         raw_timeout = request.headers.get("x-fal-request-timeout")
         if raw_timeout is not None:
@@ -243,7 +265,7 @@ def routes(ctx: Context) -> list[Route]:
         job = engine.create("fal", app_path, args, fault=fault, start=False,
                             n_outputs=n if isinstance(n, int) and 0 < n <= 8 else 1,
                             job_id=str(uuid.UUID(int=engine.rng.getrandbits(128), version=4)),
-                            start_timeout=start_timeout)
+                            start_timeout=start_timeout, video=video)
         job.extra["fal_app"] = fal_app
         job.extra["no_retry"] = request.headers.get("x-fal-no-retry", "").lower() in _TRUE
         return job

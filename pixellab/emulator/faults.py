@@ -7,7 +7,9 @@ out of band - in-process with :meth:`FaultPlan.add`, or over HTTP with ``POST /_
 
 A fault applies to *job-creating* calls only (Replicate ``POST .../predictions``, fal queue submit
 and sync run, OpenAI ``images/*`` and ``chat/completions``); polls, downloads and uploads are never
-faulted. How each action looks on each provider's wire is tabulated in
+faulted. A video job (:mod:`pixellab.emulator.video`) takes the same faults; ``corrupt``,
+``blank``, ``frozen``, ``wrong_duration`` and ``wrong_aspect`` change its clip. How each action
+looks on each provider's wire is tabulated in
 ``/work/shared/research/providers.md`` §4.2 and in the emulator's README-style docstring in
 :mod:`pixellab.emulator`.
 """
@@ -36,6 +38,9 @@ ACTIONS: tuple[str, ...] = (
     "content_rejected",
     "corrupt",
     "blank",
+    "frozen",
+    "wrong_duration",
+    "wrong_aspect",
     "reply",
     "drop_webhook",
     "duplicate_webhook",

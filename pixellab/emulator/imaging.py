@@ -49,7 +49,7 @@ class EmulatedModelError(Exception):
 def choose_operation(model: str, has_image: bool) -> str:
     """The operation an emulated ``model`` performs, from keywords in its name.
 
-    ``kling``/``video``/``sora``/``veo`` -> ``video`` (not emulated: the job fails);
+    ``kling``/``video``/``sora``/``veo`` -> ``video`` (a real clip, :mod:`pixellab.emulator.video`);
     ``background``/``rembg``/``bria``/``birefnet`` -> ``cutout``; ``upscale``/``esrgan``/``clarity``
     -> ``upscale``; ``kontext``/``edit``/``packshot``/``gpt-image`` -> ``packshot`` when there is an
     input image; any other model -> ``enhance`` with an input image, else ``generate``.
@@ -119,11 +119,13 @@ def render(operation: str, source: bytes | None, params: dict[str, Any]) -> Imag
     """Run ``operation`` on the input image bytes (None for prompt-only requests).
 
     ``params`` is the request's input (``prompt``, ``seed``, ``scale``, ``size``...). Raises
-    :class:`EmulatedModelError` for what a real model would reject: video, a missing or
-    undecodable input image, an image too small to process.
+    :class:`EmulatedModelError` for what a real model would reject: a missing or
+    undecodable input image, an image too small to process, a video request whose inputs
+    the model refuses (clips are made by :func:`pixellab.emulator.video.render_clip`).
     """
     if operation == "video":
-        raise EmulatedModelError("video not emulated")
+        raise EmulatedModelError(str(params.get("__video_error__") or
+                                     "the video request's inputs were refused"))
     size = _parse_size(params.get("size"))
     if operation == "generate":
         prompt = str(params.get("prompt") or "")

@@ -2,8 +2,9 @@
 
 A job is created when a create call is accepted, then runs as an asyncio task on the
 emulator's loop: ``queued`` for the first part of its simulated time (plus what is left of the
-model's cold start), ``processing`` for the rest while the image is made in a worker
-thread, then ``succeeded``, ``failed`` or ``canceled``. Provider modules only translate this state
+model's cold start), ``processing`` for the rest while the image (or the video clip,
+:mod:`pixellab.emulator.video`) is made in a worker thread, then ``succeeded``, ``failed`` or
+``canceled``. Provider modules only translate this state
 into their wire shapes (Replicate ``starting/processing/...``, fal ``IN_QUEUE/IN_PROGRESS/
 COMPLETED``, OpenAI's synchronous response).
 
@@ -35,6 +36,13 @@ from pixellab.emulator.imaging import (
     corrupt_png,
     encode,
     render,
+)
+from pixellab.emulator.video import (
+    VIDEO_FAULTS,
+    VideoInputError,
+    VideoPlan,
+    plan_for,
+    render_clip,
 )
 
 __all__ = [
@@ -137,8 +145,8 @@ class Job:
     official: bool = False
     cost_usd: float = 0.0
     bill_rule: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    usage_fn: Callable[[Job], dict[str, int]] | None = None
+    usage: dict[str, float] = field(default_factory=dict)
+    usage_fn: Callable[[Job], dict[str, float]] | None = None
     start_timeout: float | None = None
     source_url: str | None = None
     status: str = "queued"
@@ -154,6 +162,8 @@ class Job:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     listeners: list[Listener] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    video: VideoPlan | None = None
+    """The clip a video job makes (its ``seconds`` are what a per-second price bills)."""
 
     @property
     def action(self) -> str | None:
@@ -171,6 +181,17 @@ class Job:
         if self.started_at is None or self.completed_at is None:
             return None
         return round(self.completed_at - self.started_at, 4)
+
+    @property
+    def progress(self) -> int:
+        """Approximate completion percentage (OpenAI's video ``progress``): 0 while queued, the
+        share of the simulated processing time spent, 100 once it succeeded."""
+        if self.status == "succeeded":
+            return 100
+        if self.status == "queued" or self.started_at is None:
+            return 0
+        end = self.completed_at or time.time()
+        return max(0, min(99, int(100 * (end - self.started_at) / max(self.run_s, 1e-6))))
 
     @property
     def outcome(self) -> Outcome | None:
@@ -194,20 +215,27 @@ class Job:
 class JobEngine:
     """Creates, bills, runs and cancels jobs; owns the simulated clock.
 
-    Timing of a job: ``latency_s`` + uniform(0, ``jitter_s``), plus whatever is left of the
-    model's ``cold_start_s`` boot (started by its first job; spent while queued). The first 30 %
-    of the warm time (and the boot) is the queued phase, the rest is processing; the image is
-    made in a worker thread during processing, and the job finishes when both the simulated time
-    and the real work are over.
+    Timing of a job: ``latency_s`` (``video_latency_s`` for a video job, minutes in reality) +
+    uniform(0, ``jitter_s``), plus whatever is left of the model's ``cold_start_s`` boot
+    (started by its first job; spent while queued). The first 30 % of the warm time (and the
+    boot) is the queued phase, the rest is processing; the output is made in a worker thread
+    during processing, and the job finishes when both the simulated time and the real work are
+    over. ``video_fps`` and ``video_max_side`` lower the frame rate and cap the size of the clips
+    rendered (None: the model's own), so tests stay fast; the clip's duration and aspect ratio,
+    and its bill, stay what was asked.
     """
 
     def __init__(self, files: FileStore, *, latency_s: float, jitter_s: float,
                  cold_start_s: float, seed: int,
-                 output_ttl_s: dict[str, float] | None = None) -> None:
+                 output_ttl_s: dict[str, float] | None = None, video_latency_s: float = 0.3,
+                 video_fps: float | None = None, video_max_side: int | None = None) -> None:
         self.files = files
         self.output_ttl_s = dict(output_ttl_s or {})
         self.create_hooks: list[CreateHook] = []
         self.latency_s = latency_s
+        self.video_latency_s = video_latency_s
+        self.video_fps = video_fps
+        self.video_max_side = video_max_side
         self.jitter_s = jitter_s
         self.cold_start_s = cold_start_s
         self.rng = random.Random(seed)
@@ -263,13 +291,14 @@ class JobEngine:
             waiter.cancel()
         return job.terminal
 
-    def simulated_seconds(self, model: str) -> tuple[float, float]:
+    def simulated_seconds(self, model: str, video: bool = False) -> tuple[float, float]:
         """(queued seconds, processing seconds) for the next job of ``model``.
 
         The first job of a model boots it (``cold_start_s``); jobs that arrive while it boots
         stay queued until it is up, as on a real cold worker.
         """
-        warm = self.latency_s + (self.rng.uniform(0.0, self.jitter_s) if self.jitter_s else 0.0)
+        base = self.video_latency_s if video else self.latency_s
+        warm = base + (self.rng.uniform(0.0, self.jitter_s) if self.jitter_s else 0.0)
         now = time.monotonic()
         ready_at = self._ready_at.setdefault(model, now + self.cold_start_s)
         return max(0.0, ready_at - now) + 0.3 * warm, 0.7 * warm
@@ -280,13 +309,22 @@ class JobEngine:
                fault: Fault | None, operation: str | None = None, n_outputs: int = 1,
                output_format: str = "png", source: bytes | None = None,
                job_id: str | None = None, start: bool = True, official: bool = False,
-               start_timeout: float | None = None) -> Job:
+               start_timeout: float | None = None, video: VideoPlan | None = None) -> Job:
         """Accept a job (billed when it ends); it starts running at once unless ``start`` is
         false. ``official``: a Replicate model-addressed prediction; ``start_timeout``: fal's
-        ``X-Fal-Request-Timeout`` (seconds it may wait before processing starts)."""
+        ``X-Fal-Request-Timeout`` (seconds it may wait before processing starts); ``video``:
+        the clip a video job makes (``operation`` is then ``video``)."""
         source_url = find_input_url(params) if source is None else None
-        if operation is None:
+        refused: str | None = None
+        if video is not None:
+            operation = "video"
+        elif operation is None:
             operation = choose_operation(model, source is not None or source_url is not None)
+        if operation == "video" and video is None:
+            try:
+                video = plan_for(provider, model, params)
+            except VideoInputError as exc:  # the job fails (provider modules refuse first)
+                refused = str(exc)
         job = Job(
             id=job_id or self.new_id(),
             provider=provider,
@@ -302,9 +340,15 @@ class JobEngine:
             official=official,
             start_timeout=start_timeout,
             source_url=source_url,
+            video=video,
         )
+        if video is not None:  # billed: the seconds asked for (with a soundtrack or not)
+            job.usage = {"video_seconds": video.seconds,
+                         "audio_seconds": video.seconds if video.audio else 0.0}
         job.extra["source"] = source
-        job.queue_s, job.run_s = self.simulated_seconds(model)
+        if refused is not None:
+            job.extra["video_error"] = refused
+        job.queue_s, job.run_s = self.simulated_seconds(model, operation == "video")
         with self._lock:
             self.jobs.append(job)
             self.by_id[job.id] = job
@@ -397,7 +441,19 @@ class JobEngine:
         source = job.extra.get("source")
         if source is None and job.source_url is not None:
             source = self.files.resolve(job.source_url)
-        image = render(job.operation, source, job.params)
+        if job.video is not None:
+            action = job.action if job.action in VIDEO_FAULTS else None
+            data, size = render_clip(job.video, source, job.params, action=action,
+                                     fps=self.video_fps, max_side=self.video_max_side)
+            file_id = uuid.uuid4().hex
+            job.outputs.append(self.files.put(data, "video/mp4", f"{file_id}.mp4",
+                                              file_id=file_id))
+            job.sizes.append(size)
+            return
+        params = job.params
+        if "video_error" in job.extra:
+            params = {**params, "__video_error__": job.extra["video_error"]}
+        image = render(job.operation, source, params)
         action = job.action
         for index in range(job.n_outputs):
             out: Image.Image = blank_like(image) if action == "blank" else image

@@ -1,4 +1,4 @@
-"""OpenAI images and chat-completions APIs (``openai==3.57.0`` wire protocol), under
+"""OpenAI images, chat-completions and videos APIs (``openai==3.57.0``+ wire protocol), under
 ``/openai/v1``.
 
 Point the SDK here with ``AsyncOpenAI(base_url=emu.openai_base_url)`` or ``OPENAI_BASE_URL``
@@ -28,6 +28,27 @@ Protocol quirks reproduced on purpose (providers.md §3.2-3.4, §5):
   job) or ``output`` (the image is made, then withheld).
 * Billing (:mod:`pixellab.emulator.billing`): only a successful answer is billed, by the usage
   it reports (per token class) or per image; failures and refusals cost nothing.
+* Videos (Sora; openai/openai-openapi ``openapi.yaml`` @ f85dbe22 paths ``/videos``,
+  ``/videos/{video_id}``, ``/videos/{video_id}/content``; components ``VideoResource``,
+  ``CreateVideoMultipartBody``, ``DeletedVideoResource``, ``VideoListResource``) are
+  asynchronous: ``POST /videos`` (multipart: ``prompt``, ``model``, ``seconds`` "4"/"8"/"12",
+  ``size``, an ``input_reference`` file, which must have the video's size) answers the job
+  ``queued`` with ``progress`` 0; ``GET /videos/{id}`` reports ``in_progress`` with a rising
+  ``progress``, then ``completed`` (``expires_at`` = completion + ``retention_s``) or
+  ``failed`` with ``error: {code, message}``; ``GET .../content?variant=video`` streams the
+  ``video/mp4`` (``thumbnail``/``spritesheet``: ``image/webp``); ``DELETE`` removes a finished
+  video (there is no cancel endpoint: a queued or running Sora job cannot be stopped). The
+  spec marks every video path ``deprecated``: the Sora API shut down on 2026-09-24
+  (developers.openai.com/api/docs/guides/video-generation). Refusals: a bad ``seconds`` or
+  ``size`` is a 400 ``invalid_value`` ("Invalid value: '10'. Supported values are: '4', '8',
+  and '12'.", the message developers report), an ``input_reference`` of another size a 400
+  "Inpaint image must match the requested width and height". A content refusal is a 400
+  ``moderation_blocked`` at create (``stage=input``) or, at the output stage, a ``failed`` job
+  with ``error.code`` ``moderation_blocked``; a model failure a ``failed`` job with
+  ``internal_error``; ``accept_then_hang`` keeps the job ``in_progress`` for ``seconds`` (30),
+  then fails it. Error codes of failed jobs are the emulator's reading (the spec types
+  ``code`` as a string and lists none). Billing: a completed video bills its ``seconds`` at
+  the model's per-second price; a failed one nothing.
 * ``chat/completions`` with a ``json_schema`` response format returns a JSON object valid for
   that schema (:func:`instance_for_schema`), so ``chat.completions.parse`` works end to end;
   the ``reply`` fault answers a given text instead (a model that broke out of the schema).
@@ -53,6 +74,8 @@ from pixellab.emulator.context import ConnectionReset, Context, set_model
 from pixellab.emulator.faults import Fault
 from pixellab.emulator.imaging import choose_operation
 from pixellab.emulator.jobs import Job
+from pixellab.emulator.video import VideoInputError, sora_plan, thumbnail
+from pixellab.validate import decode_image
 
 __all__ = ["DEFAULT_IMAGE_MODEL", "instance_for_schema", "oai_error", "routes"]
 
@@ -235,8 +258,8 @@ def routes(ctx: Context) -> list[Route]:
         return oai_error(400, job.error or "invalid request", type_="invalid_request_error",
                          code="invalid_image")
 
-    def image_usage(n_input_images: int, quality: str) -> Callable[[Job], dict[str, int]]:
-        def usage(job: Job) -> dict[str, int]:
+    def image_usage(n_input_images: int, quality: str) -> Callable[[Job], dict[str, float]]:
+        def usage(job: Job) -> dict[str, float]:
             return {"text_input": max(1, len(str(job.params.get("prompt") or "")) // 4),
                     "image_input": _INPUT_IMAGE_TOKENS * n_input_images,
                     "image_output": sum(image_output_tokens(quality, size)
@@ -409,9 +432,226 @@ def routes(ctx: Context) -> list[Route]:
                       "total_tokens": prompt_tokens + completion_tokens},
         }, headers={"x-request-id": job.id})
 
+    # --- videos (Sora) ------------------------------------------------------------------------
+
+    videos: dict[str, Job] = {}
+
+    def video_not_found(video_id: str) -> JSONResponse:
+        return oai_error(404, f"Video with id '{video_id}' not found.",
+                         type_="invalid_request_error", param="video_id", code="not_found")
+
+    def video_json(job: Job) -> dict[str, Any]:
+        assert job.video is not None and job.video.size is not None
+        status = {"queued": "queued", "processing": "in_progress",
+                  "succeeded": "completed"}.get(job.status, "failed")
+        error = None
+        if status == "failed":
+            if job.error_kind == "content":
+                error = {"code": "moderation_blocked", "message": job.error or
+                         "Your request was blocked by our moderation system."}
+            else:
+                code = job.fault.option("code", "internal_error") if job.fault else (
+                    "internal_error")
+                error = {"code": str(code), "message": job.error or "Video generation failed."}
+        done = job.completed_at if status in ("completed", "failed") else None
+        width, height = job.video.size
+        return {"id": job.id, "object": "video", "model": job.model, "status": status,
+                "progress": job.progress, "created_at": int(job.created_at),
+                "completed_at": int(done) if done is not None else None,
+                "expires_at": (int(done + ctx.retention_s)
+                               if done is not None and status == "completed" else None),
+                "prompt": job.params.get("prompt"), "size": f"{width}x{height}",
+                "seconds": job.params.get("seconds"), "remixed_from_video_id": None,
+                "error": error}
+
+    def bad_video_value(exc: VideoInputError) -> JSONResponse:
+        supported = [str(a) for a in exc.allowed]
+        listed = ", ".join(f"'{a}'" for a in supported[:-1]) + (
+            f", and '{supported[-1]}'" if len(supported) > 1 else f"'{supported[0]}'")
+        return oai_error(400, f"Invalid value: '{exc.value}'. Supported values are: {listed}.",
+                         type_="invalid_request_error", param=exc.field, code="invalid_value")
+
+    async def video_form(request: Request) -> dict[str, Any] | Response:
+        """The create's fields (multipart, or the spec's JSON body), the reference image as
+        bytes under ``input_reference``."""
+        fields: dict[str, Any] = {}
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                body = None
+            if not isinstance(body, dict):
+                return oai_error(400, "We could not parse the JSON body of your request.",
+                                 type_="invalid_request_error")
+            fields.update(body)
+        else:
+            try:
+                form = await request.form(max_part_size=_MAX_PART)
+            except Exception:
+                return oai_error(400, "input_reference is too large.",
+                                 type_="invalid_request_error", param="input_reference")
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    fields[key] = await value.read()
+                elif key.startswith("input_reference[") and key.endswith("]"):
+                    fields.setdefault("input_reference", {})[key[16:-1]] = value
+                else:
+                    fields[key] = value
+        reference = fields.get("input_reference")
+        if isinstance(reference, dict):
+            url = reference.get("image_url")
+            if not isinstance(url, str):
+                return oai_error(400, "input_reference: provide image_url (file_id is not "
+                                 "emulated).", type_="invalid_request_error",
+                                 param="input_reference")
+            try:
+                fields["input_reference"] = ctx.files.resolve(url)
+            except Exception as exc:
+                return oai_error(400, f"input_reference: {exc}", type_="invalid_request_error",
+                                 param="input_reference")
+        return fields
+
+    async def abandon_later(job: Job, seconds: float) -> None:
+        await engine.pause(seconds)
+        if not job.terminal:
+            abandon(job)
+
+    async def create_video(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        fields = await video_form(request)
+        if isinstance(fields, Response):
+            return fields
+        prompt = fields.get("prompt")
+        if not isinstance(prompt, str) or not 1 <= len(prompt) <= 32000:
+            return oai_error(400, "Missing required parameter: 'prompt'.",
+                             type_="invalid_request_error", param="prompt")
+        model = str(fields.get("model") or "sora-2")
+        set_model(request, model)
+        try:
+            plan = sora_plan(model, fields.get("seconds"), fields.get("size"))
+        except VideoInputError as exc:
+            return bad_video_value(exc)
+        reference = fields.get("input_reference")
+        source = reference if isinstance(reference, bytes) else None
+        if source is not None:
+            try:
+                reference_size = decode_image(source).size
+            except Exception:
+                return oai_error(400, "input_reference: the image could not be read.",
+                                 type_="invalid_request_error", param="input_reference",
+                                 code="invalid_image")
+            if reference_size != plan.size:
+                return oai_error(400, "Inpaint image must match the requested width and "
+                                 "height", type_="invalid_request_error",
+                                 param="input_reference")
+        fault = ctx.faults.take("openai", model)
+        if fault is not None and (refused := await refuse(fault)) is not None:
+            return refused
+        assert plan.size is not None
+        params: dict[str, Any] = {
+            "prompt": prompt, "model": model, "seconds": str(int(plan.seconds)),
+            "size": f"{plan.size[0]}x{plan.size[1]}"}
+        if source is not None:
+            params["input_reference"] = f"<image, {len(source)} bytes>"
+        job = engine.create("openai", model, params, fault=fault, source=source, start=False,
+                            video=plan, job_id="video_" + engine.new_id())
+        videos[job.id] = job
+        engine.start(job)
+        if fault is not None and fault.action == "accept_then_hang":
+            engine.spawn(abandon_later(job, float(fault.option("seconds", 30.0))))
+        engine.accepted(job)
+        if (broken := broken_answer(job)) is not None:
+            return broken
+        return JSONResponse(video_json(job), headers={"x-request-id": job.id})
+
+    def find_video(request: Request) -> Job | None:
+        job = videos.get(request.path_params["video_id"])
+        if job is None or job.extra.get("deleted"):
+            return None
+        set_model(request, job.model)
+        return job
+
+    async def get_video(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        job = find_video(request)
+        if job is None:
+            return video_not_found(request.path_params["video_id"])
+        return JSONResponse(video_json(job))
+
+    async def video_content(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        job = find_video(request)
+        if job is None:
+            return video_not_found(request.path_params["video_id"])
+        variant = request.query_params.get("variant", "video")
+        if variant not in ("video", "thumbnail", "spritesheet"):
+            return oai_error(400, f"Invalid value: '{variant}'. Supported values are: "
+                             "'video', 'thumbnail', and 'spritesheet'.",
+                             type_="invalid_request_error", param="variant",
+                             code="invalid_value")
+        if job.status != "succeeded":
+            return oai_error(400, f"Video '{job.id}' is not completed (status "
+                             f"{video_json(job)['status']}).", type_="invalid_request_error",
+                             param="video_id")
+        clip = ctx.files.get(job.outputs[0].id) if job.outputs else None
+        if clip is None:  # expired with the job's assets
+            return oai_error(404, f"The assets of video '{job.id}' have expired.",
+                             type_="invalid_request_error", param="video_id",
+                             code="not_found")
+        if variant == "video":
+            return Response(clip.data, media_type="video/mp4")
+        still = await asyncio.to_thread(thumbnail, job.extra.get("source"), job.params,
+                                        job.sizes[0] if job.sizes else (1280, 720))
+        return Response(still, media_type="image/webp")
+
+    async def delete_video(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        job = find_video(request)
+        if job is None:
+            return video_not_found(request.path_params["video_id"])
+        if not job.terminal:
+            return oai_error(400, f"Video '{job.id}' cannot be deleted while it is "
+                             f"{video_json(job)['status']}.", type_="invalid_request_error",
+                             param="video_id")
+        job.extra["deleted"] = True
+        for stored in job.outputs:
+            ctx.files.delete(stored.id)
+        return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
+
+    async def list_videos(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        try:
+            limit = max(1, min(int(request.query_params.get("limit", "20")), 100))
+        except ValueError:
+            return oai_error(400, "limit must be an integer", type_="invalid_request_error",
+                             param="limit")
+        listed = [j for j in videos.values() if not j.extra.get("deleted")]
+        listed.sort(key=lambda j: j.created_at,
+                    reverse=request.query_params.get("order", "desc") != "asc")
+        after = request.query_params.get("after")
+        if after:
+            ids = [j.id for j in listed]
+            listed = listed[ids.index(after) + 1:] if after in ids else []
+        page = listed[:limit]
+        return JSONResponse({"object": "list", "data": [video_json(j) for j in page],
+                             "first_id": page[0].id if page else None,
+                             "last_id": page[-1].id if page else None,
+                             "has_more": len(listed) > limit})
+
     p = "/openai/v1"
     return [
         Route(f"{p}/images/edits", with_request_id(edits), methods=["POST"]),
         Route(f"{p}/images/generations", with_request_id(generations), methods=["POST"]),
         Route(f"{p}/chat/completions", with_request_id(chat), methods=["POST"]),
+        Route(f"{p}/videos", with_request_id(create_video), methods=["POST"]),
+        Route(f"{p}/videos", with_request_id(list_videos), methods=["GET"]),
+        Route(f"{p}/videos/{{video_id}}", with_request_id(get_video), methods=["GET"]),
+        Route(f"{p}/videos/{{video_id}}", with_request_id(delete_video), methods=["DELETE"]),
+        Route(f"{p}/videos/{{video_id}}/content", with_request_id(video_content),
+              methods=["GET"]),
     ]

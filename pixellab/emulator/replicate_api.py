@@ -34,6 +34,14 @@ recorded responses in replicate/replicate-python ``tests/cassettes`` at 0110c2c5
   which ``ReplicateError`` parses; a 429 on a POST is never retried by the SDK, so rate
   limits on create surface at once. Out of credit is a 402 (reported in
   replicate/scribble-diffusion#88 and replicate/replicate-javascript#234).
+* Video models (:mod:`pixellab.emulator.video`: ``kwaivgi/kling-v1.6-standard``,
+  ``google/veo-3.1``) answer one ``.mp4`` URI, and a succeeded prediction's ``metrics`` carry
+  ``video_output_duration_seconds``, the billed seconds: official models report their billing
+  metrics in ``metrics`` (replicate/cog ``docs/metrics.md`` @ f77c205f: custom metrics are
+  ignored on Replicate, "Official Replicate-published models are the only exception"; the
+  metric name is the one Replicate's billing metrics use, seen in real Veo and Seedance
+  predictions read by public clients). An input the model refuses (a Kling ``duration`` of 7)
+  is a 422 ``Input validation failed`` problem, and no prediction is made.
 * Uploaded files (``POST /v1/files``, field ``content``) answer ``urls.get`` =
   ``<api>/v1/files/<id>`` and ``expires_at`` = creation + 24 h (``file_ttl_s``); that URL is
   resolved locally when a prediction's input points at it, and an expired file is gone.
@@ -55,7 +63,9 @@ from starlette.routing import Route
 from pixellab.emulator.context import ConnectionReset, Context, iso, set_model
 from pixellab.emulator.faults import REFUSING_ACTIONS, Fault
 from pixellab.emulator.files import content_hash
+from pixellab.emulator.imaging import choose_operation
 from pixellab.emulator.jobs import Job, Listener
+from pixellab.emulator.video import VideoInputError, plan_for
 from pixellab.emulator.webhooks import sign_replicate
 
 __all__ = ["LIST_OUTPUT_MODELS", "PROBLEM_JSON", "problem", "routes"]
@@ -142,6 +152,8 @@ def routes(ctx: Context) -> list[Route]:
             metrics["total_time"] = round(done - job.created_at, 4)
         if job.official and job.status == "succeeded" and job.operation in _IMAGE_OPERATIONS:
             metrics["image_count"] = len(job.outputs)
+        if job.status == "succeeded" and job.video is not None:
+            metrics["video_output_duration_seconds"] = job.video.seconds
         answer: dict[str, Any] = {
             "id": job.id,
             "model": job.model,
@@ -210,12 +222,19 @@ def routes(ctx: Context) -> list[Route]:
         if not isinstance(body, dict) or not isinstance(body.get("input", {}), dict):
             return problem(422, "input: must be an object", title="Invalid input")
         set_model(request, model)
+        params: dict[str, Any] = body.get("input") or {}
+        video = None
+        if choose_operation(model, True) == "video":
+            try:
+                video = plan_for("replicate", model, params)
+            except VideoInputError as exc:
+                return problem(422, f"- input.{exc}", title="Input validation failed")
         fault = ctx.faults.take("replicate", model)
         if fault is not None and fault.action in REFUSING_ACTIONS:
             return await refuse(fault)
-        params: dict[str, Any] = body.get("input") or {}
         job = engine.create("replicate", model, params, fault=fault,
-                            job_id=engine.new_id()[:26], start=False, official=official)
+                            job_id=engine.new_id()[:26], start=False, official=official,
+                            video=video)
         job.extra["version"] = version or version_id_for(model)
         job.extra["deployment"] = deployment
         events = body.get("webhook_events_filter")

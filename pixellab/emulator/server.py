@@ -95,6 +95,12 @@ class Emulator:
     ``fal_webhook_window_s`` (2 s standing for the real 2 h); ``webhook_schedules`` overrides
     the pauses between deliveries per provider. ``record_bodies`` keeps every answer in
     :attr:`responses` (for conformance tests).
+
+    Video jobs (:mod:`pixellab.emulator.video`) take ``video_latency_s`` (0.3 s standing for
+    the real minutes) instead of ``latency_s``; ``video_fps`` and ``video_max_side`` lower the
+    frame rate and cap the size of the clips rendered (None: the model's own, e.g. 24 fps at
+    1280x720), which keeps tests fast while duration, aspect ratio and bill stay as asked.
+    OpenAI video assets expire ``retention_s`` after completion too (``expires_at``).
     """
 
     http_url: str
@@ -106,9 +112,14 @@ class Emulator:
                  http_port: int = 0, https_port: int = 0, retention_s: float = 3600.0,
                  file_ttl_s: float = 86400.0, fal_webhook_window_s: float = 2.0,
                  webhook_schedules: dict[str, tuple[float, ...]] | None = None,
-                 record_bodies: bool = False) -> None:
-        if min(latency_s, jitter_s, cold_start_s) < 0:
-            raise ValueError("latency_s, jitter_s and cold_start_s must be >= 0")
+                 record_bodies: bool = False, video_latency_s: float = 0.3,
+                 video_fps: float | None = None, video_max_side: int | None = None) -> None:
+        if min(latency_s, jitter_s, cold_start_s, video_latency_s) < 0:
+            raise ValueError("latency_s, jitter_s, cold_start_s and video_latency_s must be "
+                             ">= 0")
+        if (video_fps is not None and video_fps <= 0) or (
+                video_max_side is not None and video_max_side < 16):
+            raise ValueError("video_fps must be > 0 and video_max_side at least 16")
         if min(retention_s, file_ttl_s, fal_webhook_window_s) <= 0:
             raise ValueError("retention_s, file_ttl_s and fal_webhook_window_s must be > 0")
         self.webhook_secret: str = _check_secret(webhook_secret or new_replicate_secret())
@@ -120,7 +131,9 @@ class Emulator:
         self._files = FileStore()
         self._engine = JobEngine(self._files, latency_s=latency_s, jitter_s=jitter_s,
                                  cold_start_s=cold_start_s, seed=seed,
-                                 output_ttl_s={"replicate": retention_s})
+                                 output_ttl_s={"replicate": retention_s, "openai": retention_s},
+                                 video_latency_s=video_latency_s, video_fps=video_fps,
+                                 video_max_side=video_max_side)
         sender = WebhookSender(schedules=webhook_schedules, fal_window_s=fal_webhook_window_s)
         self._ctx = Context(engine=self._engine, files=self._files, faults=self.faults,
                             webhook_secret=self.webhook_secret, fal_signer=FalSigner(),

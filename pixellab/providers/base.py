@@ -96,8 +96,10 @@ class Job:
     context: dict[str, str] = field(default_factory=dict)
     """Adapter-private facts needed to poll or cancel (e.g. fal's application id)."""
     usage: Usage | None = None
-    """Billed units of a job that ended without an output (a failed Replicate prediction reports
-    the compute it used)."""
+    """Billed units the provider reported for the job itself: for one that ended without an
+    output (a failed Replicate prediction reports the compute it used), and for a video that
+    was delivered (its billed seconds), so a clip that then fails validation is still charged
+    exactly what the provider bills."""
 
 
 @runtime_checkable

@@ -1,7 +1,8 @@
 """Bounded download of provider outputs.
 
 Providers hand back URLs (Replicate deletes them after about an hour), so outputs are fetched as
-soon as a job succeeds, streamed with a byte cap and a wall-clock deadline (httpx's timeouts are
+soon as a job succeeds, streamed with a byte cap and a wall-clock deadline (25 MiB and 60 s for
+an image, 500 MiB and 300 s for a video) (httpx's timeouts are
 per phase: a server trickling bytes never trips them), and refused when the declared type is not
 what the task expects. The bytes are validated afterwards like any other output.
 """
@@ -20,6 +21,10 @@ from pixellab.errors import DataRemoved, InvalidOutput, ProviderTimeout, Provide
 
 MAX_OUTPUT_BYTES = 25 * 1024 * 1024
 DOWNLOAD_DEADLINE_S = 60.0
+MAX_VIDEO_BYTES = 500 * 1024 * 1024
+VIDEO_DEADLINE_S = 300.0
+"""A video output (``video=True``): at most 500 MiB in at most 5 minutes (a 10-s 1080p clip is
+tens of MB; shared/research/reliability.md I1 bounds videos at 500 MiB and 300 s)."""
 _ALLOWED_PREFIXES = ("image/", "video/", "application/octet-stream", "binary/octet-stream")
 
 
@@ -33,10 +38,21 @@ def tls_verify() -> ssl.SSLContext:
     return _ssl_context(os.environ.get("SSL_CERT_FILE") or None)
 
 
-async def fetch_output(url: str, *, model_id: str, max_bytes: int = MAX_OUTPUT_BYTES,
-                       deadline_s: float = DOWNLOAD_DEADLINE_S,
-                       headers: dict[str, str] | None = None) -> tuple[bytes, str]:
-    """The bytes at ``url`` and their declared media type, or a :class:`ProviderError`."""
+def limits(video: bool) -> tuple[int, float]:
+    """(byte cap, deadline in seconds) for an image or a video output."""
+    return (MAX_VIDEO_BYTES, VIDEO_DEADLINE_S) if video else (MAX_OUTPUT_BYTES,
+                                                              DOWNLOAD_DEADLINE_S)
+
+
+async def fetch_output(url: str, *, model_id: str, max_bytes: int | None = None,
+                       deadline_s: float | None = None,
+                       headers: dict[str, str] | None = None,
+                       video: bool = False) -> tuple[bytes, str]:
+    """The bytes at ``url`` and their declared media type, or a :class:`ProviderError`.
+    ``video`` raises the default byte cap and deadline to a video's (:func:`limits`)."""
+    default_bytes, default_deadline = limits(video)
+    max_bytes = default_bytes if max_bytes is None else max_bytes
+    deadline_s = default_deadline if deadline_s is None else deadline_s
     if url.startswith("data:"):
         header, _, payload = url.partition(",")
         media_type = header[5:].split(";")[0] or "application/octet-stream"

@@ -21,6 +21,14 @@ Wire facts that shape it (shared/research/providers.md §2, §5):
   emulator for a zero-cost dry run) sets the module's URL constants from ``PIXELLAB_FAL_*_URL``;
   without them it talks to fal.ai as usual.
 - Output URLs are downloaded right away through the bounded downloader; fal never downloads.
+  A video app answers ``{"video": {url, content_type, file_name, file_size}}``; its ``.mp4`` is
+  downloaded with a video's limits (500 MiB, 5 minutes).
+- Video apps take a few values only, as strings (Kling 1.6: ``duration`` "5" or "10"; Veo 3.1:
+  "4s", "6s" or "8s", ``aspect_ratio`` auto, 16:9 or 9:16, ``resolution`` 720p, 1080p or 4k;
+  the apps' pages on fal.ai): a normalized ``duration_s`` is sent as the app's string, anything
+  it does not take is refused here (:class:`~pixellab.errors.InvalidRequest`) before a call.
+  fal reports no billed seconds (the result names the file only): the runner charges the
+  catalog's upper bound per clip.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ import fal_client
 import fal_client.client as fal_wire
 import httpx
 
+from pixellab.catalog import Model
 from pixellab.errors import (
     InvalidOutput,
+    InvalidRequest,
     OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
@@ -61,6 +71,53 @@ _URL_SETTINGS = {  # Settings field → fal-client's constant
     "fal_rest_url": "REST_URL",
     "fal_cdn_url": "CDN_URL",
 }
+
+
+VIDEO_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
+    # fal.ai/models/fal-ai/kling-video/v1.6/standard/image-to-video
+    "fal-ai/kling-video/v1.6": {"duration": ("5", "10")},
+    # fal.ai/docs/model-api-reference/video-generation-api/veo3.1-image-to-video
+    "fal-ai/veo3.1": {"duration": ("4s", "6s", "8s"), "aspect_ratio": ("auto", "16:9", "9:16"),
+                      "resolution": ("720p", "1080p", "4k")},
+}
+"""The values each video app takes, by input name (app id prefix → input → allowed values)."""
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).removesuffix("s"))
+    except ValueError:
+        return None
+
+
+def video_inputs(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with the normalized ``duration_s`` written as the app's string (5 → "5" or
+    "5s"), and :class:`InvalidRequest` for a value the app does not take (apps not in
+    :data:`VIDEO_INPUTS` pass unchanged)."""
+    allowed = next((values for prefix, values in VIDEO_INPUTS.items()
+                    if model.endpoint == prefix or model.endpoint.startswith(prefix + "/")),
+                   None)
+    if allowed is None:
+        return arguments
+    normalized = {provider: name for name, provider in model.inputs.items()}
+    duration = model.inputs.get("duration_s")
+    out = dict(arguments)
+    for name, values in allowed.items():
+        if name not in out:
+            continue
+        value = out[name]
+        wanted = _seconds(value) if name == duration else None
+        match = [v for v in values if (_seconds(v) == wanted if name == duration
+                                       else v == value)]
+        if not match or (name == duration and wanted is None):
+            raise InvalidRequest(f"{model.id}: {normalized.get(name, name)} = {value!r} is not "
+                                 f"one it takes ({', '.join(values)})", model_id=model.id)
+        out[name] = match[0]
+    return out
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -184,7 +241,7 @@ class FalProvider(KeyedProvider):
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model
-        arguments = model.provider_inputs(request.params)
+        arguments = video_inputs(model, model.provider_inputs(request.params))
         try:
             image_field = model.inputs.get("image")
             if image_field and request.image is not None:
@@ -207,6 +264,8 @@ class FalProvider(KeyedProvider):
             context = {"model_id": model.id, "application": model.endpoint,
                        "status_url": data["status_url"], "response_url": data["response_url"],
                        "cancel_url": data["cancel_url"]}
+            if model.pricing.unit == "second":  # a video: downloaded with a video's limits
+                context["video"] = "1"
             request_id = str(data["request_id"])
         except (ValueError, KeyError, TypeError):
             raise OutcomeUnknown(f"{model.id}: fal accepted the submit ({response.status_code}) "
@@ -253,7 +312,8 @@ class FalProvider(KeyedProvider):
             return Job(job.provider_job_id, JobState.FAILED, context=job.context,
                        error=InvalidOutput("no_output", f"{model_id}: result has no output URL",
                                            model_id=model_id))
-        data, media_type = await fetch_output(url, model_id=model_id)
+        video = job.context.get("video") == "1" or isinstance(result.get("video"), dict)
+        data, media_type = await fetch_output(url, model_id=model_id, video=video)
         flags = result.get("has_nsfw_concepts") if isinstance(result, dict) else None
         return Job(job.provider_job_id, JobState.SUCCEEDED, context=job.context, output=Output(
             data=data, media_type=media_type,

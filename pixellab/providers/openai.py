@@ -1,4 +1,4 @@
-"""OpenAI adapter on the official ``openai`` SDK (async client, images API).
+"""OpenAI adapter on the official ``openai`` SDK (async client: images, chat and videos APIs).
 
 Wire facts that shape it (shared/research/providers.md §3, §5; the error and usage shapes are
 ``ErrorResponse`` and ``ImagesResponse.usage`` in openai/openai-openapi):
@@ -17,23 +17,53 @@ Wire facts that shape it (shared/research/providers.md §3, §5; the error and u
 - Edits take at most 16 images of at most 50 MB each; a larger input is refused here, before a
   call.
 - Rate limits carry ``retry-after-ms`` / ``retry-after``; both are passed on as ``retry_after``.
+
+Videos (Sora, the SDK's ``videos`` resource; openai/openai-openapi ``openapi.yaml`` @ f85dbe22,
+``/videos`` paths, ``VideoResource``, ``CreateVideoMultipartBody``) are asynchronous:
+- :meth:`submit` creates the job (``POST /videos``, multipart: ``prompt``, ``model``,
+  ``seconds``, ``size``, ``input_reference``) and returns it queued; :meth:`poll` retrieves it
+  (``queued`` → ``in_progress`` with ``progress`` → ``completed`` or ``failed`` with
+  ``error.code``); on ``completed`` the MP4 is streamed from ``GET /videos/{id}/content``
+  (``variant=video``) with a video's limits (500 MiB, 5 minutes), and its ``seconds`` are
+  reported as usage (``Usage.video_seconds``: Sora bills per second of video).
+- ``seconds`` is a string enum, "4", "8" or "12"; ``size`` one of 720x1280, 1280x720 (and, for
+  ``sora-2-pro``, 1024x1792, 1792x1024). A normalized ``duration_s`` must be one of those
+  durations and ``aspect_ratio`` (16:9, 9:16; default: the photo's orientation) with
+  ``resolution`` (720p, or 1024p for the larger sizes) must name a size, else the request is
+  refused here (:class:`~pixellab.errors.InvalidRequest`), free, before any call.
+- The reference image "must match the target video size" (the video generation guide): the
+  photo is fitted into the size on a white canvas before it is sent.
+- A content refusal is a 400 ``moderation_blocked`` at create (nothing made, free) or a
+  ``failed`` job whose ``error.code`` says so (made, then withheld: counted as rejected); any
+  other failure is retryable. There is no cancel endpoint (``DELETE`` only removes a finished
+  video), so :meth:`cancel` cannot stop a Sora job: the runner then charges it as finished.
+  Nothing tags a video with the attempt, so a create cut off mid-answer stays
+  :class:`~pixellab.errors.OutcomeUnknown` (the list has no key to match it by).
+- The SDK marks every video method deprecated: OpenAI shut the Sora API down on 2026-09-24
+  (developers.openai.com/api/docs/guides/video-generation); this works against the emulator,
+  or an OpenAI-compatible server at ``OPENAI_BASE_URL``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
 import itertools
 from typing import Any
 
 import openai
+from PIL import ImageOps
 
 from pixellab.billing import Usage
 from pixellab.errors import (
     ContentRejected,
+    DataRemoved,
     InvalidOutput,
     InvalidRequest,
     OutcomeUnknown,
     ProviderError,
+    ProviderTimeout,
     ProviderUnavailable,
     QuotaExhausted,
 )
@@ -47,12 +77,22 @@ from pixellab.providers.base import (
     error_for_status,
     transport_error,
 )
+from pixellab.providers.download import limits
 from pixellab.tasks import Task
+from pixellab.validate import decode_image
 
 _CONTENT_CODES = ("moderation_blocked", "content_policy_violation")
 _QUOTA_CODES = ("insufficient_quota",)
 _FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 MAX_EDIT_IMAGE_BYTES = 50 * 1024 * 1024
+SORA_SECONDS = ("4", "8", "12")
+SORA_SIZES: dict[tuple[str, str], str] = {
+    ("16:9", "720p"): "1280x720", ("9:16", "720p"): "720x1280",
+    ("16:9", "1024p"): "1792x1024", ("9:16", "1024p"): "1024x1792",
+}
+"""Sora's sizes by normalized (aspect_ratio, resolution): the SDK's ``VideoSize``."""
+_VIDEO_STATES = {"queued": JobState.QUEUED, "in_progress": JobState.RUNNING,
+                 "completed": JobState.SUCCEEDED, "failed": JobState.FAILED}
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -181,6 +221,8 @@ class OpenAIProvider(KeyedProvider):
     async def submit(self, request: ProviderRequest) -> Job:
         if request.task is Task.ANALYZE:
             return await self._analyze(request)
+        if is_video(request):
+            return await self._create_video(request)
         model = request.model
         arguments: dict[str, Any] = {"model": model.endpoint,
                                      **model.provider_inputs(request.params)}
@@ -254,8 +296,161 @@ class OpenAIProvider(KeyedProvider):
             data=message.content.encode(), media_type="application/json", usage=usage,
             metadata={"usage": usage.as_json() if usage else None}))
 
+    # -- videos (Sora) ---------------------------------------------------------------------
+
+    async def _create_video(self, request: ProviderRequest) -> Job:
+        model = request.model
+        seconds, size = sora_arguments(request)
+        arguments: dict[str, Any] = {**model.defaults, "model": model.endpoint, "size": size}
+        if seconds is not None:
+            arguments["seconds"] = seconds
+        arguments["prompt"] = request.params.get("prompt") or "Animate this product photo."
+        if request.image is not None and "image" in model.inputs:
+            reference = await asyncio.to_thread(fit_reference, request.image, size, model.id)
+            arguments["input_reference"] = ("input.png", reference, "image/png")
+        create: Any = self.client.videos.with_raw_response.create
+        try:
+            raw = await create(timeout=min(model.timeout_s, 120.0), **arguments)
+            video = raw.parse()
+        except Exception as exc:
+            raise map_error(exc, model.id, creating=True) from None
+        return await self._video_job(video, {"model_id": model.id, "kind": "video"})
+
+    async def _video_job(self, video: Any, context: dict[str, str]) -> Job:
+        model_id = context["model_id"]
+        state = _VIDEO_STATES.get(getattr(video, "status", None) or "", JobState.RUNNING)
+        if state is JobState.FAILED:
+            error = getattr(video, "error", None)
+            code = getattr(error, "code", None)
+            message = (f"{model_id}: sora video failed{f' ({code})' if code else ''}: "
+                       f"{getattr(error, 'message', None) or 'no error message'}")
+            failure: ProviderError = (
+                ContentRejected(message, model_id=model_id, stage="output", outcome="rejected",
+                                provider_job_id=video.id) if code in _CONTENT_CODES
+                else ProviderUnavailable(message, model_id=model_id, provider_job_id=video.id))
+            return Job(video.id, state, context=context, error=failure)
+        if state is not JobState.SUCCEEDED:
+            return Job(video.id, state, context=context)
+        data, media_type = await self._download_video(video.id, model_id)
+        try:
+            usage: Usage | None = Usage(video_seconds=float(video.seconds))
+        except (TypeError, ValueError):
+            usage = None
+        # the seconds are billed whatever our check of the clip says: on the job too
+        return Job(video.id, state, context=context, usage=usage, output=Output(
+            data=data, media_type=media_type, usage=usage,
+            metadata={"seconds": getattr(video, "seconds", None),
+                      "size": getattr(video, "size", None),
+                      "usage": usage.as_json() if usage else None}))
+
+    async def _download_video(self, video_id: str, model_id: str) -> tuple[bytes, str]:
+        """The finished MP4, streamed with a video's byte cap and deadline."""
+        max_bytes, deadline_s = limits(video=True)
+        stream: Any = self.client.videos.with_streaming_response.download_content
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(deadline_s):
+                async with stream(video_id, variant="video", timeout=deadline_s) as response:
+                    media_type = response.headers.get("content-type", "").split(";")[0].strip()
+                    if media_type and not media_type.startswith(
+                            ("video/", "application/octet-stream", "application/binary")):
+                        raise InvalidOutput("wrong_media_type",
+                                            f"{model_id}: video served as {media_type}",
+                                            model_id=model_id, provider_job_id=video_id)
+                    if int(response.headers.get("content-length") or 0) > max_bytes:
+                        raise InvalidOutput("too_many_bytes", f"{model_id}: the video declares "
+                                            f"over {max_bytes} bytes", model_id=model_id,
+                                            provider_job_id=video_id)
+                    size = 0
+                    async for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise InvalidOutput("too_many_bytes", f"{model_id}: the video "
+                                                f"exceeds {max_bytes} bytes", model_id=model_id,
+                                                provider_job_id=video_id)
+                        chunks.append(chunk)
+        except ProviderError:
+            raise
+        except TimeoutError:
+            raise ProviderTimeout(f"{model_id}: the video download took over {deadline_s:g} s",
+                                  model_id=model_id) from None
+        except openai.NotFoundError:
+            raise DataRemoved(f"{model_id}: video {video_id}'s content is gone (its assets "
+                              "expired before they were fetched)", model_id=model_id,
+                              provider_job_id=video_id) from None
+        except Exception as exc:
+            raise map_error(exc, model_id) from None
+        if media_type in ("", "application/binary", "application/octet-stream"):
+            media_type = "video/mp4"  # what the content path serves (the spec's video/mp4)
+        return b"".join(chunks), media_type
+
     async def poll(self, job: Job) -> Job:
-        return job
+        if job.context.get("kind") != "video":
+            return job  # images and answers are complete when submit returns
+        model_id = job.context["model_id"]
+        try:
+            video = await self.client.videos.retrieve(job.provider_job_id)
+        except Exception as exc:  # the poll failed, not the job: the runner polls again
+            raise map_error(exc, model_id) from None
+        return await self._video_job(video, job.context)
 
     async def cancel(self, job: Job) -> None:
+        """Nothing to do: images are complete when submit returns, and a Sora video cannot be
+        cancelled (the API has no cancel endpoint; ``DELETE`` refuses an unfinished one)."""
         return None
+
+
+def is_video(request: ProviderRequest) -> bool:
+    """Whether ``request`` asks for a video (a video task, or a model priced per second)."""
+    if request.task is not None and request.task.output_kind == "video":
+        return True
+    return request.model.pricing.unit == "second"
+
+
+def sora_arguments(request: ProviderRequest) -> tuple[str | None, str]:
+    """(``seconds``, ``size``) for a normalized request; :class:`InvalidRequest` for a
+    duration or a shape Sora does not make. No ``duration_s``: the API's default (4 s)."""
+    model, params = request.model, request.params
+    seconds: str | None = None
+    duration = params.get("duration_s") if "duration_s" in model.inputs else None
+    if duration is not None:
+        try:
+            wanted = float(duration)
+        except (TypeError, ValueError):
+            wanted = -1.0
+        seconds = next((s for s in SORA_SECONDS if float(s) == wanted), None)
+        if seconds is None:
+            raise InvalidRequest(f"{model.id}: duration_s = {duration!r} is not one Sora makes "
+                                 f"({', '.join(SORA_SECONDS)} s)", model_id=model.id)
+    aspect = params.get("aspect_ratio") if "aspect_ratio" in model.inputs else None
+    if aspect is None:
+        aspect = "9:16"
+        if request.image is not None:
+            try:
+                width, height = decode_image(request.image).size
+                aspect = "16:9" if width > height else "9:16"
+            except Exception:  # the runner checked the photo; a guess is harmless here
+                pass
+    resolution = params.get("resolution") if "resolution" in model.inputs else None
+    size = SORA_SIZES.get((str(aspect), str(resolution or "720p")))
+    if size is None:
+        raise InvalidRequest(f"{model.id}: aspect_ratio {aspect!r} at resolution "
+                             f"{resolution or '720p'!r} is not a size Sora makes "
+                             f"({', '.join(sorted(set(SORA_SIZES.values())))})",
+                             model_id=model.id)
+    return seconds, size
+
+
+def fit_reference(image: bytes, size: str, model_id: str) -> bytes:
+    """The photo fitted into the video's ``size`` on a white canvas, as PNG: Sora takes a
+    reference image of exactly the video's size."""
+    width, height = (int(part) for part in size.split("x"))
+    try:
+        photo = decode_image(image)
+    except Exception as exc:
+        raise InvalidRequest(f"{model_id}: the photo cannot be read: {exc}",
+                             model_id=model_id) from None
+    canvas = ImageOps.pad(photo.convert("RGB"), (width, height), color=(255, 255, 255))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

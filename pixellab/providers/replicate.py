@@ -13,7 +13,15 @@ Wire facts that shape it (details: shared/research/providers.md §1, §5):
   ``data_removed``): they are downloaded as soon as the prediction succeeds, and a resumed run
   that finds them gone says so (:class:`~pixellab.errors.DataRemoved`) instead of paying again.
 - Cost: the adapter reports ``metrics.predict_time`` as usage; the catalog prices it for models
-  billed per GPU-second, per output otherwise.
+  billed per GPU-second, per output otherwise. Video models are billed per second of output
+  video: a succeeded prediction's ``metrics.video_output_duration_seconds`` (official models
+  report their billing metrics there, replicate/cog ``docs/metrics.md``) is reported as
+  ``Usage.video_seconds``; without it the runner charges the catalog's upper bound.
+- Video models take a few values only (Kling 1.6: ``duration`` 5 or 10, ``aspect_ratio`` 16:9,
+  9:16 or 1:1; Veo 3.1: 4, 6 or 8 s, 16:9 or 9:16, 720p or 1080p; both integers for seconds):
+  a normalized ``duration_s`` is sent as the model's value, and anything it does not take is
+  refused here (:class:`~pixellab.errors.InvalidRequest`) before an upload or a call. Their
+  ``.mp4`` is downloaded with a video's limits (500 MiB, 5 minutes).
 """
 
 from __future__ import annotations
@@ -28,10 +36,12 @@ import replicate
 from replicate.exceptions import ReplicateError
 
 from pixellab.billing import Usage
+from pixellab.catalog import Model
 from pixellab.errors import (
     ContentRejected,
     DataRemoved,
     InvalidOutput,
+    InvalidRequest,
     OutcomeUnknown,
     ProviderError,
     ProviderUnavailable,
@@ -56,6 +66,58 @@ _STATES = {
     "aborted": JobState.CANCELLED,  # ended by a deadline before it started: never ran
 }
 _CONTENT_MARKERS = ("nsfw", "safety", "content policy", "flagged")
+
+
+VIDEO_INPUTS: dict[str, dict[str, tuple[Any, ...]]] = {
+    # replicate.com/kwaivgi/kling-v1.6-standard (720p)
+    "kwaivgi/kling-v1.6": {"duration": (5, 10), "aspect_ratio": ("16:9", "9:16", "1:1")},
+    # replicate.com/google/veo-3.1 (24 fps)
+    "google/veo-3.1": {"duration": (4, 6, 8), "aspect_ratio": ("16:9", "9:16"),
+                       "resolution": ("720p", "1080p")},
+}
+"""The values each video model takes, by Replicate input name (model name prefix → input →
+allowed values, in the types the model's schema wants)."""
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).removesuffix("s"))
+    except ValueError:
+        return None
+
+
+def video_inputs(model: Model, inputs: dict[str, Any],
+                 table: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
+    """``inputs`` with the normalized ``duration_s`` written as the model's own value (5 →
+    ``5``, ``"5"`` or ``"5s"``, whichever it takes), and :class:`InvalidRequest` for a value the
+    model does not take (its ``table`` entry, by model name prefix; other models pass)."""
+    allowed = next((values for prefix, values in table.items()
+                    if model.endpoint == prefix or model.endpoint.startswith(prefix + "-")
+                    or model.endpoint.startswith(prefix + "/")), None)
+    if allowed is None:
+        return inputs
+    normalized = {provider: name for name, provider in model.inputs.items()}
+    duration = model.inputs.get("duration_s")
+    out = dict(inputs)
+    for name, values in allowed.items():
+        if name not in out:
+            continue
+        value = out[name]
+        if name == duration:
+            wanted = _seconds(value)
+            match = [v for v in values if wanted is not None and _seconds(v) == wanted]
+        else:
+            match = [v for v in values if v == value]
+        if not match:
+            takes = ", ".join(str(v) for v in values)
+            raise InvalidRequest(f"{model.id}: {normalized.get(name, name)} = {value!r} is not "
+                                 f"one it takes ({takes})", model_id=model.id)
+        out[name] = match[0]
+    return out
 
 
 _ATTEMPT_KEY = "pixellab_attempt"
@@ -149,7 +211,7 @@ class ReplicateProvider(KeyedProvider):
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model
-        inputs = model.provider_inputs(request.params)
+        inputs = video_inputs(model, model.provider_inputs(request.params), VIDEO_INPUTS)
         image_field = model.inputs.get("image")
         if image_field and request.image is not None:
             inputs[image_field] = await self._upload(request)
@@ -239,9 +301,16 @@ class ReplicateProvider(KeyedProvider):
     async def _job(self, prediction: Any, model_id: str, unit: str) -> Job:
         context = {"model_id": model_id, "unit": unit}
         state = _STATES.get(prediction.status, JobState.RUNNING)
-        predict_time = (prediction.metrics or {}).get("predict_time")
+        metrics = prediction.metrics or {}
+        predict_time = metrics.get("predict_time")
         usage = (Usage(seconds=float(predict_time))
                  if isinstance(predict_time, int | float) else None)
+        video = unit == "second"
+        video_seconds = metrics.get("video_output_duration_seconds")
+        if (video and state is JobState.SUCCEEDED and isinstance(video_seconds, int | float)
+                and not isinstance(video_seconds, bool)):
+            usage = Usage(seconds=usage.seconds if usage else None,
+                          video_seconds=float(video_seconds))
         if state is JobState.FAILED:
             return Job(prediction.id, state, context=context, usage=usage,
                        error=_failure(prediction.error, model_id, prediction.id))
@@ -267,7 +336,12 @@ class ReplicateProvider(KeyedProvider):
                        error=InvalidOutput("no_output",
                                            f"{model_id}: prediction succeeded with no output URL",
                                            model_id=model_id))
-        data, media_type = await fetch_output(url, model_id=model_id)
-        return Job(prediction.id, state, context=context, output=Output(
-            data=data, media_type=media_type, usage=usage,
-            metadata={"predict_time": predict_time, "output_url_host": httpx.URL(url).host}))
+        data, media_type = await fetch_output(url, model_id=model_id, video=video)
+        metadata: dict[str, Any] = {"predict_time": predict_time,
+                                    "output_url_host": httpx.URL(url).host}
+        if video:
+            metadata["video_output_duration_seconds"] = video_seconds
+        # a video's seconds are billed whatever our check of the clip says: on the job too
+        return Job(prediction.id, state, context=context, usage=usage if video else None,
+                   output=Output(data=data, media_type=media_type, usage=usage,
+                                 metadata=metadata))
