@@ -1,6 +1,8 @@
 """``pixellab demo``: the sample dataset through the local provider, scored, as an HTML report.
 
-Three sweeps (enhance, remove_background, packshot), each comparing two free local models, then
+Five sweeps (enhance, remove_background and packshot, each comparing two free local models;
+image-to-video clips of one product per category from two local baselines; the multi-angle
+products combined into clips), then
 ``notebooks/90_report.ipynb`` executed with papermill and exported to ``reports/demo.html``, and
 the routing table its evidence picks written to ``<home>/defaults.toml`` (what ``pixellab
 generate`` then follows).
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixellab import notebook
+from pixellab.datasets import load_dataset
 from pixellab.routing import current_defaults, load_routes
 from pixellab.runner import RequestOutcome
 from pixellab.selection import select, write_defaults
@@ -27,6 +30,14 @@ DEMO_SWEEPS: tuple[dict[str, object], ...] = (
      "models": ["local:cutout", "local:cutout-threshold"]},
     {"name": "demo-packshot", "task": "packshot",
      "models": ["local:packshot", "local:packshot-threshold"], "params": {"size": 1600}},
+    # Short vertical clips of one product per category: enough to compare the two baselines
+    # on every category while the whole demo stays within its five minutes on two cores.
+    {"name": "demo-image_to_video", "task": "image_to_video",
+     "models": ["local:kenburns", "local:parallax"], "one_per_category": True,
+     "params": {"duration_s": 3, "fps": 12, "aspect_ratio": "9:16", "resolution": "360p"}},
+    # The products the sample renders from several angles, each combined into one clip.
+    {"name": "demo-angles_to_video", "task": "angles_to_video", "models": ["local:angles"],
+     "params": {"duration_s": 4, "fps": 12, "aspect_ratio": "1:1", "resolution": "360p"}},
 )
 
 
@@ -39,8 +50,21 @@ class DemoResult:
 
 
 def demo_sweeps(dataset: str = "sample", limit: int | None = None) -> list[SweepSpec]:
-    return [SweepSpec.parse({**spec, "dataset": dataset, "limit": limit,
-                             "concurrency": 4}) for spec in DEMO_SWEEPS]
+    """The demo's sweeps over ``dataset`` (its first ``limit`` products): a video sweep takes
+    the first product of each category, and the multi-angle one runs only where some product
+    has more photos."""
+    products = load_dataset(dataset).select(limit=limit)
+    firsts = list({p.category: p.id for p in reversed(products)}.values())[::-1]
+    specs = []
+    for raw in DEMO_SWEEPS:
+        spec = {k: v for k, v in raw.items() if k != "one_per_category"}
+        if raw.get("one_per_category"):
+            spec["products"] = sorted(firsts)
+        if raw["task"] == "angles_to_video" and not any(p.angles for p in products):
+            continue
+        specs.append(SweepSpec.parse({**spec, "dataset": dataset, "limit": limit,
+                                      "concurrency": 4}))
+    return specs
 
 
 def run_demo(workbench: Workbench, *, dataset: str = "sample", limit: int | None = None,

@@ -60,7 +60,7 @@ class Run:
         return Ledger(self.home / "ledger.duckdb", read_only=True)
 
 
-REPORTED = ("quickstart", "nb-packshot", "nb-prompts")
+REPORTED = ("quickstart", "nb-packshot", "nb-prompts", "nb-video")
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     run.executed["20"] = execute(
         "20_prompt_sweep.ipynb", run.root, name="nb-prompts", dataset=SAMPLE, limit=2,
         params={"size": 800}, concurrency=2, **run.paths)
+    run.executed["10v"] = execute(
+        "10_model_sweep.ipynb", run.root, name="nb-video", task="image_to_video",
+        dataset=SAMPLE, categories=["kitchen"], limit=2,
+        models=["local:kenburns", "local:parallax"],
+        params={"duration_s": 1.5, "fps": 8, "aspect_ratio": "9:16", "resolution": "360p"},
+        budget_usd=0.5, concurrency=2, **run.paths)
     run.executed["90"] = execute(
         "90_report.ipynb", run.root, title="notebook test report", max_products=2,
         sweep_ids=list(REPORTED), min_products=2, resamples=200,
@@ -252,6 +258,32 @@ def test_report_opens_in_chromium_without_errors_and_every_image_loads(
     page = report_html.read_text()
     assert page.count("<img") >= 20
     assert browser_problems(report_html, chromium) == []
+
+
+def test_report_clips_show_an_animated_preview_and_play_in_chromium(
+        report_html: Path, chromium: str) -> None:
+    """Every clip in the report has its animated preview loaded; a click opens the player
+    below it, and the clip plays (its time advances) in a real browser."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(report_html.as_uri(), wait_until="load")
+            previews = page.evaluate("""() => [...document.querySelectorAll(
+                'img.plx-video-preview')].map(i => i.complete && i.naturalWidth > 0)""")
+            assert len(previews) >= 4 and all(previews)
+            clip = page.locator("details.plx-video").first
+            clip.scroll_into_view_if_needed()
+            clip.locator("summary").click()
+            player = clip.locator("video")
+            assert player.is_visible()
+            played = player.evaluate("""v => v.play().then(() => new Promise(done =>
+                setTimeout(() => done([v.currentTime, v.videoWidth, v.error]), 800)))""")
+            assert played[0] > 0 and played[1] > 0 and played[2] is None, played
+        finally:
+            browser.close()
 
 
 def test_the_browser_check_sees_broken_images_errors_and_network(tmp_path: Path,

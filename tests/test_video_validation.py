@@ -519,3 +519,80 @@ def test_the_video_kind_is_registered_and_checks_against_the_requests_params() -
     assert sized.reason == "resolution_mismatch"
     assert VIDEO.check(GOOD, task=Task.IMAGE_TO_VIDEO, declared_media_type=None,
                        expected_size=None, source=None).ok
+
+
+# --- a sweep of hostile clips ----------------------------------------------------------------
+
+
+def _hostile_clips() -> dict[str, tuple[bytes, str]]:
+    """Each hostile clip a provider could return, with the reason it must be refused as."""
+    gif = io.BytesIO()
+    frames = [Image.fromarray(f) for f in _moving(4)]
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=80)
+    huge = bytearray(GOOD)
+    entry = huge.find(b"avc1", huge.find(b"stsd")) - 4
+    huge[entry + 32:entry + 36] = struct.pack(">HH", 16384, 16384)
+    return {
+        "zero-bytes": (b"", "zero_bytes"),
+        "gif-as-mp4": (gif.getvalue(), "not_a_video"),
+        "png-as-mp4": (_png(_photo()), "not_a_video"),
+        "truncated": (GOOD[:len(GOOD) // 2], "truncated"),
+        "audio-only": (_audio_only("mp4", "aac"), "no_video_stream"),
+        "16384-square": (bytes(huge), "too_many_pixels"),
+        "ten-hours": (_with("libx264", n=3, rate=Fraction(1, 18000)), "too_long"),
+        "10000-tiny-frames": (_many_frames(10_000, 25), "too_long"),
+        "wrong-codec": (_with("mjpeg"), "codec_not_allowed"),
+        "still-image": (_clip(_moving(1)), "still_image"),
+        "all-black": (_clip([np.zeros((H, W, 3), np.uint8)] * 12), "blank_black"),
+        "frozen": (_clip([_photo()] * 24), "frozen"),
+    }
+
+
+async def test_a_sweep_of_hostile_clips_completes_with_a_clear_reason_for_each(
+        tmp_path: Path, dataset_dir: Path) -> None:
+    """A provider returns each hostile clip for one request, and a good clip for one more:
+    no crash, every request ends, each refused clip is a failed attempt with its reason in
+    the ledger, nothing of it is stored, and the good clip is."""
+    from pixellab.catalog import load_catalog
+    from pixellab.ledger import LedgerWriter
+    from pixellab.providers.base import Job, JobState, Output, ProviderRequest
+    from pixellab.providers.local import LocalProvider
+    from pixellab.runner import Request, Runner
+    from pixellab.workbench import Workbench
+
+    clips = {**_hostile_clips(), "good": (GOOD, "")}
+
+    class Replaying(LocalProvider):
+        """Answers each request with the clip named by its product id."""
+
+        name = "replicate"
+
+        async def submit(self, request: ProviderRequest) -> Job:
+            data = clips[request.request_key][0]
+            return Job(f"job-{request.request_key}", JobState.SUCCEEDED,
+                       output=Output(data=data, media_type="video/mp4"))
+
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "video.toml").write_text(
+        '[models."replicate:clip"]\ntasks = ["image_to_video"]\nendpoint = "clip"\n'
+        'pricing = { unit = "second", usd_per_unit = 0.01, units_per_call = 5 }\n')
+    catalog = load_catalog(tmp_path / "cat")
+    provider = Replaying()
+    workbench = Workbench(tmp_path / "home", catalog=catalog, providers={"replicate": provider})
+    writer = LedgerWriter(workbench.ledger)
+    runner = Runner(catalog=catalog, providers={"replicate": provider}, writer=writer,
+                    store=workbench.store)
+    image = str(dataset_dir / "images" / "p00.png")
+    requests = [Request(request_key=name, product_id=name, category="kitchen",
+                        task=Task.IMAGE_TO_VIDEO, chain=(catalog.model("replicate:clip"),),
+                        image_path=image) for name in clips]
+    try:
+        summary = await runner.run(requests)
+    finally:
+        writer.close()
+    outcomes = {o.request_key: o for o in summary.outcomes}
+    assert outcomes["good"].status == "succeeded"
+    reasons = dict(workbench.ledger.query(
+        "select request_key, error_reason from attempts where status = 'failed'").values)
+    assert reasons == {name: reason for name, (_, reason) in clips.items() if reason}
+    assert workbench.ledger.scalar("select count(*) from outputs") == 1
