@@ -750,11 +750,13 @@ class Sweep:
             return ScoreContext(task=task.value, output=decode_image(output),
                                 source=optional(self.input_path(product)),
                                 mask=None, reference=reference,
-                                marketplaces=self.workbench.marketplaces)
+                                marketplaces=self.workbench.marketplaces,
+                            label_text=product.attributes.get("label_text") or None)
         return ScoreContext(task=task.value, output=decode_image(output),
                             source=optional(product.image), mask=optional(product.mask),
                             reference=optional(product.reference),
-                            marketplaces=self.workbench.marketplaces)
+                            marketplaces=self.workbench.marketplaces,
+                            label_text=product.attributes.get("label_text") or None)
 
     def _video_context(self, product: Product, output: bytes,
                        optional: Callable[[Path | None], Any]) -> ScoreContext:
@@ -774,6 +776,7 @@ class Sweep:
                             source=optional(product.image), mask=optional(product.mask),
                             reference=optional(product.reference),
                             marketplaces=self.workbench.marketplaces,
+                            label_text=product.attributes.get("label_text") or None,
                             frames=clip.frames, video=facts)
 
 

@@ -382,3 +382,22 @@ def test_in_jupyterlab_ten_keystrokes_store_ten_ratings(workbench: Workbench, tm
     new = stored.tail(10)
     assert new["winner"].tolist() == ["a", "b", "a", "b", "tie", "tie", "a", "b", "a", "b"]
     assert (new["output_a"] != new["output_b"]).all() and new["rated_at"].notna().all()
+
+
+def test_two_clips_are_rated_side_by_side_each_playing_and_the_grid_shows_first_frames(
+        tmp_path: Path) -> None:
+    """A video sweep's pair shows both clips as players (looping, muted), not as pictures;
+    the output grid shows each clip's first frame."""
+    bench = Workbench(tmp_path / "home")
+    spec = SweepSpec.parse({"name": "clips", "task": "image_to_video",
+                            "dataset": str(REPO / "datasets" / "sample"),
+                            "models": ["local:kenburns", "local:parallax"], "limit": 1,
+                            "params": {"duration_s": 1, "fps": 8, "resolution": "360p"}})
+    assert Sweep(spec, bench).run().succeeded == 2
+    clips = evidence.scored_requests(bench.ledger, ["clips"])
+    pairs = ratings.pairs_to_rate(clips, rater="vic", ledger=bench.ledger)
+    rater = review.PairRater(bench.ledger, bench.store, pairs, rater="vic")
+    assert rater.view.value.count("<video autoplay muted loop") == 2
+    assert rater.view.value.count("data:video/mp4;base64,") == 2
+    grid = review.OutputGrid(clips, bench.store)
+    assert grid.output.value.count("<img") == 2 and "cannot show" not in grid.output.value

@@ -2037,6 +2037,23 @@ class Scene:
     mask: NDArray[np.uint8]
 
 
+def _composite(background: np.ndarray, cov: np.ndarray, premultiplied: np.ndarray,
+               box: tuple[int, int, int, int], light: Light, rng: np.random.Generator) -> Scene:
+    """The drawn product (coverage and premultiplied colour, ``box`` = x0, y0, w, h) over its
+    background with a drop shadow: the photo and its exact mask."""
+    height, width = background.shape[:2]
+    x0, y0, bw, bh = box
+    coverage = np.zeros((height, width), np.float32)
+    colour = np.zeros((height, width, 3), np.float32)
+    coverage[y0 : y0 + bh, x0 : x0 + bw] = cov
+    colour[y0 : y0 + bh, x0 : x0 + bw] = premultiplied
+    shadow = drop_shadow(coverage, light, max(bw, bh), rng.uniform(0.25, 0.5))
+    image = background * (1 - shadow[..., None]) * (1 - coverage[..., None]) + colour
+    clean = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
+    mask = np.where(coverage >= 0.5, 255, 0).astype(np.uint8)
+    return Scene(clean, mask)
+
+
 def render_scene(product: Product) -> Scene:
     rng = rng_for(product.id, "scene")
     sizes = SIZES[product.aspect]
@@ -2051,15 +2068,7 @@ def render_scene(product: Product) -> Scene:
     kind.draw(canvas, rng_for(product.id, "product"))
     cov, premultiplied = canvas.downsample()
 
-    coverage = np.zeros((height, width), np.float32)
-    colour = np.zeros((height, width, 3), np.float32)
-    coverage[y0 : y0 + bh, x0 : x0 + bw] = cov
-    colour[y0 : y0 + bh, x0 : x0 + bw] = premultiplied
-    shadow = drop_shadow(coverage, light, max(bw, bh), rng.uniform(0.25, 0.5))
-    image = background * (1 - shadow[..., None]) * (1 - coverage[..., None]) + colour
-    clean = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
-    mask = np.where(coverage >= 0.5, 255, 0).astype(np.uint8)
-    return Scene(clean, mask)
+    return _composite(background, cov, premultiplied, (x0, y0, bw, bh), light, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -2174,15 +2183,7 @@ def render_view(product: Product, n: int) -> Scene:
     canvas = _turned(drawn, view, bw * SUPERSAMPLE, bh * SUPERSAMPLE)
     cov, premultiplied = canvas.downsample()
 
-    coverage = np.zeros((height, width), np.float32)
-    colour = np.zeros((height, width, 3), np.float32)
-    coverage[y0 : y0 + bh, x0 : x0 + bw] = cov
-    colour[y0 : y0 + bh, x0 : x0 + bw] = premultiplied
-    shadow = drop_shadow(coverage, light, max(bw, bh), rng.uniform(0.25, 0.5))
-    image = background * (1 - shadow[..., None]) * (1 - coverage[..., None]) + colour
-    clean = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
-    mask = np.where(coverage >= 0.5, 255, 0).astype(np.uint8)
-    return Scene(clean, mask)
+    return _composite(background, cov, premultiplied, (x0, y0, bw, bh), light, rng)
 
 
 def write_angles(root: Path, product: Product) -> str:

@@ -200,3 +200,47 @@ def credential_from_env(variable: str) -> str | None:
     """A provider key from the environment only (never from parameters or files we write)."""
     value = os.environ.get(variable, "").strip()
     return value or None
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration as the provider spells it (``5``, ``"5"``, ``"5s"``) in seconds, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).removesuffix("s"))
+    except ValueError:
+        return None
+
+
+def video_inputs(model: Model, inputs: dict[str, Any],
+                 table: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
+    """``inputs`` with the normalized ``duration_s`` written as the model's own value (5 →
+    ``5``, ``"5"`` or ``"5s"``, whichever it takes), and :class:`InvalidRequest` for a value
+    the model does not take, before anything is uploaded or created. ``table`` is an adapter's
+    published input values by endpoint prefix (matched whole or followed by ``/`` or ``-``);
+    models it does not list pass unchanged."""
+    allowed = next((values for prefix, values in table.items()
+                    if model.endpoint == prefix or model.endpoint.startswith(prefix + "-")
+                    or model.endpoint.startswith(prefix + "/")), None)
+    if allowed is None:
+        return inputs
+    normalized = {provider: name for name, provider in model.inputs.items()}
+    duration = model.inputs.get("duration_s")
+    out = dict(inputs)
+    for name, values in allowed.items():
+        if name not in out:
+            continue
+        value = out[name]
+        if name == duration:
+            wanted = _seconds(value)
+            match = [v for v in values if wanted is not None and _seconds(v) == wanted]
+        else:
+            match = [v for v in values if v == value]
+        if not match:
+            takes = ", ".join(str(v) for v in values)
+            raise InvalidRequest(f"{model.id}: {normalized.get(name, name)} = {value!r} is not "
+                                 f"one it takes ({takes})", model_id=model.id)
+        out[name] = match[0]
+    return out

@@ -39,10 +39,8 @@ import fal_client
 import fal_client.client as fal_wire
 import httpx
 
-from pixellab.catalog import Model
 from pixellab.errors import (
     InvalidOutput,
-    InvalidRequest,
     OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
@@ -57,6 +55,7 @@ from pixellab.providers.base import (
     ProviderRequest,
     error_for_status,
     transport_error,
+    video_inputs,
 )
 from pixellab.providers.download import fetch_output
 from pixellab.settings import current as current_settings
@@ -81,43 +80,6 @@ VIDEO_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
                       "resolution": ("720p", "1080p", "4k")},
 }
 """The values each video app takes, by input name (app id prefix → input → allowed values)."""
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value).removesuffix("s"))
-    except ValueError:
-        return None
-
-
-def video_inputs(model: Model, arguments: dict[str, Any]) -> dict[str, Any]:
-    """``arguments`` with the normalized ``duration_s`` written as the app's string (5 → "5" or
-    "5s"), and :class:`InvalidRequest` for a value the app does not take (apps not in
-    :data:`VIDEO_INPUTS` pass unchanged)."""
-    allowed = next((values for prefix, values in VIDEO_INPUTS.items()
-                    if model.endpoint == prefix or model.endpoint.startswith(prefix + "/")),
-                   None)
-    if allowed is None:
-        return arguments
-    normalized = {provider: name for name, provider in model.inputs.items()}
-    duration = model.inputs.get("duration_s")
-    out = dict(arguments)
-    for name, values in allowed.items():
-        if name not in out:
-            continue
-        value = out[name]
-        wanted = _seconds(value) if name == duration else None
-        match = [v for v in values if (_seconds(v) == wanted if name == duration
-                                       else v == value)]
-        if not match or (name == duration and wanted is None):
-            raise InvalidRequest(f"{model.id}: {normalized.get(name, name)} = {value!r} is not "
-                                 f"one it takes ({', '.join(values)})", model_id=model.id)
-        out[name] = match[0]
-    return out
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -241,7 +203,7 @@ class FalProvider(KeyedProvider):
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model
-        arguments = video_inputs(model, model.provider_inputs(request.params))
+        arguments = video_inputs(model, model.provider_inputs(request.params), VIDEO_INPUTS)
         try:
             image_field = model.inputs.get("image")
             if image_field and request.image is not None:

@@ -36,12 +36,10 @@ import replicate
 from replicate.exceptions import ReplicateError
 
 from pixellab.billing import Usage
-from pixellab.catalog import Model
 from pixellab.errors import (
     ContentRejected,
     DataRemoved,
     InvalidOutput,
-    InvalidRequest,
     OutcomeUnknown,
     ProviderError,
     ProviderUnavailable,
@@ -54,6 +52,7 @@ from pixellab.providers.base import (
     ProviderRequest,
     error_for_status,
     transport_error,
+    video_inputs,
 )
 from pixellab.providers.download import fetch_output
 
@@ -77,47 +76,6 @@ VIDEO_INPUTS: dict[str, dict[str, tuple[Any, ...]]] = {
 }
 """The values each video model takes, by Replicate input name (model name prefix → input →
 allowed values, in the types the model's schema wants)."""
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value).removesuffix("s"))
-    except ValueError:
-        return None
-
-
-def video_inputs(model: Model, inputs: dict[str, Any],
-                 table: dict[str, dict[str, tuple[Any, ...]]]) -> dict[str, Any]:
-    """``inputs`` with the normalized ``duration_s`` written as the model's own value (5 →
-    ``5``, ``"5"`` or ``"5s"``, whichever it takes), and :class:`InvalidRequest` for a value the
-    model does not take (its ``table`` entry, by model name prefix; other models pass)."""
-    allowed = next((values for prefix, values in table.items()
-                    if model.endpoint == prefix or model.endpoint.startswith(prefix + "-")
-                    or model.endpoint.startswith(prefix + "/")), None)
-    if allowed is None:
-        return inputs
-    normalized = {provider: name for name, provider in model.inputs.items()}
-    duration = model.inputs.get("duration_s")
-    out = dict(inputs)
-    for name, values in allowed.items():
-        if name not in out:
-            continue
-        value = out[name]
-        if name == duration:
-            wanted = _seconds(value)
-            match = [v for v in values if wanted is not None and _seconds(v) == wanted]
-        else:
-            match = [v for v in values if v == value]
-        if not match:
-            takes = ", ".join(str(v) for v in values)
-            raise InvalidRequest(f"{model.id}: {normalized.get(name, name)} = {value!r} is not "
-                                 f"one it takes ({takes})", model_id=model.id)
-        out[name] = match[0]
-    return out
 
 
 _ATTEMPT_KEY = "pixellab_attempt"

@@ -47,6 +47,9 @@ class ScoreContext:
     frames: tuple[np.ndarray, ...] | None = None
     """A video output's sampled frames (RGB ``uint8``, in order); ``output`` is then the first
     frame. None for images."""
+    label_text: str | None = None
+    """The text printed on the product, as the dataset states it (manifest column
+    ``label_text``): ground truth for the label-text metric; None when the dataset says none."""
     video: Mapping[str, Any] | None = None
     """A video output's measured facts (``duration_s``, ``fps``, ``width``, ``height``,
     ``frame_count``, ``sampled_indices``…), for metrics and profiles that need them."""
