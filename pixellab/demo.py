@@ -35,6 +35,15 @@ DEMO_SWEEPS: tuple[dict[str, object], ...] = (
     {"name": "demo-image_to_video", "task": "image_to_video",
      "models": ["local:kenburns", "local:parallax"], "one_per_category": True,
      "params": {"duration_s": 3, "fps": 12, "aspect_ratio": "9:16", "resolution": "360p"}},
+    # Each category's first product photographed into a scene, by the two free baselines.
+    {"name": "demo-lifestyle", "task": "lifestyle", "models": ["local:scene", "local:backdrop"],
+     "one_per_category": True},
+    # The same cut-out and packshot models on real photos (datasets/real): beside the rendered
+    # sample in the report, so no conclusion rests on procedural images alone.
+    {"name": "demo-real-remove_background", "task": "remove_background", "dataset": "real",
+     "models": ["local:cutout", "local:cutout-threshold"]},
+    {"name": "demo-real-packshot", "task": "packshot", "dataset": "real",
+     "models": ["local:packshot", "local:packshot-threshold"], "params": {"size": 1600}},
     # The products the sample renders from several angles, each combined into one clip.
     {"name": "demo-angles_to_video", "task": "angles_to_video", "models": ["local:angles"],
      "params": {"duration_s": 4, "fps": 12, "aspect_ratio": "1:1", "resolution": "360p"}},
@@ -58,6 +67,11 @@ def demo_sweeps(dataset: str = "sample", limit: int | None = None) -> list[Sweep
     specs = []
     for raw in DEMO_SWEEPS:
         spec = {k: v for k, v in raw.items() if k != "one_per_category"}
+        if "dataset" in raw:  # the bundled real photos: beside the bundled sample only
+            if dataset != "sample":
+                continue
+            specs.append(SweepSpec.parse({**spec, "concurrency": 4}))
+            continue
         if raw.get("one_per_category"):
             spec["products"] = sorted(firsts)
         if raw["task"] == "angles_to_video" and not any(p.angles for p in products):

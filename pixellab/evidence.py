@@ -167,6 +167,75 @@ def task_summary(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     return table.sort_values(["task", "mean_score"], ascending=[True, False]).reset_index(drop=True)
 
 
+def dataset_kind(dataset: object) -> str:
+    """What a sweep's photos are: ``real`` for a dataset folder named ``real…`` (the bundled
+    real-photo slice), ``procedural`` for the bundled rendered ``sample``, else the folder's
+    own name (a team's catalogue is its own kind)."""
+    name = str(dataset or "").rstrip("/").rsplit("/", 1)[-1]
+    if name.startswith("real"):
+        return "real"
+    if name == "sample":
+        return "procedural"
+    return name or "unknown"
+
+
+def by_dataset(frame: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
+    """Per task × dataset kind (real photos / procedural renders, :func:`dataset_kind`) ×
+    ``by``: n, pass rate, mean composite and, where the task has it, the share of outputs
+    whose product survived (``identity`` = 1) and the mean label-text score: the same
+    models on real and rendered photos, side by side."""
+    columns = ["task", "photos", by, "n", "pass_rate", "mean_score", "identity_kept",
+               "label_text"]
+    if frame.empty or "dataset" not in frame.columns:
+        return pd.DataFrame(columns=columns)
+    table = frame.assign(photos=[dataset_kind(d) for d in frame["dataset"]])
+    agg: dict[str, Any] = {"n": ("request_key", "count"), "pass_rate": ("passed", "mean"),
+                           "mean_score": ("score", "mean")}
+    if "identity" in table.columns:
+        agg["identity_kept"] = ("identity", "mean")
+    if "label_text" in table.columns:
+        agg["label_text"] = ("label_text", "mean")
+    out = table.groupby(["task", "photos", by], dropna=False).agg(**agg).reset_index()
+    for column in columns:
+        if column not in out.columns:
+            out[column] = math.nan
+    return out[columns].sort_values(["task", by, "photos"]).reset_index(drop=True)
+
+
+def identity_failures(ledger: Ledger, frame: pd.DataFrame,
+                      sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Outputs whose product did not survive (``identity`` = 0), one row each: the request's
+    task, category, product and arm, why (``reasons``), where the product was looked for in
+    the output (``box``: x0, y0, x1, y1, or None when not found), and the label text read on
+    the source and the output where the label-text metric ran."""
+    columns = ["task", "category", "product_id", "arm", "output_sha256", "media_type",
+               "reasons", "box", "source_text", "output_text", "label_score"]
+    details = queries.score_details(ledger, ["identity", "label_text"], sweep_ids)
+    if details.empty or "identity" not in frame.columns:
+        return pd.DataFrame(columns=columns)
+    lost = details[(details["metric"] == "identity") & (details["value"] == 0)]
+    labels = {row.output_sha256: row for row in
+              details[details["metric"] == "label_text"].itertuples(index=False)}
+    rows = []
+    for row in lost.itertuples(index=False):
+        match = frame[frame["output_sha256"] == row.output_sha256]
+        if match.empty:
+            continue
+        first = match.iloc[0]
+        label = labels.get(row.output_sha256)
+        label_details = label.details if label is not None else {}
+        rows.append({"task": first["task"], "category": first["category"],
+                     "product_id": first["product_id"], "arm": first["arm"],
+                     "output_sha256": row.output_sha256, "media_type": first["media_type"],
+                     "reasons": ", ".join(row.details.get("reasons") or
+                                          [str(row.details.get("reason") or "lost")]),
+                     "box": row.details.get("box_in_output"),
+                     "source_text": label_details.get("source_text"),
+                     "output_text": label_details.get("output_text"),
+                     "label_score": None if label is None else label.value})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
     """Requests that did not produce an accepted output, with the reason in words."""
     failed = frame[~frame["passed"]].copy()

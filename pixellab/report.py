@@ -14,12 +14,13 @@ import re
 from typing import Any
 
 import pandas as pd
+from PIL import Image, ImageDraw
 
 from pixellab.errors import InvalidInputImage, PixellabError
 from pixellab.media import kind_of_media_type
 from pixellab.media.image import zoomable_html
 from pixellab.store import Store
-from pixellab.validate import load_input_image
+from pixellab.validate import decode_image, load_input_image
 
 FORMATS = {"pass_rate": "{:.0%}", "pass_low": "{:.0%}", "pass_high": "{:.0%}",
            "share": "{:.0%}", "mean_score": "{:.3f}", "usd": "${:.4f}",
@@ -172,3 +173,49 @@ def _output_cell(row: pd.Series, store: Store) -> str:
                else "<span class='plx-fail'>✗ gate</span>")
     label = "" if pd.isna(score) else f"score {score:.3g} · "
     return f"<td>{shown}<div class='plx-cap'>{label}{verdict}</div></td>"
+
+
+def identity_failures_html(failed: pd.DataFrame, store: Store,
+                           product_images: dict[str, str], *, max_rows: int = 12) -> str:
+    """The outputs whose product did not survive, side by side with their source: the source
+    photo, the output with the box where the product was looked for, why it failed, and the
+    label text read on each (:func:`pixellab.evidence.identity_failures`)."""
+    if failed.empty:
+        return "<p>Every output kept its product.</p>"
+    rows = []
+    for row in failed.head(max_rows).itertuples(index=False):
+        source = _image_cell(product_images.get(str(row.product_id)), None)
+        try:
+            data = store.get(str(row.output_sha256), str(row.media_type))
+            kind = kind_of_media_type(str(row.media_type))
+            if kind is None or kind.name != "image":
+                shown = ("<td>" + (kind.cell_html(data, alt=str(row.arm), caption="")
+                                   if kind is not None else "—") + "</td>")
+            else:
+                shown = f"<td>{_boxed(decode_image(data), row.box, str(row.arm))}</td>"
+        except (PixellabError, OSError) as exc:
+            shown = f"<td class='plx-fail'>output unreadable: {html.escape(str(exc))}</td>"
+        text = ""
+        if isinstance(row.source_text, str) or isinstance(row.output_text, str):
+            text = (f"<div class='plx-cap'>label on the source: "
+                    f"<code>{html.escape(str(row.source_text or '—'))}</code><br>on the output: "
+                    f"<code>{html.escape(str(row.output_text or '—'))}</code></div>")
+        why = (f"<td class='plx-fail'>✗ {html.escape(str(row.reasons))}"
+               f"<div class='plx-cap'>{html.escape(f'{row.task} · {row.arm}')}</div>{text}</td>")
+        rows.append(f"<tr><td><b>{html.escape(str(row.product_id))}</b></td>{source}{shown}"
+                    f"{why}</tr>")
+    more = (f"<p>… and {len(failed) - max_rows} more (the ledger's scores table has them "
+            "all).</p>" if len(failed) > max_rows else "")
+    return (GRID_CSS + "<table class='plx-grid'><tr><th>product</th><th>source</th>"
+            "<th>output (box: where the product was looked for)</th><th>why</th></tr>"
+            + "".join(rows) + "</table>" + more)
+
+
+def _boxed(image: Image.Image, box: object, alt: str) -> str:
+    """``image`` with ``box`` (x0, y0, x1, y1) outlined, as a zoomable thumbnail."""
+    if isinstance(box, list | tuple) and len(box) == 4:
+        image = image.convert("RGB")
+        width = max(2, round(max(image.size) / 150))
+        ImageDraw.Draw(image).rectangle([int(v) for v in box], outline=(230, 30, 60),
+                                        width=width)
+    return zoomable_html(image, alt=alt)

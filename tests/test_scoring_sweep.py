@@ -35,8 +35,10 @@ def test_enhance_outputs_get_every_metric_of_the_task_or_a_reason(
     result = sweep(workbench, dataset_dir, "enhance", ["local:autoenhance"]).run()
     got = scores(workbench)
     assert set(got) == {"blank", "psnr", "ssim", "delta_e", "sharpness", "exposure_clipping",
-                        "clip_text", "clip_fidelity"}
-    assert result.scores_written == 4 * 8
+                        "clip_text", "clip_fidelity", "identity", "identity_ssim",
+                        "identity_delta_e", "label_text"}
+    assert result.scores_written == 4 * 12
+    assert all(v in (0.0, 1.0) for v, _ in got["identity"])  # measured, a verdict each
     assert all(0 < v <= 1 for v, _ in got["ssim"] if v is not None)
     assert all(v is not None and v >= 0 for v, _ in got["delta_e"])
     # no CLIP weights on this machine: recorded missing with the reason, never zero

@@ -57,6 +57,11 @@ billed when it ends by the provider's published rule for its outcome
 * ``frozen`` / ``wrong_duration`` / ``wrong_aspect`` (video jobs; no effect on others) - the
   job succeeds, bills the clip asked for, and answers a clip that repeats its first frame /
   lasts half the asked duration / has width and height swapped (a square clip: 16:9).
+* ``identity_drift`` (image jobs; no effect on others) - the job succeeds, bills as usual, and
+  answers a valid image of the normal size and framing showing a *different* product: recoloured
+  (hue rotated by ``hue`` = 150 degrees, greys tinted), mirrored in place (``mirror``) and with
+  its label blurred and redrawn (``label``) (:mod:`pixellab.emulator.drift`). Every validity
+  check passes; only a product-identity check can catch it.
 * ``drop_webhook`` / ``duplicate_webhook`` / ``delay_webhook`` - the terminal webhook is not
   sent / sent twice with the same id / sent ``seconds`` (1) late (Replicate and fal).
 * ``reply`` (OpenAI chat) - the completion answers ``content`` verbatim.

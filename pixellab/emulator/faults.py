@@ -8,7 +8,9 @@ out of band - in-process with :meth:`FaultPlan.add`, or over HTTP with ``POST /_
 A fault applies to *job-creating* calls only (Replicate ``POST .../predictions``, fal queue submit
 and sync run, OpenAI ``images/*`` and ``chat/completions``); polls, downloads and uploads are never
 faulted. A video job (:mod:`pixellab.emulator.video`) takes the same faults; ``corrupt``,
-``blank``, ``frozen``, ``wrong_duration`` and ``wrong_aspect`` change its clip. How each action
+``blank``, ``frozen``, ``wrong_duration`` and ``wrong_aspect`` change its clip. ``identity_drift``
+(image jobs) succeeds with a valid picture of a different product (:mod:`pixellab.emulator.drift`):
+only a product-identity check can tell. How each action
 looks on each provider's wire is tabulated in
 ``/work/shared/research/providers.md`` §4.2 and in the emulator's README-style docstring in
 :mod:`pixellab.emulator`.
@@ -41,6 +43,7 @@ ACTIONS: tuple[str, ...] = (
     "frozen",
     "wrong_duration",
     "wrong_aspect",
+    "identity_drift",
     "reply",
     "drop_webhook",
     "duplicate_webhook",
@@ -62,8 +65,9 @@ class Fault:
 
     ``options`` holds the action's keyword options (``retry_after``, ``status``, ``seconds``,
     ``error``, ``stage`` for ``content_rejected``, ``attempts`` for ``runner_failure``,
-    ``ingress`` for ``accept_then_error``, and ``content`` for ``reply``: the exact text a chat
-    completion answers, e.g. a model that obeyed a prompt injection); :meth:`option` reads one
+    ``ingress`` for ``accept_then_error``, ``content`` for ``reply``: the exact text a chat
+    completion answers, e.g. a model that obeyed a prompt injection, and ``hue`` (degrees, 150),
+    ``mirror`` (True) and ``label`` (True) for ``identity_drift``); :meth:`option` reads one
     with a default.
     """
 

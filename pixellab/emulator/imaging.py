@@ -3,8 +3,11 @@ downstream of the SDKs see meaningful pixels, not placeholders.
 
 The operation is picked from the model name (:func:`choose_operation`) and run with pixellab's
 own classical ops (:mod:`pixellab.providers.local.ops`); a prompt-only request gets a procedural
-picture derived deterministically from the prompt (:func:`procedural`). Everything here is CPU
-work: callers run it in a worker thread (``asyncio.to_thread``), never on the event loop.
+picture derived deterministically from the prompt (:func:`procedural`). An editing model asked
+for a lifestyle scene (the prompt says "lifestyle" or "scene") composes one with the
+local lifestyle baseline (:func:`pixellab.providers.local.scene.scene`), in the prompt's look.
+Everything here is CPU work: callers run it in a worker thread (``asyncio.to_thread``), never on
+the event loop.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import re
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from pixellab.providers.local.ops import autoenhance, cutout, packshot, solid, upscale
+from pixellab.providers.local.scene import ASPECT_RATIOS, scene
 from pixellab.validate import decode_image
 
 __all__ = [
@@ -27,6 +32,7 @@ __all__ = [
     "choose_operation",
     "corrupt_png",
     "encode",
+    "is_lifestyle_prompt",
     "procedural",
     "render",
 ]
@@ -88,6 +94,30 @@ def _parse_size(value: Any) -> tuple[int, int] | None:
     return w, h
 
 
+_LIFESTYLE = re.compile(r"\b(?:lifestyle|scene)s?\b", re.IGNORECASE)
+
+
+def is_lifestyle_prompt(prompt: Any) -> bool:
+    """Whether an edit prompt asks for the product in a scene (a lifestyle photo)."""
+    return isinstance(prompt, str) and _LIFESTYLE.search(prompt) is not None
+
+
+def _lifestyle(image: Image.Image, params: dict[str, Any],
+               size: tuple[int, int] | None) -> Image.Image:
+    """The product in a scene drawn in the prompt's look, of ``size`` (else the request's
+    ``aspect_ratio`` when it names one, else square), 1024 px on the longer side."""
+    seed = params.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        seed = int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:4], "big")
+    aspect = params.get("aspect_ratio")
+    if size is not None:
+        longer, aspect = max(size), f"{size[0]}:{size[1]}"
+    else:
+        longer, aspect = 1024, aspect if aspect in ASPECT_RATIOS else "1:1"
+    return scene(image, prompt=str(params.get("prompt") or ""), seed=seed, size=longer,
+                 aspect_ratio=aspect)
+
+
 def procedural(prompt: str, size: tuple[int, int] = (1024, 1024), seed: Any = None) -> Image.Image:
     """A deterministic picture for a prompt: a two-colour gradient and one shape.
 
@@ -118,10 +148,12 @@ def procedural(prompt: str, size: tuple[int, int] = (1024, 1024), seed: Any = No
 def render(operation: str, source: bytes | None, params: dict[str, Any]) -> Image.Image:
     """Run ``operation`` on the input image bytes (None for prompt-only requests).
 
-    ``params`` is the request's input (``prompt``, ``seed``, ``scale``, ``size``...). Raises
-    :class:`EmulatedModelError` for what a real model would reject: a missing or
-    undecodable input image, an image too small to process, a video request whose inputs
-    the model refuses (clips are made by :func:`pixellab.emulator.video.render_clip`).
+    ``params`` is the request's input (``prompt``, ``seed``, ``scale``, ``size``...). An edit
+    (``packshot``/``enhance``) whose prompt asks for a lifestyle scene
+    (:func:`is_lifestyle_prompt`) draws one instead. Raises :class:`EmulatedModelError` for
+    what a real model would reject: a missing or undecodable input image, an image too small to
+    process, a video request whose inputs the model refuses (clips are made by
+    :func:`pixellab.emulator.video.render_clip`).
     """
     if operation == "video":
         raise EmulatedModelError(str(params.get("__video_error__") or
@@ -137,6 +169,8 @@ def render(operation: str, source: bytes | None, params: dict[str, Any]) -> Imag
     except Exception as exc:  # InvalidImage and anything Pillow raises on hostile bytes
         raise EmulatedModelError(f"cannot read the input image: {exc}") from exc
     try:
+        if operation in ("packshot", "enhance") and is_lifestyle_prompt(params.get("prompt")):
+            return _lifestyle(image, params, size)
         if operation == "cutout":
             return cutout(image)
         if operation == "upscale":

@@ -27,6 +27,7 @@ from typing import Any
 from PIL import Image
 
 from pixellab.emulator.billing import BILLING_RULES, Charge, Outcome, Price, price_for, settle
+from pixellab.emulator.drift import DEFAULT_HUE_SHIFT, drift
 from pixellab.emulator.faults import Fault
 from pixellab.emulator.files import FileStore, StoredFile
 from pixellab.emulator.imaging import (
@@ -437,7 +438,7 @@ class JobEngine:
                 self.files.expire_at(stored.id, job.completed_at + ttl)
 
     def _make_outputs(self, job: Job) -> None:
-        """Worker-thread part: resolve the input, render, apply corrupt/blank, store."""
+        """Worker-thread part: resolve the input, render, apply corrupt/blank/drift, store."""
         source = job.extra.get("source")
         if source is None and job.source_url is not None:
             source = self.files.resolve(job.source_url)
@@ -455,6 +456,11 @@ class JobEngine:
             params = {**params, "__video_error__": job.extra["video_error"]}
         image = render(job.operation, source, params)
         action = job.action
+        if action == "identity_drift" and job.fault is not None:
+            fault = job.fault
+            image = drift(image, seed=self.seed, hue=float(fault.option("hue", DEFAULT_HUE_SHIFT)),
+                          mirror=bool(fault.option("mirror", True)),
+                          label=bool(fault.option("label", True)))
         for index in range(job.n_outputs):
             out: Image.Image = blank_like(image) if action == "blank" else image
             data, media_type, ext = encode(out, job.output_format)

@@ -99,16 +99,19 @@ def succeeded_outputs(ledger: Ledger, sweep_id: str) -> pd.DataFrame:
 
 
 def request_table(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (sweep, request): status, winning model, error, cost and latency."""
+    """One row per (sweep, request): status, winning model, error, cost and latency, and the
+    dataset the sweep ran on (its spec's ``dataset``, as written)."""
     where, params = _in("s.sweep_id", sweep_ids)
     return ledger.query(
-        f"""select s.sweep_id, r.request_key, r.product_id, r.category, r.task, r.arm,
+        f"""select s.sweep_id, sw.spec->>'dataset' as dataset,
+                   r.request_key, r.product_id, r.category, r.task, r.arm,
                    r.prompt_id, r.seed,
                    r.status, r.model_id, r.output_sha256, r.error_class, r.error_reason,
                    r.error_message, o.media_type, o.duration_s,
                    coalesce(a.usd, 0)::double as usd, coalesce(a.credits, 0)::double as credits,
                    a.latency_s, coalesce(a.attempts, 0) as attempts
             from requests r join sweep_requests s using (request_key)
+            left join sweeps sw on sw.sweep_id = s.sweep_id
             left join outputs o on o.sha256 = r.output_sha256
             left join (select request_key, sum(usd) usd, sum(credits) credits,
                               sum(latency_s) latency_s, count(*) attempts
@@ -126,6 +129,21 @@ def score_table(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.Da
         f"""select distinct sc.output_sha256, sc.metric, sc.value, sc.missing_reason
             from scores sc join requests r on r.output_sha256 = sc.output_sha256
             join sweep_requests s using (request_key) where true {where}""", params)
+
+
+def score_details(ledger: Ledger, metrics: Sequence[str],
+                  sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """output_sha256, metric, value, missing_reason and details (parsed) of ``metrics`` for the
+    sweeps' outputs: what a metric measured, for the report's explanations."""
+    where, params = _in("s.sweep_id", sweep_ids)
+    frame = ledger.query(
+        f"""select distinct sc.output_sha256, sc.metric, sc.value, sc.missing_reason,
+                   sc.details::varchar as details
+            from scores sc join requests r on r.output_sha256 = sc.output_sha256
+            join sweep_requests s using (request_key)
+            where sc.metric in (select unnest(?)) {where}""", [list(metrics), *params])
+    frame["details"] = [json.loads(d) if d else {} for d in frame["details"]]
+    return frame
 
 
 def arm_scores(ledger: Ledger, sweep_ids: Sequence[str] | None = None) -> pd.DataFrame:

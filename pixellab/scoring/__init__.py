@@ -19,6 +19,19 @@ from pixellab.scoring.base import Score, ScoreContext
 from pixellab.scoring.clip import METRICS as CLIP_METRICS
 from pixellab.scoring.clip import SCORER_VERSION as CLIP_VERSION
 from pixellab.scoring.composite import Composite
+from pixellab.scoring.identity import SCORER_VERSION as IDENTITY_VERSION
+from pixellab.scoring.identity import (
+    score_identity,
+    score_identity_delta_e,
+    score_identity_kept,
+    score_identity_occupancy,
+    score_identity_shape_iou,
+    score_identity_ssim,
+)
+from pixellab.scoring.lifestyle import SCORER_VERSION as LIFESTYLE_VERSION
+from pixellab.scoring.lifestyle import score_product_placement, score_scene_change
+from pixellab.scoring.ocr import SCORER_VERSION as OCR_VERSION
+from pixellab.scoring.ocr import score_label_text
 from pixellab.scoring.quality import SCORER_VERSION as QUALITY_VERSION
 from pixellab.scoring.quality import (
     score_blank,
@@ -61,6 +74,18 @@ SCORERS: dict[str, tuple[Scorer, str]] = {
     "psnr": (score_psnr, REFERENCE_VERSION),
     "ssim": (score_ssim, REFERENCE_VERSION),
     "delta_e": (score_delta_e, REFERENCE_VERSION),
+    # every task: the source's product located in the output and compared (scoring/identity.py)
+    "identity": (score_identity, IDENTITY_VERSION),
+    "identity_ssim": (score_identity_ssim, IDENTITY_VERSION),
+    "identity_delta_e": (score_identity_delta_e, IDENTITY_VERSION),
+    "identity_shape_iou": (score_identity_shape_iou, IDENTITY_VERSION),
+    "identity_occupancy": (score_identity_occupancy, IDENTITY_VERSION),
+    "identity_kept": (score_identity_kept, IDENTITY_VERSION),
+    # lifestyle scenes: a new background, the product well placed (scoring/lifestyle.py)
+    "scene_change": (score_scene_change, LIFESTYLE_VERSION),
+    "product_placement": (score_product_placement, LIFESTYLE_VERSION),
+    # printed label text kept (OCR; needs `pixellab[ocr]`, else missing), see scoring/ocr.py
+    "label_text": (score_label_text, OCR_VERSION),
     # video outputs (ScoreContext.frames): missing for images, see scoring/video.py
     "video_first_frame_ssim": (score_first_frame_ssim, VIDEO_VERSION),
     "video_first_frame_delta_e": (score_first_frame_delta_e, VIDEO_VERSION),
@@ -79,7 +104,7 @@ JSON_METRICS: dict[str, str] = {"category_match": "intel-1"}
 """Metrics of JSON outputs (``analyze``), computed from the answer and the dataset's own
 labels: ``category_match`` is 1 when the analysed category is the product's category in the
 manifest, 0 when it is another, missing when the manifest's category is not in the taxonomy."""
-LOWER_IS_BETTER = frozenset({"delta_e", "exposure_clipping", "blank",
+LOWER_IS_BETTER = frozenset({"delta_e", "identity_delta_e", "exposure_clipping", "blank",
                              "video_first_frame_delta_e", "video_frozen_ratio"})
 COMPLIANCE_PREFIX = "compliance_"
 

@@ -7,6 +7,10 @@ operations output PNG (lossless, and the only allowed format that keeps an alpha
 everywhere); the video operations (:data:`VIDEO_OPERATIONS`, :mod:`~pixellab.providers.local.video`)
 output H.264 MP4.
 
+``scene`` and ``backdrop`` (:mod:`~pixellab.providers.local.scene`) are the ``lifestyle``
+baselines: they read the request's ``prompt`` (its look picks the setting), ``seed``, ``size`` and
+``aspect_ratio``.
+
 ``angles`` takes more photos of the product than the request's one image: the normalized param
 ``angles`` is a list of image bytes (PNG, JPEG or WEBP), in order, the main photo being the
 request's ``image``; each is decoded and checked like the main one.
@@ -32,7 +36,7 @@ from PIL import Image
 from pixellab.errors import InvalidImage, InvalidRequest, ProviderUnavailable
 from pixellab.intel.taxonomy import rules_output
 from pixellab.providers.base import Job, JobState, Output, ProviderRequest
-from pixellab.providers.local import ops, video
+from pixellab.providers.local import ops, scene, video
 from pixellab.validate import decode_image, normalized_array
 
 
@@ -54,6 +58,8 @@ OPERATIONS: dict[str, Callable[..., Image.Image | bytes]] = {
     "cutout": ops.cutout,
     "packshot": ops.packshot,
     "upscale": ops.upscale,
+    "scene": scene.scene,
+    "backdrop": scene.backdrop,
     "identity": ops.identity,
     "solid": ops.solid,
     "fail": _fail,
