@@ -35,6 +35,8 @@ def seed(ledger: Ledger) -> None:
     rows += [
         Ledger.record_score("h1", "blank", "quality-1", 0.0, None, {}),
         Ledger.record_score("h1", "compliance_amazon_main", "quality-1", 1.0, None, {}),
+        *(Ledger.record_score(h, "identity", "identity-1", 1.0, None, {})  # products kept
+          for h in ("h1", "h2", "h3")),
         Ledger.record_score("h2", "blank", "quality-1", 0.0, None, {}),
         Ledger.record_score("h2", "compliance_amazon_main", "quality-1", 0.0, None, {}),
         Ledger.record_score("h3", "blank", "quality-1", 0.0, None, {}),
