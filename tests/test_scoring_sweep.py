@@ -36,8 +36,8 @@ def test_enhance_outputs_get_every_metric_of_the_task_or_a_reason(
     got = scores(workbench)
     assert set(got) == {"blank", "psnr", "ssim", "delta_e", "sharpness", "exposure_clipping",
                         "clip_text", "clip_fidelity", "identity", "identity_ssim",
-                        "identity_delta_e", "label_text"}
-    assert result.scores_written == 4 * 12
+                        "identity_delta_e"}
+    assert result.scores_written == 4 * 11
     assert all(v in (0.0, 1.0) for v, _ in got["identity"])  # measured, a verdict each
     assert all(0 < v <= 1 for v, _ in got["ssim"] if v is not None)
     assert all(v is not None and v >= 0 for v, _ in got["delta_e"])
