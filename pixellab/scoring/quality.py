@@ -116,13 +116,14 @@ class MarketplaceProfile(BaseModel):
         return self
 
 
-_ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+"""A profile's name in a profiles file (marketplaces, video platforms): a metric suffix."""
 
 
 class _MarketplacesFile(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-    profiles: dict[_ProfileName, MarketplaceProfile]
+    profiles: dict[ProfileName, MarketplaceProfile]
 
 
 @lru_cache(maxsize=1)

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pixellab.config_files import load_toml_model
 from pixellab.errors import ConfigError
 from pixellab.scoring.base import Score, ScoreContext
+from pixellab.scoring.quality import ProfileName
 from pixellab.scoring.reference import SSIM_WINDOW, delta_e_2000, to_lab
 
 __all__ = [
@@ -780,13 +781,10 @@ class PlatformProfile(BaseModel):
         return self
 
 
-_ProfileName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-
-
 class _PlatformsFile(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
-    profiles: dict[_ProfileName, PlatformProfile]
+    profiles: dict[ProfileName, PlatformProfile]
 
 
 @lru_cache(maxsize=1)
