@@ -62,10 +62,11 @@ def file_sha256(path: Path) -> str:
         return f"unreadable:{path}:{exc.errno}"
 
 
-def inputs_sha256(paths: Sequence[Path | str]) -> str:
-    """One identity for several input files (the multi-photo task's angles, in order): the
-    hash of their hashes, so reordering or changing any one makes a new request."""
-    return sha256_hex(";".join(file_sha256(Path(p)) for p in paths).encode())
+def inputs_sha256(first_sha256: str, more: Sequence[Path | str]) -> str:
+    """One identity for several input files (the multi-photo task's angles, in order), given
+    the first one's hash (already computed for the request): the hash of their hashes, so
+    reordering or changing any one makes a new request."""
+    return sha256_hex(";".join([first_sha256, *(file_sha256(Path(p)) for p in more)]).encode())
 
 
 @dataclass(frozen=True)

@@ -344,7 +344,7 @@ class Sweep:
             angle_paths: tuple[str, ...] = ()
             if task is Task.ANGLES_TO_VIDEO and input_error is None:
                 angle_paths = tuple(str(a) for a in product.angles)
-                input_sha256 = inputs_sha256([image_path, *angle_paths])
+                input_sha256 = inputs_sha256(input_sha256, angle_paths)
             extra = ({"product": product_data(product.fields())}
                      if task is Task.ANALYZE else {})
             for arm in arms:
