@@ -45,6 +45,7 @@ from pixellab.runner import RequestOutcome, RetryPolicy, Runner
 from pixellab.scoring import (
     BATCHED,
     JSON_METRICS,
+    TRUTH_COLUMNS,
     Score,
     ScoreContext,
     compute,
@@ -641,11 +642,18 @@ class Sweep:
             except (PixellabError, OSError) as exc:
                 return f"output unreadable: {type(exc).__name__}: {exc}"
 
+        truth_only = set(task_scoring.truth_only) if task_scoring and not metrics else set()
+
         def per_output(job: tuple[str, str, Product, list[str]],
                        ctx: ScoreContext | str) -> list[Score]:
             if isinstance(ctx, str):
                 return [Score.missing(m, versions[m], ctx) for m in job[3]]
-            return [compute(m, ctx) for m in job[3] if m not in BATCHED]
+            return [compute(m, ctx) if m not in truth_only
+                    or job[2].attributes.get(TRUTH_COLUMNS[m])
+                    else Score.missing(m, versions[m], f"the manifest states no "
+                                       f"{TRUTH_COLUMNS[m]} for this product (measured for "
+                                       f"{self.spec.task.value} only where it does)")
+                    for m in job[3] if m not in BATCHED]
 
         clip_reason = clip.unavailable_reason() if clip is not None and batched else None
         clip_runs = clip is not None and bool(batched) and clip_reason is None

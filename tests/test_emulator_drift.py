@@ -11,13 +11,16 @@ What must hold:
 - on a cutout (RGBA) the mirrored alpha travels with the product; a grey product gets a tint;
 - the fault is an ordinary action: armed, consumed once, named on the job record.
 
-Only a product-identity check can catch this output; that check is not tested here.
+- and the product-identity gate does catch it: scored in the sweep, the faulted output's
+  ``identity`` is 0 (another product, or this one recoloured or mirrored), its composite is 0
+  and it is not accepted, while the unfaulted one passes with a composite above 0.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from pixellab import evidence
 from pixellab.catalog import load_catalog
 from pixellab.emulator import ACTIONS, Emulator, FaultPlan
 from pixellab.emulator.drift import drift
@@ -228,3 +232,34 @@ def test_a_drifted_output_succeeds_validates_and_only_identity_tells_it_apart(
     assert 120 < shift < 180, shift  # 150 degrees by default
     mirrored, as_is = mirror_scores(normal, drifted)
     assert mirrored > 0.6 and mirrored > as_is + 0.5, (mirrored, as_is)
+
+
+def test_the_identity_gate_catches_the_drift_in_a_scored_sweep(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    emulator.faults.clear()
+    point_sdks_at(emulator, monkeypatch)
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    (folder / "emu.toml").write_text(CATALOG)
+    workbench = Workbench(tmp_path / "home", catalog=load_catalog(folder),
+                          providers=emulated_providers(emulator))
+    dataset = one_product_dataset(tmp_path / "dataset")  # no mask: the bottle is estimated
+    emulator.faults.add("fal", "identity_drift")
+    result = Sweep(SweepSpec.parse({
+        "name": "drift-scored", "task": "enhance", "dataset": str(dataset),
+        "models": [REPLICATE, FAL], "prompts": [], "concurrency": 1}), workbench).run(retry=FAST)
+    settled(emulator)
+    assert result.succeeded == 2 and not emulator.faults.pending()
+
+    frame = evidence.scored_requests(workbench.ledger, ["drift-scored"]).set_index("model_id")
+    normal, drifted = frame.loc[REPLICATE], frame.loc[FAL]
+    assert normal["identity"] == 1.0 and bool(normal["passed"]) and normal["score"] > 0
+    assert drifted["identity"] == 0.0 and not bool(drifted["passed"])
+    assert drifted["score"] == 0.0  # a measured gate failure: nothing usable
+    scores = workbench.ledger.query(
+        """select s.details from scores s join attempts a on a.output_sha256 = s.output_sha256
+           where s.metric = 'identity' and a.model_id = ?""", [FAL])
+    details = json.loads(scores["details"].iloc[0])
+    # recoloured by 150 degrees and mirrored, the bottle's gray structure no longer matches
+    # well enough to call it this bottle recoloured: it is another product
+    assert details["reason"] in {"product_not_found", "recoloured", "mirrored"}

@@ -262,14 +262,15 @@ def test_the_fitted_composite_has_its_own_fingerprint_and_leaves_out_zero_weight
 
 @pytest.fixture(scope="module")
 def rated_workbench(tmp_path_factory: pytest.TempPathFactory) -> Workbench:
-    """Two local cut-out models over five sample products, and eight people who each rate the
-    five pairs, preferring the cleaner edge (boundary F) most of the time."""
+    """Two local cut-out models over six sample products, and eight people who each rate the
+    six pairs, preferring the cleaner edge (boundary F) most of the time. Both cut-outs of
+    apparel-04 keep background and drop the cap: they fail the identity gate."""
     workbench = Workbench(tmp_path_factory.mktemp("fitted") / "home")
     spec = SweepSpec.parse({"name": "fit", "task": TASK,
                             "dataset": str(REPO / "datasets" / "sample"),
-                            "models": ["local:cutout", "local:cutout-threshold"], "limit": 5,
+                            "models": ["local:cutout", "local:cutout-threshold"], "limit": 6,
                             "concurrency": 2})
-    assert Sweep(spec, workbench).run().succeeded == 10
+    assert Sweep(spec, workbench).run().succeeded == 12
     frame = evidence.scored_requests(workbench.ledger, ["fit"])
     edge = dict(zip(frame["output_sha256"], frame["boundary_f"], strict=True))
     rng = np.random.default_rng(0)
@@ -286,7 +287,9 @@ def test_weights_are_fitted_from_the_ledgers_own_votes_and_scores(
         rated_workbench: Workbench) -> None:
     fitted = fit_from_ledger(rated_workbench.ledger, TASK, ["fit"])
     assert fitted is not None
+    # apparel-04's eight votes are left out: both of its cut-outs failed the identity gate
     assert (fitted.n_votes, fitted.n_products) == (40, 5)
+    assert "apparel-04" not in set(fitted.predictions["product_id"])
     assert fitted.unmeasured == ("clip_fidelity",)  # no CLIP weights on this machine
     assert max(fitted.weights, key=fitted.weights.__getitem__) == "boundary_f"  # as people voted
     assert (fitted.predictions.groupby("product_id")["fold"].nunique() == 1).all()

@@ -4,8 +4,12 @@ measured against the original, CLIP scores are retried once CLIP can run."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
+import pandas as pd
+
+from pixellab import evidence
 from pixellab.scoring.clip import ClipScorer, ClipSettings
 from pixellab.sweep import Sweep, SweepSpec
 from pixellab.validate import decode_image
@@ -36,8 +40,8 @@ def test_enhance_outputs_get_every_metric_of_the_task_or_a_reason(
     got = scores(workbench)
     assert set(got) == {"blank", "psnr", "ssim", "delta_e", "sharpness", "exposure_clipping",
                         "clip_text", "clip_fidelity", "identity", "identity_ssim",
-                        "identity_delta_e"}
-    assert result.scores_written == 4 * 11
+                        "identity_delta_e", "label_text"}
+    assert result.scores_written == 4 * 12
     assert all(v in (0.0, 1.0) for v, _ in got["identity"])  # measured, a verdict each
     assert all(0 < v <= 1 for v, _ in got["ssim"] if v is not None)
     assert all(v is not None and v >= 0 for v, _ in got["delta_e"])
@@ -117,3 +121,54 @@ def test_an_unknown_metric_is_a_clear_error(workbench: Workbench, dataset_dir: P
     result = pixellab("score", "bad-metric", "--metrics", "beauty", "--home", str(workbench.home))
     assert result.returncode == 2
     assert "unknown metric 'beauty'" in result.stderr and "Traceback" not in result.stderr
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "datasets" / "sample"
+REAL = SAMPLE.parent / "real"
+
+
+def test_a_compliant_packshot_that_lost_the_product_fails_the_packshot_gate(
+        workbench: Workbench) -> None:
+    """kitchen-01: the threshold cut-out keeps the busy backdrop and drops the mug, and the
+    white packshot made from it is Amazon-compliant. The identity gate fails it: composite 0."""
+    sweep(workbench, SAMPLE, "packshot", ["local:packshot"], products=["kitchen-01", "kitchen-02"],
+          params={"cutout_method": "threshold"}).run()
+    frame = evidence.scored_requests(workbench.ledger).set_index("product_id")
+    lost, kept = frame.loc["kitchen-01"], frame.loc["kitchen-02"]
+    assert lost["compliance_amazon_main"] == 1.0  # compliance alone would accept it
+    assert lost["identity"] == 0.0 and not bool(lost["passed"]) and lost["score"] == 0.0
+    assert kept["identity"] == 1.0 and bool(kept["passed"]) and kept["score"] > 0
+
+
+def test_a_real_photos_fragment_cutout_fails_the_gate_without_ground_truth(
+        workbench: Workbench, tmp_path: Path) -> None:
+    """The real slice with its masks removed from the manifest: the local cut-out of the
+    espresso cup keeps its rim and crema only; with no ground truth it still scores 0."""
+    dataset = tmp_path / "real"
+    shutil.copytree(REAL, dataset)
+    manifest = pd.read_csv(dataset / "manifest.csv", dtype=str, keep_default_na=False)
+    manifest.assign(mask="").to_csv(dataset / "manifest.csv", index=False)
+    sweep(workbench, dataset, "remove_background", ["local:cutout"],
+          products=["real-kitchen-01"]).run()
+    row = evidence.scored_requests(workbench.ledger).iloc[0]
+    assert math.isnan(row["mask_iou"])  # no ground truth
+    assert row["identity"] == 0.0 and row["score"] == 0.0
+
+
+def test_enhance_reads_label_text_only_where_the_manifest_states_it(
+        workbench: Workbench) -> None:
+    """``truth_only``: OCR runs for the serum whose manifest row says "AQUAVIVE Serum 30ml";
+    the lipstick without a stated label is recorded missing with the reason, at no cost."""
+    sweep(workbench, SAMPLE, "enhance", ["local:autoenhance"],
+          products=["cosmetics-06", "cosmetics-01"]).run()
+    scored = evidence.scored_requests(workbench.ledger).set_index("product_id")
+    frame = workbench.ledger.query(
+        "select output_sha256, value, missing_reason, details from scores "
+        "where metric = 'label_text'").set_index("output_sha256")
+    labelled = frame.loc[scored.loc["cosmetics-06", "output_sha256"]]
+    unlabelled = frame.loc[scored.loc["cosmetics-01", "output_sha256"]]
+    assert labelled["value"] > 0.9 and "aquavive" in labelled["details"]
+    assert pd.isna(unlabelled["value"])
+    assert "manifest states no label_text" in unlabelled["missing_reason"]
+    scored = evidence.scored_requests(workbench.ledger).set_index("product_id")
+    assert scored.loc["cosmetics-06", "score"] > 0 and scored.loc["cosmetics-01", "score"] > 0

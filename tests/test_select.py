@@ -305,7 +305,10 @@ def test_defaults_toml_carries_the_chain_and_its_evidence(tmp_path: Path) -> Non
     kitchen = data["routes"]["packshot"]["kitchen"]
     assert kitchen["chain"] == ["fal:a", "local:b"] and kitchen["verdict"] == CLEAR_WINNER
     assert kitchen["sweeps"] == ["s"] and kitchen["products"] == 20
-    assert kitchen["composite"] == "packshot@1" and kitchen["composite_fingerprint"]
+    packshot = load_task_scoring()["packshot"].composite
+    assert packshot is not None
+    assert kitchen["composite"] == f"packshot@{packshot.version}"
+    assert kitchen["composite_fingerprint"]
     first = kitchen["evidence"][0]
     assert first["arm"] == "fal:a" and first["score_low"] < first["score"] < first["score_high"]
     assert data["routes"]["packshot"]["toys"]["chain"] == []

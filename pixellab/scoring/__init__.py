@@ -107,6 +107,8 @@ manifest, 0 when it is another, missing when the manifest's category is not in t
 LOWER_IS_BETTER = frozenset({"delta_e", "identity_delta_e", "exposure_clipping", "blank",
                              "video_first_frame_delta_e", "video_frozen_ratio"})
 COMPLIANCE_PREFIX = "compliance_"
+TRUTH_COLUMNS: dict[str, str] = {"label_text": "label_text"}
+"""Metrics that may be ``truth_only``, and the manifest column holding their ground truth."""
 
 
 class TaskScoring(BaseModel):
@@ -117,6 +119,10 @@ class TaskScoring(BaseModel):
     gates: dict[str, float] = Field(default_factory=dict)
     composite: Composite | None = None
     """How the metrics combine into the score that ranks models (see scoring/composite.py)."""
+    truth_only: tuple[str, ...] = ()
+    """Metrics computed only for products whose dataset states their ground truth, recorded
+    missing (at no cost) for the rest: ``label_text`` reads labels by OCR (~0.5 s a read), worth
+    it where the manifest states the label (``label_text`` column), not on every photo."""
 
 
 def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
@@ -133,6 +139,11 @@ def load_task_scoring(path: Path | None = None) -> dict[str, TaskScoring]:
         for metric in (*config.metrics, *config.gates, *terms):
             if not known_metric(metric):
                 raise ConfigError(f"unknown metric {metric!r}", path=str(path), key=task)
+        for metric in config.truth_only:
+            if metric not in TRUTH_COLUMNS or metric not in config.metrics:
+                raise ConfigError(f"truth_only metric {metric!r} must be one of the task's "
+                                  f"metrics and one of {sorted(TRUTH_COLUMNS)}",
+                                  path=str(path), key=f"{task}.truth_only")
         for metric in terms:
             if metric not in config.metrics:
                 raise ConfigError(f"composite term {metric!r} is not one of the task's metrics",
@@ -179,5 +190,6 @@ def compute(metric: str, ctx: ScoreContext) -> Score:
 
 
 __all__ = ["BATCHED", "COMPLIANCE_PREFIX", "JSON_METRICS", "LOWER_IS_BETTER", "SCORERS",
-           "VIDEO_PLATFORM_PREFIX", "VIDEO_VERSION", "Score", "ScoreContext", "TaskScoring",
+           "TRUTH_COLUMNS", "VIDEO_PLATFORM_PREFIX", "VIDEO_VERSION", "Score", "ScoreContext",
+           "TaskScoring",
            "compute", "known_metric", "load_task_scoring", "scorer_version"]

@@ -16,7 +16,13 @@ How
 ---
 1. **The product in the source**: the ground-truth mask when the dataset has one, else
    :func:`estimate_main_object` (border-distance segmentation refined by GrabCut, with a
-   spectral-residual saliency fallback), which says how it was found and how confident it is.
+   spectral-residual saliency fallback), which says how it was found and how confident it is,
+   checked against a second, independent reading (a centre prior refined by GrabCut). Where
+   the two disagree the main object is ambiguous and an output is judged against both: it
+   must keep the product under each (silhouette agreement is then not judged, only what is
+   kept). The local cut-out uses the border distance too, so judging it against that reading
+   alone would only ever confirm it: on real photos it keeps a fragment (a cup's rim and
+   crema) that the border reading also calls the object.
 2. **The product in the output** (:func:`locate_product`). Candidate similarity transforms
    (rotation, uniform scale, shift; possibly mirrored) from the source to the output:
 
@@ -139,6 +145,22 @@ WORK_SIDE = 512
 
 ESTIMATE_SIDE = 384
 """The main object of a photo without a mask is estimated at this longer side (px)."""
+
+CENTRE_SIDE = 240
+"""The centre-prior reading of the main object (:func:`_centre_prior`) works at this longer
+side (px): 0.05-0.6 s per photo here, against 0.1-3 s at :data:`ESTIMATE_SIDE`, for the same
+agreement with the exact masks on the sample photos."""
+
+CENTRE_MARGIN = 0.05
+"""The centre prior's frame: everything within 5 % of the frame's edge is background."""
+
+AGREE_MIN = 0.8
+"""The two readings of a photo's main object (border distance; centre prior) agree when their
+masks overlap at least this much (IoU). On the 40 photos with hand-made masks (36 sample, 4
+real) they agreed on 31, where the border-distance reading matched the mask at IoU ≥ 0.72
+(≥ 0.85 for 29); of the 9 where they disagreed, the border-distance reading was wrong for 8
+(IoU ≤ 0.25: all four real photos, kitchen-01, -03, apparel-04, electronics-04) and right for
+one (kitchen-05, whose centre reading took in its shadow)."""
 
 TEMPLATE_SIDE = 160
 """The coarse template search runs on the output with its shorter side at most this (px)."""
@@ -353,6 +375,10 @@ class ObjectEstimate:
     confidence: float
     method: str
     details: dict[str, Any] = field(default_factory=dict)
+    alternative: np.ndarray | None = None
+    """The centre-prior reading (bool, the image's size) when it disagrees with ``mask``
+    (IoU below :data:`AGREE_MIN`): the main object is then ambiguous, and an output is judged
+    against both readings (it must keep the product under each)."""
 
 
 def _border_band(h: int, w: int, frac: float = 0.03) -> np.ndarray:
@@ -487,6 +513,34 @@ def _separability(rgb: np.ndarray, mask: np.ndarray) -> float:
     return float(np.clip(1.0 - bc, 0.0, 1.0))
 
 
+def _centre_prior(rgb: np.ndarray) -> np.ndarray:
+    """The main object read with a centre prior, independently of the border-distance seed:
+    GrabCut at :data:`CENTRE_SIDE` from a frame :data:`CENTRE_MARGIN` inside the edges (outside
+    it background, and so is any pixel within one band unit of the border's colour model:
+    the backdrop seen through a ring or between a stool's legs; inside it probably the
+    object), its main components kept. Products are shot centred and
+    whole; a reading that does not lean on the backdrop's colour catches a product in the
+    backdrop's colours (a red cup on a red-brown bar) that the border distance misses."""
+    h, w = rgb.shape[:2]
+    sw, sh = _fit((w, h), CENTRE_SIDE)
+    small = _resize(rgb, (sw, sh)) if (sw, sh) != (w, h) else rgb
+    band = _border_band(sh, sw)
+    dist = _background_distance(small, band)
+    init = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+    mx, my = max(1, round(CENTRE_MARGIN * sw)), max(1, round(CENTRE_MARGIN * sh))
+    init[my:sh - my, mx:sw - mx] = cv2.GC_PR_FGD
+    init[dist < 1.0] = cv2.GC_BGD  # the backdrop's own colour, e.g. seen through a ring
+    init[band] = cv2.GC_BGD
+    cut = _grabcut(small, init, iterations=5)
+    mask = _main_components(cut) if cut is not None else np.zeros((sh, sw), bool)
+    return _resize(mask.astype(np.uint8) * 255, (w, h)) > 127 if (sw, sh) != (w, h) else mask
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 1.0
+
+
 def _estimate_small(rgb: np.ndarray) -> ObjectEstimate:
     """:func:`estimate_main_object` on an RGB array already at working size."""
     h, w = rgb.shape[:2]
@@ -525,9 +579,17 @@ def _estimate_small(rgb: np.ndarray) -> ObjectEstimate:
     on_edge = float((contour & edge).sum() / max(1, contour.sum()))
     plausible = 1.0 if 0.003 <= area <= 0.85 else 0.3
     confidence = separability * min(1.0, uniqueness / 0.8) * (1.0 - on_edge) * plausible
+    centre = _centre_prior(rgb)
+    agreement = _iou(mask, centre)
+    ambiguous = agreement < AGREE_MIN
+    if ambiguous and not centre.any():
+        # nothing stands out from the centre of the frame (a board filling the photo): the
+        # border reading cannot be checked and is not trusted
+        confidence = 0.0
     return ObjectEstimate(mask, float(confidence), method, {
         "area": area, "separability": separability, "uniqueness": uniqueness,
-        "contour_on_frame_edge": on_edge})
+        "contour_on_frame_edge": on_edge, "centre_prior_agreement": agreement,
+        "ambiguous": ambiguous}, centre if ambiguous and centre.any() else None)
 
 
 def estimate_main_object(image: Image.Image) -> ObjectEstimate:
@@ -550,15 +612,31 @@ def estimate_main_object(image: Image.Image) -> ObjectEstimate:
     estimate matched the exact mask (IoU ≥ 0.85) for 30, with confidence 0.24-0.99; of the
     other 6, the busy many-coloured scenes that defeat border-distance methods (as they defeat
     the local cut-out) picked clutter with confidence 0.11-0.81, and two caught part of the
-    product (IoU 0.73-0.77). Details: the method and each factor."""
+    product (IoU 0.73-0.77). On the 4 real photos it was wrong on all (IoU 0.00-0.26).
+
+    So a second reading, :func:`_centre_prior`, is taken independently of the backdrop's
+    colour seed; where the two agree (IoU ≥ :data:`AGREE_MIN`) the estimate stands, where they
+    disagree ``details["ambiguous"]`` is true and ``alternative`` holds the centre reading (an
+    output is then judged against both, see :func:`analyse`), and where the centre of the frame
+    holds nothing that stands out the confidence is 0 (a board filling the photo). Judged this
+    way without masks, the local baselines' 152 outputs on the sample agreed with the verdicts
+    made with the masks on 140: 4 missing (apparel-04: a guess), 3 false passes (furniture-03's
+    cut-outs and packshot, which keep the floor between the stool's legs: a silhouette matter),
+    1 false fail (kitchen-07's threshold cut-out). Details: the method and each factor, and
+    the readings' agreement."""
     rgb = _rgb_array(image)
     h, w = rgb.shape[:2]
     if min(h, w) < 8:
         return ObjectEstimate(np.zeros((h, w), bool), 0.0, "none", {"reason": "image too small"})
     small = _resize(rgb, _fit((w, h), ESTIMATE_SIDE))
     estimate = _estimate_small(small)
-    full = _resize(estimate.mask.astype(np.uint8) * 255, (w, h)) > 127
-    return ObjectEstimate(full, estimate.confidence, estimate.method, estimate.details)
+
+    def full(mask: np.ndarray) -> np.ndarray:
+        return _resize(mask.astype(np.uint8) * 255, (w, h)) > 127
+
+    alternative = None if estimate.alternative is None else full(estimate.alternative)
+    return ObjectEstimate(full(estimate.mask), estimate.confidence, estimate.method,
+                          estimate.details, alternative)
 
 
 _ESTIMATES: OrderedDict[bytes, ObjectEstimate] = OrderedDict()
@@ -1353,8 +1431,12 @@ def _measure(src: _Source, out: _Output, best: _Candidate, t_full: np.ndarray,
     aspect = float(best.extra.get("aspect", 1.0))
     misfit, stretched = 1 - best.score, 1 - float(best.extra.get("aspect_score", best.score))
     stretch_counts = misfit >= ASPECT_RATIO * stretched + MIRROR_MARGIN
-    if shape_iou < SHAPE_IOU_MIN or (stretch_counts
-                                     and abs(math.log(aspect)) > math.log(ASPECT_MAX)):
+    # against an ambiguous estimate (two readings of the main object that disagree) the
+    # silhouette is only roughly known: a perfect cut-out of the product differs from both
+    # readings, so only what is kept and a measured stretch are judged
+    silhouette_judged = not details.get("source_mask", {}).get("ambiguous", False)
+    if (silhouette_judged and shape_iou < SHAPE_IOU_MIN) or (
+            stretch_counts and abs(math.log(aspect)) > math.log(ASPECT_MAX)):
         reasons.append("reshaped")
     if delta_e > DELTA_E_MAX:
         reasons.append("recoloured")
@@ -1381,7 +1463,8 @@ def _measure(src: _Source, out: _Output, best: _Candidate, t_full: np.ndarray,
                    "matrix": [[round(float(v), 5) for v in row] for row in t_full[:2]]},
         compared_at=[cw, ch], ssim={"value": ssim_value, "pixels": int(use.sum())},
         delta_e={"value": delta_e, "used": "relit", **colour},
-        shape={"iou": shape_iou, "aspect": aspect, "aspect_counts": stretch_counts,
+        shape={"iou": shape_iou, "iou_judged": silhouette_judged, "aspect": aspect,
+               "aspect_counts": stretch_counts,
                "aspect_ncc": best.extra.get("aspect_ncc"), **shape_info},
         in_frame=in_frame, kept=kept, occupancy=occupancy, box_in_output=list(box),
         measures=dict(measures))
@@ -1407,23 +1490,44 @@ class _Missing(Exception):
 def _analyse(source: Image.Image, mask: np.ndarray | None, output: Image.Image) -> _Analysis:
     src_rgb = _rgb_array(source)
     details: dict[str, Any] = {"version": SCORER_VERSION}
-    if mask is None:
-        est = _estimate_cached(source, src_rgb)
-        details["source_mask"] = {"kind": "estimated", "method": est.method,
-                                  "confidence": round(est.confidence, 4), **{
-                                      k: round(v, 4) if isinstance(v, float) else v
-                                      for k, v in est.details.items()}}
-        if not est.mask.any():
-            raise _Missing("no ground-truth mask, and no main object could be made out in "
-                           "the source")
-        if est.confidence < ESTIMATE_MIN_CONFIDENCE:
-            raise _Missing(f"no ground-truth mask, and the source's main object is a guess "
-                           f"(confidence {est.confidence:.2f} < {ESTIMATE_MIN_CONFIDENCE})")
-        mask = est.mask
-    else:
+    if mask is not None:
         details["source_mask"] = {"kind": "ground_truth"}
         if not mask.any():
             raise _Missing("the ground-truth mask has no product pixels")
+        return _judge(src_rgb, mask, output, details)
+    est = _estimate_cached(source, src_rgb)
+    details["source_mask"] = {"kind": "estimated", "method": est.method,
+                              "confidence": round(est.confidence, 4), **{
+                                  k: round(v, 4) if isinstance(v, float) else v
+                                  for k, v in est.details.items()}}
+    if not est.mask.any():
+        raise _Missing("no ground-truth mask, and no main object could be made out in "
+                       "the source")
+    if est.confidence < ESTIMATE_MIN_CONFIDENCE:
+        raise _Missing(f"no ground-truth mask, and the source's main object is a guess "
+                       f"(confidence {est.confidence:.2f} < {ESTIMATE_MIN_CONFIDENCE})")
+    primary = _judge(src_rgb, est.mask, output, details)
+    if est.alternative is None:
+        return primary
+    # two readings of the main object disagree: the product must be there under each, so a
+    # cut-out that kept what one reading calls the object (a fragment) and dropped what the
+    # other does (the product in the backdrop's colours) fails
+    other = _judge(src_rgb, est.alternative,
+                   output, {**details, "source_mask": {**details["source_mask"],
+                                                       "method": "centre_prior+grabcut"}})
+    worse, better = ((other, primary) if other.measures["identity"] < primary.measures["identity"]
+                     else (primary, other))
+    worse.details["source_mask"]["judged_by"] = worse.details["source_mask"]["method"]
+    worse.details["source_mask"]["other_reading"] = {
+        "method": better.details["source_mask"]["method"],
+        "identity": better.measures["identity"], "reason": better.details.get("reason")}
+    return worse
+
+
+def _judge(src_rgb: np.ndarray, mask: np.ndarray, output: Image.Image,
+           details: dict[str, Any]) -> _Analysis:
+    """Every measure of ``output`` against the source's product ``mask``."""
+    details = {**details, "source_mask": dict(details["source_mask"])}
     src = _Source(src_rgb, mask)
     out = _Output.of(output)
     oh, ow = out.rgb.shape[:2]
