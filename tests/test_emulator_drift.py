@@ -194,8 +194,10 @@ def one_product_dataset(root: Path) -> Path:
     return root
 
 
-def test_a_drifted_output_succeeds_validates_and_only_identity_tells_it_apart(
-        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def drifting_fal(emulator: Emulator, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[Workbench, Path]:
+    """A workbench on the emulator whose next fal job drifts (Replicate answers normally),
+    and the one-bottle dataset."""
     emulator.faults.clear()
     point_sdks_at(emulator, monkeypatch)
     folder = tmp_path / "catalog"
@@ -203,8 +205,13 @@ def test_a_drifted_output_succeeds_validates_and_only_identity_tells_it_apart(
     (folder / "emu.toml").write_text(CATALOG)
     workbench = Workbench(tmp_path / "home", catalog=load_catalog(folder),
                           providers=emulated_providers(emulator))
-    dataset = one_product_dataset(tmp_path / "dataset")
-    emulator.faults.add("fal", "identity_drift")  # fal drifts; Replicate answers normally
+    emulator.faults.add("fal", "identity_drift")
+    return workbench, one_product_dataset(tmp_path / "dataset")
+
+
+def test_a_drifted_output_succeeds_validates_and_only_identity_tells_it_apart(
+        emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workbench, dataset = drifting_fal(emulator, tmp_path, monkeypatch)
     before = {p: len(emulator.creates(p)) for p in ("replicate", "fal")}
     result = Sweep(SweepSpec.parse({
         "name": "drift", "task": "enhance", "dataset": str(dataset), "models": [REPLICATE, FAL],
@@ -236,15 +243,7 @@ def test_a_drifted_output_succeeds_validates_and_only_identity_tells_it_apart(
 
 def test_the_identity_gate_catches_the_drift_in_a_scored_sweep(
         emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    emulator.faults.clear()
-    point_sdks_at(emulator, monkeypatch)
-    folder = tmp_path / "catalog"
-    folder.mkdir()
-    (folder / "emu.toml").write_text(CATALOG)
-    workbench = Workbench(tmp_path / "home", catalog=load_catalog(folder),
-                          providers=emulated_providers(emulator))
-    dataset = one_product_dataset(tmp_path / "dataset")  # no mask: the bottle is estimated
-    emulator.faults.add("fal", "identity_drift")
+    workbench, dataset = drifting_fal(emulator, tmp_path, monkeypatch)  # no mask: estimated
     result = Sweep(SweepSpec.parse({
         "name": "drift-scored", "task": "enhance", "dataset": str(dataset),
         "models": [REPLICATE, FAL], "prompts": [], "concurrency": 1}), workbench).run(retry=FAST)

@@ -39,13 +39,13 @@ import sys
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from pixellab.scoring import identity
 from pixellab.scoring.base import Score, ScoreContext
 
 SCORER_VERSION = "ocr-1"
@@ -414,16 +414,6 @@ def _alpha_mask(image: Image.Image) -> np.ndarray | None:
     return alpha > 127
 
 
-def _locator() -> Callable[..., Any] | None:
-    """``pixellab.scoring.identity.locate_product`` when this build has it."""
-    try:  # by name: the module may not exist in this build (another change adds it)
-        identity = importlib.import_module("pixellab.scoring.identity")
-    except ImportError:
-        return None
-    found = getattr(identity, "locate_product", None)
-    return found if callable(found) else None
-
-
 def _located(found: Any, size: tuple[int, int]
              ) -> tuple[tuple[float, float, float, float] | None, np.ndarray | None] | None:
     """What ``locate_product`` returned, as (box, mask) on the output: its silhouette in the
@@ -453,8 +443,9 @@ def _located(found: Any, size: tuple[int, int]
 def output_region(ctx: ScoreContext) -> tuple[str, tuple[float, float, float, float] | None,
                                                 np.ndarray | Image.Image | None]:
     """(method, box, mask) of the product on the output: a cut-out's alpha; the source's mask,
-    resized, where the task keeps the framing; where ``locate_product`` (scoring/identity.py)
-    finds the product, its silhouette or box; else the whole output (a lifestyle scene's
+    resized, where the task keeps the framing; where the identity analysis of this context
+    (:func:`pixellab.scoring.identity.located`, shared with the identity metrics) finds the
+    product, its silhouette or box; else the whole output (a lifestyle scene's
     other text is then read too)."""
     output = ctx.output
     alpha = _alpha_mask(output)
@@ -464,14 +455,13 @@ def output_region(ctx: ScoreContext) -> tuple[str, tuple[float, float, float, fl
         source_ratio = ctx.source.width / ctx.source.height
         if abs(output.width / output.height - source_ratio) <= 0.02 * source_ratio:
             return "source_mask", None, ctx.mask
-    locate = _locator()
-    if locate is not None and ctx.source is not None:
+    if ctx.source is not None:
         try:
-            located = _located(locate(ctx.source, ctx.mask, output), output.size)
-        except Exception:  # a locator that cannot measure leaves the whole output to read
-            located = None
-        if located is not None:
-            return "located", *located
+            found = _located(identity.located(ctx), output.size)
+        except ValueError:  # identity cannot be measured: the whole output is read
+            found = None
+        if found is not None:
+            return "located", *found
     return "whole", None, None
 
 

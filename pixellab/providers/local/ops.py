@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
+from pixellab.media.backdrop import background_distance, border_band, foreground_threshold
+
 __all__ = ["autoenhance", "cutout", "packshot", "upscale", "identity", "solid"]
 
 _F32 = np.float32
@@ -265,75 +267,6 @@ def _resize_to_work(rgb: np.ndarray, work_size: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def _border_band(h: int, w: int, frac: float = 0.03) -> tuple[np.ndarray, int]:
-    """Boolean mask of the outer band of the frame, and its width in pixels."""
-    b = max(2, round(frac * min(h, w)))
-    band = np.ones((h, w), dtype=bool)
-    band[b : h - b, b : w - b] = False
-    return band, b
-
-
-def _background_distance(small: np.ndarray, band: np.ndarray) -> np.ndarray:
-    """Per-pixel distance from the background, in units of the background's own variability.
-
-    The background is modelled from the border band: a quadratic surface in CIELAB fitted to the
-    band by iteratively reweighted least squares (so gradients, vignettes and a product that
-    touches the border are handled), with a robust per-channel scale (MAD of the band's
-    residuals, floored at 2 LAB units). The image is blurred first so fine texture and noise
-    average out. Returns float32 HxW; background is ~1-2, clear foreground is >> 3.
-    """
-    h, w = small.shape[:2]
-    sigma = max(1.0, min(h, w) / 300.0)
-    blurred = cv2.GaussianBlur(small, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    lab = cv2.cvtColor(blurred.astype(_F32) / 255.0, cv2.COLOR_RGB2Lab)
-
-    ys, xs = np.mgrid[0:h, 0:w].astype(_F32)
-    xs = xs / max(w - 1, 1) * 2 - 1
-    ys = ys / max(h - 1, 1) * 2 - 1
-    design = np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys], axis=-1)
-
-    A = design[band].astype(np.float64)
-    Y = lab[band].astype(np.float64)
-    # start from the band's median colour (robust as long as most of the band is background),
-    # so a product touching the border cannot drag the first fit towards itself
-    resid = Y - np.median(Y, axis=0)
-    scale = np.maximum(1.4826 * np.median(np.abs(resid), axis=0), 2.0)
-    weights = 1.0 / (1.0 + (np.sqrt(np.sum((resid / scale) ** 2, axis=1)) / 3.0) ** 2)
-    coef = np.zeros((6, 3))
-    for _ in range(4):
-        sw = np.sqrt(weights)[:, None]
-        coef, *_ = np.linalg.lstsq(A * sw, Y * sw, rcond=None)
-        resid = Y - A @ coef
-        scale = np.maximum(1.4826 * np.median(np.abs(resid), axis=0), 2.0)
-        d = np.sqrt(np.sum((resid / scale) ** 2, axis=1))
-        weights = 1.0 / (1.0 + (d / 3.0) ** 2)  # Cauchy: product pixels on the band barely count
-
-    model = (design.reshape(-1, 6) @ coef.astype(_F32)).reshape(h, w, 3)
-    diff = (lab - model) / scale.astype(_F32)
-    return np.sqrt(np.sum(diff * diff, axis=-1)).astype(_F32)
-
-
-def _foreground_threshold(dist: np.ndarray, band: np.ndarray) -> float:
-    """Distance above which a pixel is foreground.
-
-    Otsu on log(1 + distance), never below 3 background units, and raised to the 99th percentile
-    of the border band's distances, so the background's own texture (mortar lines, grain,
-    clutter) stays below it. That raise is capped at half the typical foreground distance (90th
-    percentile of what is above Otsu), so a product touching the border cannot push the
-    threshold above itself.
-    """
-    top = math.log1p(60.0)
-    vals = np.log1p(np.minimum(dist, 60.0))
-    v8 = np.clip(np.rint(vals / top * 255.0), 0, 255).astype(np.uint8).reshape(1, -1)
-    t8, _ = cv2.threshold(v8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    t = max(math.expm1(t8 / 255.0 * top), 3.0)
-    above = dist[dist > t]
-    if above.size:
-        texture = float(np.percentile(dist[band], 99))
-        t = max(t, min(texture, 0.5 * float(np.percentile(above, 90))))
-    return t
-
-
 def _clean_mask(fg: np.ndarray, dist: np.ndarray, band: np.ndarray) -> np.ndarray:
     """Keep the product's components, fill its holes unless they show the background.
 
@@ -523,7 +456,7 @@ def _segment_grabcut(small: np.ndarray, dist: np.ndarray, band: np.ndarray, b: i
 
 
 def _segment_threshold(dist: np.ndarray, band: np.ndarray) -> np.ndarray:
-    fg = _snap_rim(dist > _foreground_threshold(dist, band), dist).astype(np.uint8)
+    fg = _snap_rim(dist > foreground_threshold(dist, band), dist).astype(np.uint8)
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
     k5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     opened = cv2.morphologyEx(fg, cv2.MORPH_OPEN, k3)
@@ -590,8 +523,8 @@ def cutout(
 
     small = _resize_to_work(rgb, int(work_size))
     h, w = small.shape[:2]
-    band, b = _border_band(h, w)
-    dist = _background_distance(small, band)
+    band, b = border_band(h, w)
+    dist = background_distance(small, band)
     if method == "grabcut":
         fg = _segment_grabcut(small, dist, band, b)
     else:
