@@ -49,6 +49,7 @@ from pixellab.scoring import (
     Score,
     ScoreContext,
     compute,
+    identity,
     known_metric,
     scorer_version,
 )
@@ -670,8 +671,14 @@ class Sweep:
                 scores += [Score.missing(m, versions[m], clip_reason)
                            for m in job[3] if m in BATCHED]
             kept = ctx if wants_clip and clip_runs and isinstance(ctx, ScoreContext) else None
+            if kept is not None and "clip_identity" in job[3]:
+                try:  # the product crops, here in the worker: the analysis is still cached
+                    crops[job[0]] = identity.product_crops(kept)
+                except ValueError as exc:
+                    crops[job[0]] = str(exc)
             return scores, kept
 
+        crops: dict[str, tuple[Image.Image, Image.Image] | str] = {}  # clip_identity's inputs
         step = min(chunk, CLIP_CHUNK) if clip_runs else chunk
         written = 0
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
@@ -687,8 +694,9 @@ class Sweep:
                     clip_scores = clip.score(
                         [ClipItem(part[i][0], ctx.output, caption=caption_for(
                             self.spec.task.value, part[i][2].title, part[i][2].category),
-                            source_sha256=source_sha(part[i][2]),
-                            source=ctx.source) for i, ctx in ready.items()], batched)
+                            source_sha256=source_sha(part[i][2]), source=ctx.source,
+                            products=crops.pop(part[i][0], None))
+                         for i, ctx in ready.items()], batched)
                     for i in ready:
                         for result in clip_scores[part[i][0]]:
                             if result.metric not in part[i][3]:

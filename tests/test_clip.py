@@ -103,6 +103,26 @@ def test_each_distinct_image_and_text_is_encoded_once() -> None:
     assert set(texts) == {"a", "b"}
 
 
+def test_clip_identity_compares_the_product_crops_identity_found() -> None:
+    """``clip_identity`` is the cosine of the two product crops' embeddings (the same model's),
+    whatever the whole images are; without crops it is missing with the reason given."""
+    scorer = tiny()
+    product, other = photo(7, (40, 40)), photo(8, (40, 40))
+    same = ClipItem("same", photo(1), source_sha256="s1", source=photo(2),
+                    products=(product, product.copy()))
+    changed = ClipItem("changed", photo(3), source_sha256="s3", source=photo(4),
+                       products=(product, other))
+    lost = ClipItem("lost", photo(5), products="the product was not found in the output")
+    scores = scorer.score([same, changed, lost], ["clip_identity"])
+    assert scores["same"][0].value == pytest.approx(1.0, abs=1e-5)
+    vectors = scorer.embed_images([("p", product), ("o", other)])
+    assert scores["changed"][0].value == pytest.approx(
+        float(np.dot(vectors["p"], vectors["o"])), abs=1e-5)
+    assert scores["changed"][0].details["crop"] == "product"
+    assert scores["lost"][0].value is None
+    assert scores["lost"][0].missing_reason == "the product was not found in the output"
+
+
 def test_a_caption_over_77_tokens_is_cut_at_a_word_and_says_so() -> None:
     scorer = tiny()
     long = "a product photo of a " + "very " * 100 + "red mug"
@@ -117,7 +137,7 @@ def test_unavailable_weights_give_a_missing_metric_with_the_reason() -> None:
     scorer = ClipScorer(ClipSettings(backbone="ViT-B-32", pretrained="laion2b_s34b_b79k"))
     scores = scorer.score(items(2))
     for output in scores.values():
-        assert [s.metric for s in output] == ["clip_text", "clip_fidelity"]
+        assert [s.metric for s in output] == ["clip_text", "clip_fidelity", "clip_identity"]
         assert all(s.value is None for s in output)
         assert all("no weights" in (s.missing_reason or "") for s in output)
 

@@ -30,6 +30,7 @@ from pixellab.scoring.identity import (
     analyse,
     estimate_main_object,
     locate_product,
+    product_crops,
 )
 
 SAMPLE = Path(__file__).resolve().parent.parent / "datasets" / "sample"
@@ -406,6 +407,29 @@ def test_a_featureless_image_has_no_main_object() -> None:
     ctx = ScoreContext(task="enhance", output=flat, source=flat)
     score = compute("identity", ctx)
     assert score.value is None and "no main object" in (score.missing_reason or "")
+
+
+def test_the_product_crops_for_masked_clip_hold_the_product_alone() -> None:
+    """``clip_identity``'s inputs: the product cut from the source by its mask and from a
+    packshot where identity found it, the rest grey; none when the product was lost."""
+    image, truth = photo(BOTTLE)
+    ctx = ScoreContext(task="packshot", output=ops.packshot(image, size=800), source=image,
+                       mask=truth)
+    source_crop, output_crop = product_crops(ctx)
+    box = np.argwhere(np.asarray(truth) > 127)
+    (y0, x0), (y1, x1) = box.min(axis=0), box.max(axis=0) + 1
+    margin = round(0.05 * max(x1 - x0, y1 - y0))
+    assert source_crop.size == (x1 - x0 + 2 * margin, y1 - y0 + 2 * margin)
+    corner = np.asarray(source_crop)[0, 0]
+    assert (corner == 128).all()  # outside the product: grey, not the backdrop
+    ratio = output_crop.width / output_crop.height
+    assert abs(ratio - source_crop.width / source_crop.height) < 0.1
+    mug, mug_truth = photo(MUG)
+    lost = ScoreContext(task="packshot", output=ops.packshot(mug, size=800,
+                                                             cutout_method="threshold"),
+                        source=mug, mask=mug_truth)
+    with pytest.raises(ValueError, match="not found"):
+        product_crops(lost)
 
 
 # --- missing only when nothing can be measured -------------------------------------------------

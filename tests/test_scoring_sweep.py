@@ -39,9 +39,9 @@ def test_enhance_outputs_get_every_metric_of_the_task_or_a_reason(
     result = sweep(workbench, dataset_dir, "enhance", ["local:autoenhance"]).run()
     got = scores(workbench)
     assert set(got) == {"blank", "psnr", "ssim", "delta_e", "sharpness", "exposure_clipping",
-                        "clip_text", "clip_fidelity", "identity", "identity_ssim",
-                        "identity_delta_e", "label_text"}
-    assert result.scores_written == 4 * 12
+                        "clip_text", "clip_fidelity", "clip_identity", "identity",
+                        "identity_ssim", "identity_delta_e", "label_text"}
+    assert result.scores_written == 4 * 13
     assert all(v in (0.0, 1.0) for v, _ in got["identity"])  # measured, a verdict each
     assert all(0 < v <= 1 for v, _ in got["ssim"] if v is not None)
     assert all(v is not None and v >= 0 for v, _ in got["delta_e"])
@@ -93,9 +93,13 @@ def test_missing_clip_scores_are_filled_once_clip_can_run(
 
     model = open_clip.create_model("pixellab-tiny-sweep")
     torch.save(model.state_dict(), checkpoint)
-    assert packshot.score(clip=ClipScorer(settings)) == 8  # clip_text + clip_fidelity × 4
+    assert packshot.score(clip=ClipScorer(settings)) == 12  # text, fidelity, identity × 4
     got = scores(workbench)
     assert len(got["clip_fidelity"]) == 4
+    # the masked product in source and output: computed where identity found the product
+    measured = [v for v, _ in got["clip_identity"] if v is not None]
+    assert measured and all(-1 <= v <= 1 for v in measured)
+    assert all("not found" in (r or "") for v, r in got["clip_identity"] if v is None)
     assert all(v is not None and -1 <= v <= 1 for v, _ in got["clip_fidelity"])
     assert all(v is not None and 0 <= v <= 100 for v, _ in got["clip_text"])
     assert packshot.score(clip=ClipScorer(settings)) == 0  # now unchanged: a no-op

@@ -8,6 +8,11 @@
   backbones are never comparable.
 * ``clip_fidelity`` = cos(E_output, E_source): the edit kept the product (a packshot that lost
   the product has a low value even when it passes every marketplace rule).
+* ``clip_identity`` = cos(E_output product, E_source product): the same on the *masked product*
+  only (each crop around it, the rest painted grey), where the identity analysis located it
+  (:func:`pixellab.scoring.identity.product_crops`): whole-image similarity mostly sees the
+  backdrop, which every packshot and scene replaces. Missing when the product was not found
+  (the identity gate scores that).
 
 Speed: images are encoded in batches, the next batch's preprocessing (decode, resize,
 normalise: PIL and numpy, which release the GIL) runs in a thread while torch runs the current
@@ -41,7 +46,7 @@ from pixellab.scoring.base import Score
 from pixellab.settings import current as current_settings
 
 SCORER_VERSION = "clip-1"
-METRICS = ("clip_text", "clip_fidelity")
+METRICS = ("clip_text", "clip_fidelity", "clip_identity")
 DEFAULT_BACKBONE = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 _HF_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -59,6 +64,8 @@ class ClipItem:
     caption: str | None = None
     source_sha256: str | None = None
     source: Image.Image | None = None
+    products: tuple[Image.Image, Image.Image] | str | None = None
+    """For ``clip_identity``: the (source, output) product crops, or why there are none."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,13 @@ class ClipScorer:
         if "clip_fidelity" in metrics:
             images += [(i.source_sha256, i.source) for i in items
                        if i.source is not None and i.source_sha256 is not None]
+        crops: dict[str, tuple[str, str]] = {}
+        if "clip_identity" in metrics:
+            for i in items:
+                if isinstance(i.products, tuple):
+                    keys = tuple(_pixels_key(crop) for crop in i.products)
+                    crops[i.output_sha256] = (keys[0], keys[1])
+                    images += list(zip(keys, i.products, strict=True))
         vectors = self.embed_images(images)
         texts = (self.embed_texts([i.caption for i in items if i.caption])
                  if "clip_text" in metrics else {})
@@ -341,6 +355,16 @@ class ClipScorer:
                     cosine = float(np.dot(output, vectors[item.source_sha256]))
                     scores.append(Score("clip_fidelity", cosine, self.version,
                                         {**common, "cosine": cosine}))
+            if "clip_identity" in metrics:
+                pair = crops.get(item.output_sha256)
+                if pair is None:
+                    reason = (item.products if isinstance(item.products, str)
+                              else "no product crops")
+                    scores.append(Score.missing("clip_identity", self.version, reason))
+                else:
+                    cosine = float(np.dot(vectors[pair[0]], vectors[pair[1]]))
+                    scores.append(Score("clip_identity", cosine, self.version,
+                                        {**common, "cosine": cosine, "crop": "product"}))
             result[item.output_sha256] = scores
         return result
 
@@ -446,3 +470,10 @@ def caption_for(task: str, title: str, category: str) -> str:
 
 __all__ = ["DEFAULT_BACKBONE", "DEFAULT_PRETRAINED", "METRICS", "SCORER_VERSION", "ClipItem",
            "ClipScorer", "ClipSettings", "ClipUnavailable", "EmbeddingCache", "caption_for"]
+
+
+def _pixels_key(image: Image.Image) -> str:
+    """An embedding-cache key for an image made here (a product crop): its pixels' hash."""
+    digest = hashlib.sha256(b"%dx%d:%s:" % (image.width, image.height, image.mode.encode()))
+    digest.update(image.tobytes())
+    return "pixels:" + digest.hexdigest()

@@ -128,6 +128,7 @@ __all__ = [
     "locate_product",
     "located",
     "main_object",
+    "product_crops",
     "score_identity",
     "score_identity_delta_e",
     "score_identity_kept",
@@ -1631,6 +1632,38 @@ def located(ctx: ScoreContext) -> Located:
 def main_object(image: Image.Image) -> ObjectEstimate:
     """:func:`estimate_main_object`, remembered for the last few photos (by content)."""
     return _estimate_cached(image, _rgb_array(image))
+
+
+def product_crops(ctx: ScoreContext) -> tuple[Image.Image, Image.Image]:
+    """The product alone in the source and in the output, for an embedding to compare (masked
+    CLIP, ``clip_identity``): each cropped to the product's box with a 5 % margin, everything
+    outside the product painted :data:`GREY` (a cut-out is composited over it first). The
+    source's product is its ground-truth mask or the estimated main object; the output's is the
+    silhouette the identity analysis of this context found. Raises ``ValueError`` with the
+    reason when there is none (not measurable, or the product not found)."""
+    found = located(ctx)
+    assert ctx.source is not None  # located() has raised otherwise
+    if not found.found or found.mask_in_output is None or not found.mask_in_output.any():
+        raise ValueError("the product was not found in the output (the identity gate scores "
+                         "that)")
+    src_rgb = _rgb_array(ctx.source)
+    mask = _mask_array(ctx.mask, ctx.source.size) if ctx.mask is not None else None
+    if mask is None:
+        mask = main_object(ctx.source).mask
+    out = _Output.of(ctx.output)
+    return _grey_crop(src_rgb, mask), _grey_crop(out.rgb, found.mask_in_output)
+
+
+def _grey_crop(rgb: np.ndarray, mask: np.ndarray) -> Image.Image:
+    box = _bbox(mask)
+    if box is None:
+        raise ValueError("empty product mask")
+    h, w = mask.shape
+    x0, y0, x1, y1 = box
+    m = round(0.05 * max(x1 - x0, y1 - y0))
+    x0, y0, x1, y1 = max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
+    crop = np.where(mask[y0:y1, x0:x1, None], rgb[y0:y1, x0:x1], np.uint8(GREY))
+    return Image.fromarray(crop.astype(np.uint8), "RGB")
 
 
 def _metric(name: str, keys: tuple[str, ...]) -> Callable[[ScoreContext], Score]:
