@@ -1,7 +1,8 @@
 """``pixellab demo``: the sample dataset through the local provider, scored, as an HTML report.
 
-Five sweeps (enhance, remove_background and packshot, each comparing two free local models;
-image-to-video clips of one product per category from two local baselines; the multi-angle
+The sweeps (enhance, remove_background and packshot, each comparing two free local models;
+image-to-video clips of one product per category from two local baselines; Real-ESRGAN against
+Lanczos upscaling one product per category; lifestyle scenes; the real photos; the multi-angle
 products combined into clips), then
 ``notebooks/90_report.ipynb`` executed with papermill and exported to ``reports/demo.html``, and
 the routing table its evidence picks written to ``<home>/defaults.toml`` (what ``pixellab
@@ -35,6 +36,12 @@ DEMO_SWEEPS: tuple[dict[str, object], ...] = (
     {"name": "demo-image_to_video", "task": "image_to_video",
      "models": ["local:kenburns", "local:parallax"], "one_per_category": True,
      "params": {"duration_s": 3, "fps": 12, "aspect_ratio": "9:16", "resolution": "360p"}},
+    # A neural model against a classical one: Real-ESRGAN's compact network (ncnn, weights
+    # shipped in pixellab[upscale]) and Lanczos, each photo shrunk by two and scored against it.
+    # Three categories' first products: the network takes seconds a photo on a CPU.
+    {"name": "demo-upscale", "task": "upscale",
+     "models": ["local:upscale-lanczos", "local:realesrgan-compact"], "one_per_category": 3,
+     "params": {"scale": 2, "tile": 256}},
     # Each category's first product photographed into a scene, by the two free baselines.
     {"name": "demo-lifestyle", "task": "lifestyle", "models": ["local:scene", "local:backdrop"],
      "one_per_category": True},
@@ -72,8 +79,10 @@ def demo_sweeps(dataset: str = "sample", limit: int | None = None) -> list[Sweep
                 continue
             specs.append(SweepSpec.parse({**spec, "concurrency": 4}))
             continue
-        if raw.get("one_per_category"):
-            spec["products"] = sorted(firsts)
+        if raw.get("one_per_category"):  # True: every category; a number: the first N
+            count = raw["one_per_category"]
+            chosen = firsts[:count] if isinstance(count, int) and count is not True else firsts
+            spec["products"] = sorted(chosen)
         if raw["task"] == "angles_to_video" and not any(p.angles for p in products):
             continue
         specs.append(SweepSpec.parse({**spec, "dataset": dataset, "limit": limit,

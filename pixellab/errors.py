@@ -217,6 +217,12 @@ class MissingCredentials(ProviderError):
     """The provider's key is not set; the model is skipped with this reason, not called."""
 
 
+class MissingDependency(ProviderError):
+    """A local model's optional extra is not installed (``pip install 'pixellab[upscale]'``):
+    not the model's fault, so its requests get no composite; the message says what to
+    install."""
+
+
 class InvalidOutput(ProviderError):
     """The provider answered but the output failed validation (corrupt, blank, no-op, wrong size).
 

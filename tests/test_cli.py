@@ -83,11 +83,13 @@ def test_demo_writes_the_report_and_a_second_run_makes_no_provider_calls(tmp_pat
     ledger = Ledger(home / "ledger.duckdb", read_only=True)
     attempts = ledger.scalar("select count(*) from attempts")
     costs = ledger.scalar("select count(*) from costs")
-    # 4 good photos x 3 image tasks x 2 models; clips and scenes of the first product of each
-    # of the two categories from 2 baselines each; no product has angles, so no multi-angle
-    # sweep, and no real-photo sweeps beside a dataset other than the sample
+    # 4 good photos x 3 image tasks x 2 models; clips, upscales and scenes of the first product
+    # of each of the two categories from 2 models each; no product has angles, so no
+    # multi-angle sweep, and no real-photo sweeps beside a dataset other than the sample
     assert ledger.scalar("select count(*) from requests where status = 'succeeded'") == (
-        4 * 6 + 2 * 2 + 2 * 2)
+        4 * 6 + 2 * 2 + 2 * 2 + 2 * 2)
+    assert ledger.scalar("select count(*) from requests where task = 'upscale' and "
+                         "model_id = 'local:realesrgan-compact' and status = 'succeeded'") == 2
     assert ledger.scalar("select count(*) from requests where task = 'image_to_video' and "
                          "status = 'succeeded'") == 2 * 2
     assert ledger.scalar("select count(*) from requests where error_class = "

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-NOT_THE_MODELS_FAULT = frozenset({"MissingCredentials", "BudgetExceeded", "InvalidInputImage",
-                                  "ConfigError"})
+NOT_THE_MODELS_FAULT = frozenset({"MissingCredentials", "MissingDependency", "BudgetExceeded",
+                                  "InvalidInputImage", "ConfigError"})
 """Error classes of requests the model never had a fair chance at: no composite, not zero."""
 
 

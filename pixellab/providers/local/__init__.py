@@ -18,6 +18,9 @@ request's ``image``; each is decoded and checked like the main one.
 The ``rules`` endpoint is the offline product analyser (:func:`pixellab.intel.taxonomy.
 analyze_by_rules`): the ``analyze`` task's free fallback, so the chain always has an answer.
 
+``realesrgan`` (:mod:`~pixellab.providers.local.esrgan`) is Real-ESRGAN on ncnn, the one neural
+local model (``pixellab[upscale]``; without it its requests fail ``MissingDependency``).
+
 ``identity``, ``solid`` and ``fail`` exist so test catalogs can exercise validation and fallback
 with a real provider: a no-op model, a safety-filter-like blank model, and an unavailable one.
 """
@@ -36,7 +39,7 @@ from PIL import Image
 from pixellab.errors import InvalidImage, InvalidRequest, ProviderUnavailable
 from pixellab.intel.taxonomy import rules_output
 from pixellab.providers.base import Job, JobState, Output, ProviderRequest
-from pixellab.providers.local import ops, scene, video
+from pixellab.providers.local import esrgan, ops, scene, video
 from pixellab.validate import decode_image, normalized_array
 
 
@@ -58,6 +61,7 @@ OPERATIONS: dict[str, Callable[..., Image.Image | bytes]] = {
     "cutout": ops.cutout,
     "packshot": ops.packshot,
     "upscale": ops.upscale,
+    "realesrgan": esrgan.upscale,
     "scene": scene.scene,
     "backdrop": scene.backdrop,
     "identity": ops.identity,
