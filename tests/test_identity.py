@@ -343,17 +343,13 @@ def test_a_real_photos_cutout_that_kept_fragments_fails_without_ground_truth(pid
     alpha = np.asarray(fragment)[..., 3] > 127
     gt = np.asarray(truth) > 127
     assert (alpha & gt).sum() / (alpha | gt).sum() < 0.3  # it did drop the product
-    result = run_real(image, fragment)
+    result = analyse(image, None, fragment)
     assert not passes(result) and "cropped" in reasons(result)
     assert result["details"]["source_mask"]["kind"] == "estimated"
     assert result["details"]["source_mask"]["judged_by"] == "centre_prior+grabcut"
     perfect = image.copy()
     perfect.putalpha(truth)
-    assert passes(run_real(image, perfect))
-
-
-def run_real(image: Image.Image, output: Image.Image) -> dict:
-    return analyse(image, None, output)
+    assert passes(analyse(image, None, perfect))
 
 
 def test_a_real_photo_whose_main_object_cannot_be_singled_out_is_missing() -> None:

@@ -1449,7 +1449,7 @@ def _analyse(source: Image.Image, mask: np.ndarray | None, output: Image.Image) 
         details["source_mask"] = {"kind": "ground_truth"}
         if not mask.any():
             raise _Missing("the ground-truth mask has no product pixels")
-        return _judge(src_rgb, mask, output, details)
+        return _judge(src_rgb, mask, _Output.of(output), details)
     est = _estimate_cached(source, src_rgb)
     details["source_mask"] = {"kind": "estimated", "method": est.method,
                               "confidence": round(est.confidence, 4), **{
@@ -1461,15 +1461,16 @@ def _analyse(source: Image.Image, mask: np.ndarray | None, output: Image.Image) 
     if est.confidence < ESTIMATE_MIN_CONFIDENCE:
         raise _Missing(f"no ground-truth mask, and the source's main object is a guess "
                        f"(confidence {est.confidence:.2f} < {ESTIMATE_MIN_CONFIDENCE})")
-    primary = _judge(src_rgb, est.mask, output, details)
+    out = _Output.of(output)  # decoded once, judged against one reading or two
+    primary = _judge(src_rgb, est.mask, out, details)
     if est.alternative is None:
         return primary
     # two readings of the main object disagree: the product must be there under each, so a
     # cut-out that kept what one reading calls the object (a fragment) and dropped what the
     # other does (the product in the backdrop's colours) fails
     other = _judge(src_rgb, est.alternative,
-                   output, {**details, "source_mask": {**details["source_mask"],
-                                                       "method": "centre_prior+grabcut"}})
+                   out, {**details, "source_mask": {**details["source_mask"],
+                                                    "method": "centre_prior+grabcut"}})
     worse, better = ((other, primary) if other.measures["identity"] < primary.measures["identity"]
                      else (primary, other))
     worse.details["source_mask"]["judged_by"] = worse.details["source_mask"]["method"]
@@ -1479,12 +1480,11 @@ def _analyse(source: Image.Image, mask: np.ndarray | None, output: Image.Image) 
     return worse
 
 
-def _judge(src_rgb: np.ndarray, mask: np.ndarray, output: Image.Image,
+def _judge(src_rgb: np.ndarray, mask: np.ndarray, out: _Output,
            details: dict[str, Any]) -> _Analysis:
-    """Every measure of ``output`` against the source's product ``mask``."""
+    """Every measure of the output ``out`` against the source's product ``mask``."""
     details = {**details, "source_mask": dict(details["source_mask"])}
     src = _Source(src_rgb, mask)
-    out = _Output.of(output)
     oh, ow = out.rgb.shape[:2]
     details["output"] = {"size": [ow, oh], "alpha": out.alpha_state}
     details["thresholds"] = {

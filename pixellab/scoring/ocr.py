@@ -414,25 +414,20 @@ def _alpha_mask(image: Image.Image) -> np.ndarray | None:
     return alpha > 127
 
 
-def _located(found: Any, size: tuple[int, int]
+def _located(found: identity.Located, size: tuple[int, int]
              ) -> tuple[tuple[float, float, float, float] | None, np.ndarray | None] | None:
-    """What ``locate_product`` returned, as (box, mask) on the output: its silhouette in the
-    output (``mask_in_output``) when it has one, else its box (x0, y0, x1, y1) clipped to the
-    frame; None when the product was not found or the answer is not understood (then the
-    whole output is read)."""
-    if found is None or getattr(found, "found", True) is False:
+    """Where identity found the product, as (box, mask) on the output: its silhouette in the
+    output when it has one, else its box (x0, y0, x1, y1) clipped to the frame; None when the
+    product was not found (then the whole output is read)."""
+    if not found.found:
         return None
-    mask = getattr(found, "mask_in_output", None)
+    mask = found.mask_in_output
     width, height = size
-    if isinstance(mask, np.ndarray) and mask.shape == (height, width) and mask.any():
+    if mask is not None and mask.shape == (height, width) and mask.any():
         return None, mask.astype(bool)
-    box = getattr(found, "box", found)
-    if not isinstance(box, tuple | list) or len(box) != 4:
+    if found.box is None:
         return None
-    try:
-        left, top, right, bottom = (float(v) for v in box)
-    except (TypeError, ValueError):
-        return None
+    left, top, right, bottom = (float(v) for v in found.box)
     left, top = max(0.0, left), max(0.0, top)
     right, bottom = min(float(width), right), min(float(height), bottom)
     if right - left < 4 or bottom - top < 4:
