@@ -157,8 +157,10 @@ def _run_sweep(sweep: Sweep, *, resubmit: bool = False) -> None:
             f"not created again unless you run `pixellab sweep resume {result.sweep_id} "
             "--resubmit`."), soft_wrap=True, highlight=False)
     if result.stopped_reason:
+        hint = ("Raise that cap in spend.toml, or wait for its next period, and run"
+                if " cap (" in result.stopped_reason else "Raise budget_usd and run")
         err_console.print(_styled("yellow", "stopped before exceeding the budget:",
-                                  f" {result.stopped_reason}. Raise budget_usd and run "
+                                  f" {result.stopped_reason}. {hint} "
                                   f"`pixellab sweep resume {result.sweep_id}`."))
         raise typer.Exit(3)
 
@@ -537,6 +539,56 @@ def costs(
                       f"{row.credits:.2f}", f"${row.usd:.4f}", f"${row.usd_estimated:.4f}")
     console.print(table)
     console.print(f"Total: ${frame['usd'].sum():.4f}")
+
+
+@app.command()
+def spend(
+    home: Annotated[Path | None, typer.Option(help="Data dir (its spend.toml is read).")] = None,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="Print today's spend summary message.")] = False,
+    send: Annotated[bool, typer.Option(
+        "--send", help="With --summary: send it to the policy's webhook / e-mail, once a day "
+        "(for a daily cron job).")] = False,
+) -> None:
+    """The spend policy's caps, how much of each is used this period, and the alerts sent."""
+    import time
+    from datetime import datetime
+
+    from pixellab.spend import periods
+    from pixellab.workbench import Workbench
+
+    workbench = Workbench(home)
+    governor = workbench.spend_governor()
+    if governor is None:
+        console.print(f"No spend policy ({workbench.spend_policy_path} does not exist): "
+                      "sweeps are held to their budget_usd only.")
+        return
+    if summary:
+        message = governor.send_summary() if send else governor.summary()
+        if message is None:
+            console.print("Today's summary was already sent.")
+            return
+        console.print(message.text, highlight=False)
+        governor.flush()
+        return
+    now = time.time()
+    table = Table(title=f"Spend caps ({workbench.spend_policy_path})")
+    for column in ("cap", "period", "used", "limit", "%"):
+        table.add_column(column)
+    for cap, label, used in periods(governor, now):
+        sign = "$" if cap.unit == "usd" else ""
+        table.add_row(cap.name, label, f"{sign}{used:.2f}", f"{sign}{cap.limit:.2f}",
+                      f"{float(used / cap.limit) * 100:.1f}")
+    console.print(table)
+    notices = governor.book.notices()
+    if notices:
+        sent = Table(title="Alerts")
+        for column in ("when", "alert", "status", "detail"):
+            sent.add_column(column)
+        for notice in notices[-20:]:
+            sent.add_row(datetime.fromtimestamp(notice.at, governor.zone).strftime(
+                "%Y-%m-%d %H:%M"), notice.key, notice.status, notice.detail or "")
+        console.print(sent)
 
 
 @app.command()

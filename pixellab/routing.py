@@ -16,6 +16,7 @@ the same ``request_key``: generating the same image twice calls no provider the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixellab.blocking import run_blocking
+from pixellab.budget import Budget
 from pixellab.catalog import Catalog, Model, load_catalog
 from pixellab.config_files import load_toml_model
 from pixellab.datasets import Product
@@ -206,13 +208,17 @@ async def agenerate(image: str | os.PathLike[str], task: Task | str, *,
     else:
         ledger.write([Ledger.plan_request(request.row())])
         writer = LedgerWriter(ledger, batch_window_s=workbench.settings.ledger_batch_window_s)
+        governor = workbench.spend_governor()
         try:
             runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
                             writer=writer, store=workbench.store, concurrency=1,
+                            budget=Budget(None, governor=governor),
                             resume=ledger.resume_state([key]))
             summary = await runner.run([request])
         finally:
             writer.close()
+            if governor is not None:
+                await asyncio.to_thread(governor.flush)
         outcome = summary.outcomes[0]
     stored_at = written = None
     if outcome.status == "succeeded" and outcome.output_sha256:

@@ -441,7 +441,7 @@ class Runner:
         estimate_credits = model.estimate_credits(megapixels=megapixels)
         rule = self.catalog.billing(model)
         guarded = rule.ever_billed and estimate_usd > 0  # else a crash has nothing to lose
-        reservation = self.budget.reserve(estimate_usd)
+        reservation = self.budget.reserve(estimate_usd, estimate_credits, model_id=model.id)
         outcome.attempts += 1
         started = time.monotonic()
         job: Job | None = None
@@ -519,7 +519,7 @@ class Runner:
             usage = job.usage if job is not None else None
             usd, credits, estimated = self._charge(model, rule, billed, usage, estimate_usd,
                                                    estimate_credits)
-            self.budget.settle(reservation, usd)
+            self.budget.settle(reservation, usd, credits)
             error_class, reason, message = _error_fields(exc)
             statements = [Ledger.finish_attempt(
                 attempt_id, status="failed", latency_s=time.monotonic() - started,
@@ -535,11 +535,13 @@ class Runner:
             raise
         except BaseException:
             exists = job is not None or resume is not None
-            self.budget.settle(reservation, estimate_usd if exists and guarded else 0.0)
+            kept = exists and guarded  # the job may exist and bill: charge the estimate
+            self.budget.settle(reservation, estimate_usd if kept else 0.0,
+                               estimate_credits if kept else 0.0)
             raise
         usd, credits, estimated = self._charge(model, rule, "succeeded", output.usage,
                                                estimate_usd, estimate_credits)
-        self.budget.settle(reservation, usd)
+        self.budget.settle(reservation, usd, credits)
         # Written together with the request's own final row, in one commit (see _finish).
         outcome.unwritten.extend([
             Ledger.record_output(digest, media_type, check.width, check.height, len(stored),

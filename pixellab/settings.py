@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     once). Larger spends less CPU per attempt; smaller lets a notebook reading the ledger live
     see progress sooner and loses less to a kill (the next run settles it either way)."""
 
+    spend: Path | None = None
+    """The spend policy (caps and alerts), instead of ``<home>/spend.toml``."""
+    project: str = Field(default="default", min_length=1, max_length=64,
+                         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The project label paid calls are counted under (a sweep's ``project`` overrides it)."""
+
     webhook_url: str = ""
     """The public base URL providers post webhooks to; empty keeps webhooks off."""
     webhook_host: str = "127.0.0.1"

@@ -110,6 +110,10 @@ class SweepSpec(BaseModel):
     """Run the products in looks and stop running models that are already significantly
     worse than the leader (see :mod:`pixellab.adaptive`); the sweep ends when one model is
     left, the products run out or the budget does."""
+    project: str | None = Field(default=None, min_length=1, max_length=64,
+                                pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The project label its paid calls count under for the spend policy's caps (default
+    ``PIXELLAB_PROJECT``)."""
     degrade: bool = True
     """upscale only: send each photo downscaled by ``params.scale`` (bicubic) and score the
     output against the original (PSNR/SSIM need ground truth). False upscales the photos as
@@ -514,7 +518,8 @@ class Sweep:
         if on_planned is not None:
             on_planned(self.sweep_id, len(planned), len(todo))
         spent = queries.sweep_spent_usd(ledger, self.sweep_id)
-        budget = Budget(spec.budget_usd, already_spent_usd=spent)
+        governor = workbench.spend_governor(spec.project)
+        budget = Budget(spec.budget_usd, already_spent_usd=spent, governor=governor)
         writer = LedgerWriter(ledger, batch_window_s=workbench.settings.ledger_batch_window_s)
         settings = WebhookSettings.from_env() if signals is None else None
         try:
@@ -529,6 +534,8 @@ class Sweep:
                 summary = await runner.run(todo)
         finally:
             writer.close()
+            if governor is not None:
+                await asyncio.to_thread(governor.flush)
         return SweepResult(sweep_id=self.sweep_id, planned=len(planned),
                            cached=len(planned) - len(todo), outcomes=summary.outcomes,
                            succeeded=summary.count("succeeded"), failed=summary.count("failed"),

@@ -14,6 +14,8 @@ which files the work follows:
 ``tasks.toml``         task scoring (metrics, gates, composites), else the package's
 ``categories.toml``    the analysis taxonomy, else ``PIXELLAB_CATEGORIES``, else the package's
 ``marketplaces.toml``  marketplace compliance profiles, else the package's
+``spend.toml``         daily and monthly caps and alerts (``PIXELLAB_SPEND`` when the home
+                       is the default one); the spend book beside the ledger
 =====================  =====================================================================
 """
 
@@ -32,6 +34,7 @@ from pixellab.scoring import TaskScoring, load_task_scoring
 from pixellab.scoring.quality import MarketplaceProfile, load_marketplace_profiles
 from pixellab.settings import Settings
 from pixellab.settings import current as current_settings
+from pixellab.spend import SpendGovernor, governor_for
 from pixellab.store import Store
 
 
@@ -70,6 +73,25 @@ class Workbench:
         self.store = Store(store_url or self.settings.store or self.home / "store")
         self.catalog = catalog if catalog is not None else load_catalog(home=self.home)
         self.providers: dict[str, Provider] = providers or default_providers()
+        self._governors: dict[str, SpendGovernor | None] = {}
+
+    @property
+    def spend_policy_path(self) -> Path:
+        """``<home>/spend.toml``, else ``$PIXELLAB_SPEND`` for the default home."""
+        own = self.home / "spend.toml"
+        if self._home_given or own.exists() or self.settings.spend is None:
+            return own
+        return self.settings.spend
+
+    def spend_governor(self, project: str | None = None) -> SpendGovernor | None:
+        """The caps and alerts every paid call of this workbench is held to, for ``project``
+        (default ``PIXELLAB_PROJECT``); None without a policy file. One per project, so the
+        alerts one process sends are waited for once (:meth:`SpendGovernor.flush`)."""
+        label = project or self.settings.project
+        if label not in self._governors:
+            self._governors[label] = governor_for(self.spend_policy_path, self.ledger.path,
+                                                  label)
+        return self._governors[label]
 
     @property
     def routes_path(self) -> Path:
