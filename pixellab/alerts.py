@@ -85,8 +85,17 @@ class Delivery:
 
 def send_webhook(target: WebhookTarget, message: Message, *,
                  sleep: Callable[[float], None] = time.sleep) -> Delivery:
-    body = json.dumps(message.payload(), sort_keys=True).encode()
-    headers = {"content-type": "application/json", "webhook-id": message.key}
+    """Post a notice's Slack-compatible payload (see :func:`post_signed`)."""
+    return post_signed(target, message.key, message.payload(), sleep=sleep)
+
+
+def post_signed(target: WebhookTarget, message_id: str, payload: Mapping[str, Any], *,
+                sleep: Callable[[float], None] = time.sleep) -> Delivery:
+    """POST ``payload`` as JSON, signed as Standard Webhooks when the target names a secret,
+    with ``message_id`` as the ``webhook-id`` of every try; retried with backoff on a
+    connection error, a 429 or a 5xx."""
+    body = json.dumps(dict(payload), sort_keys=True).encode()
+    headers = {"content-type": "application/json", "webhook-id": message_id}
     detail = "not sent"
     for attempt in range(1, target.attempts + 1):
         sent_at = datetime.now(UTC)
@@ -95,7 +104,7 @@ def send_webhook(target: WebhookTarget, message: Message, *,
         if secret:
             from standardwebhooks import Webhook
 
-            headers["webhook-signature"] = Webhook(secret).sign(message.key, sent_at, body)
+            headers["webhook-signature"] = Webhook(secret).sign(message_id, sent_at, body)
         try:
             response = httpx.post(target.url, content=body, headers=headers,
                                   timeout=target.timeout_s)

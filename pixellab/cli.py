@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 from tqdm import tqdm
 
-from pixellab.errors import PixellabError
+from pixellab.errors import ConfigError, PixellabError
 from pixellab.heap import bound_retention
 
 if TYPE_CHECKING:  # the CLI imports heavy modules lazily so `--help` stays instant
@@ -36,6 +36,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                        "and task.")
 sweep_app = typer.Typer(no_args_is_help=True, help="Plan, run and resume sweeps.")
 app.add_typer(sweep_app, name="sweep")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys and credit wallets of the service.")
+app.add_typer(keys_app, name="keys")
 # Tables stay readable when output is piped (rich assumes 80 columns there).
 console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
 err_console = Console(stderr=True, markup=False)
@@ -290,7 +292,6 @@ def select_command(
 ) -> None:
     """Pick the default chain per category × task, with intervals, and write defaults.toml."""
     from pixellab import routing
-    from pixellab.errors import ConfigError
     from pixellab.ledger import queries
     from pixellab.selection import SelectionPolicy, select, write_defaults
     from pixellab.workbench import Workbench
@@ -589,6 +590,79 @@ def spend(
             sent.add_row(datetime.fromtimestamp(notice.at, governor.zone).strftime(
                 "%Y-%m-%d %H:%M"), notice.key, notice.status, notice.detail or "")
         console.print(sent)
+
+
+@app.command()
+def serve(
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Jobs run at once.", min=1, max=256)] = 4,
+    rate: Annotated[str, typer.Option(
+        help="Requests per key, e.g. 120/minute or 10/second.")] = "120/minute",
+    allow: AllowOption = None,
+) -> None:
+    """Serve the routing table as a job API (see pixellab/serve.py; OpenAPI at /openapi.json)."""
+    from limits import parse
+
+    from pixellab.intel.fetch import FetchPolicy
+    from pixellab.serve import ServiceConfig
+    from pixellab.serve import serve as run_service
+    from pixellab.workbench import Workbench
+
+    try:
+        parse(rate)
+    except ValueError:
+        raise ConfigError(f"--rate {rate!r} is not a rate such as 120/minute") from None
+    config = ServiceConfig(workers=workers, rate=rate,
+                           fetch=FetchPolicy(allow=frozenset(allow or ()), rate_per_host_s=0))
+    console.print(f"pixellab job service on http://{host}:{port} (OpenAPI: /openapi.json)")
+    run_service(Workbench(home), host=host, port=port, config=config)
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[str, typer.Argument(help="Who the key is for.")],
+    credits: Annotated[float, typer.Option(help="Credits in its wallet.", min=0)] = 0.0,
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Make an API key; it is printed once, only its SHA-256 is kept."""
+    from pixellab.ledger.jobs import JobBook
+    from pixellab.workbench import Workbench
+
+    book = JobBook(Workbench(home).home / "jobs.sqlite")
+    console.print(book.create_key(name, credits), highlight=False, soft_wrap=True)
+
+
+@keys_app.command("credit")
+def keys_credit(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    credits: Annotated[float, typer.Argument(help="Credits to add (negative takes away).")],
+    home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+) -> None:
+    """Add credits to a key's wallet."""
+    from pixellab.ledger.jobs import JobBook
+    from pixellab.workbench import Workbench
+
+    try:
+        left = JobBook(Workbench(home).home / "jobs.sqlite").add_credits(name, credits)
+    except KeyError:
+        raise ConfigError(f"no API key named {name!r}") from None
+    console.print(f"{name}: {left:g} credits")
+
+
+@keys_app.command("list")
+def keys_list(home: Annotated[Path | None, typer.Option(help="Data dir.")] = None) -> None:
+    """API keys by name with their wallets."""
+    from pixellab.ledger.jobs import JobBook
+    from pixellab.workbench import Workbench
+
+    table = Table(title="API keys")
+    table.add_column("name")
+    table.add_column("credits")
+    for key in JobBook(Workbench(home).home / "jobs.sqlite").keys():
+        table.add_row(key.name, f"{key.credits:g}")
+    console.print(table)
 
 
 @app.command()

@@ -607,6 +607,14 @@ async def fetch_async(url: str, policy: FetchPolicy, *, kind: FetchKind = "html"
         current = outcome.location
 
 
+async def vet_url(url: str, policy: FetchPolicy) -> None:
+    """Refuse (:class:`FetchRefused`) a URL a fetch under ``policy`` would refuse before
+    connecting: its scheme, its host's addresses. For URLs we will post to later (a job's
+    callback), checked when they are given."""
+    target = _parse_target(url)
+    _vet_addresses(target, await _resolve(target, policy), policy)
+
+
 def fetch(url: str, policy: FetchPolicy, *, kind: FetchKind = "html") -> Fetched:
     """Fetch ``url`` if, and only if, every rule of ``policy`` holds; else :class:`FetchRefused`.
 

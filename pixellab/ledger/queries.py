@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -56,6 +57,13 @@ def sweep_spent_usd(ledger: Ledger, sweep_id: str) -> float:
     """What the sweep's billed attempts cost so far (a resumed sweep's budget starts there)."""
     return float(ledger.scalar("select coalesce(sum(usd), 0) from costs where sweep_id = ?",
                                [sweep_id]) or 0)
+
+
+def request_cost(ledger: Ledger, request_key: str) -> tuple[Decimal, Decimal]:
+    """(USD, credits) every billed attempt of one request cost, whatever sweep or job ran it."""
+    frame = ledger.query("select coalesce(sum(usd), 0) usd, coalesce(sum(credits), 0) credits "
+                         "from costs where request_key = ?", [request_key])
+    return Decimal(str(frame["usd"][0])), Decimal(str(frame["credits"][0]))
 
 
 def prompt_hashes(ledger: Ledger, prompt_id: str) -> set[str]:
