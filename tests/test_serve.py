@@ -71,12 +71,13 @@ class Server:
 
 
 @contextmanager
-def running(home: Path, port: int | None = None, rate: str = "30/minute"
+def running(home: Path, port: int | None = None, rate: str = "30/minute", workers: int = 2
             ) -> Iterator[Server]:
     server = Server(home, port or free_port())
     log = (home / "serve.log").open("a")
     with started([sys.executable, "-m", "pixellab.cli", "serve", "--home", str(home), "--port",
-                  str(server.port), "--allow", "127.0.0.1", "--rate", rate, "--workers", "2"],
+                  str(server.port), "--allow", "127.0.0.1", "--rate", rate,
+                  "--workers", str(workers)],
                  stdout=log, stderr=log, grace_s=5,
                  env={**os.environ, "PIXELLAB_CALLBACK_SECRET": SECRET}) as process:
         server.process = process
@@ -312,3 +313,119 @@ def fuzz(server: Server, key: str) -> subprocess.CompletedProcess[str]:
          "--header", f"Authorization: Bearer {key}", "--max-examples", "25",
          "--generation-deterministic", "--suppress-health-check", "all"],
         timeout=600)
+
+
+# -- load and faults ---------------------------------------------------------------------------
+
+EMULATED = ('[models."openai:emu-enhance"]\ntasks = ["enhance"]\nendpoint = "emu-enhance"\n'
+            'inputs = { prompt = "prompt" }\n'
+            'pricing = { unit = "image", usd_per_unit = 0.02, credits_per_unit = 1 }\n'
+            'timeout_s = 60\n[chains]\nenhance = ["openai:emu-enhance"]\n')
+
+
+@pytest.mark.slow
+def test_two_hundred_clients_and_a_kill_lose_nothing_duplicate_nothing_overspend_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 clients (10 keys of 15 credits, 20 clients each) submit one job each and poll every
+    3 s, as the seed's clients do, against the emulated OpenAI; the service is killed with
+    SIGKILL after the first 100 submissions and restarted. The wallets hold 150 credits and a
+    $2 daily cap allows 100 calls of $0.02: the cap stops a third of the accepted jobs.
+    Afterwards: every accepted job ended once; no wallet went below
+    zero or paid more than it held; the ledger's spend stayed under the cap; each job made at
+    most one paid call. Prints the p99 of GET /v1/jobs/{id} (reported, not asserted)."""
+    import asyncio
+
+    from pixellab.emulator import Emulator
+
+    home = tmp_path / "home"
+    (home / "catalog").mkdir(parents=True)
+    (home / "catalog" / "emu.toml").write_text(EMULATED)
+    (home / "spend.toml").write_text("[caps]\ndaily_usd = 2\n[alerts]\nthresholds = []\n")
+    port = free_port()
+    with Emulator(latency_s=0.3) as emu:
+        monkeypatch.setenv("OPENAI_BASE_URL", emu.openai_base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator-" + "x" * 20)
+        book = JobBook(home / "jobs.sqlite")
+        keys = [book.create_key(f"client-{i}", 15) for i in range(10)]
+        polls: list[float] = []
+        accepted: list[str] = []
+        refused: list[int] = []
+        first_half = asyncio.Event()
+
+        async def one_client(n: int, url: str) -> str | None:
+            headers = {"Authorization": f"Bearer {keys[n % 10]}"}
+            async with httpx.AsyncClient(base_url=url, headers=headers,
+                                         timeout=30) as client:
+                while True:
+                    try:
+                        answer = await client.post(
+                            "/v1/jobs", data={"task": "enhance"},
+                            files={"image": ("p.png", photo(100 + n), "image/png")},
+                            headers={"Idempotency-Key": f"client-{n}"})
+                        break
+                    except httpx.TransportError:  # the service is down: retry, same key
+                        await asyncio.sleep(0.5)
+                if len(accepted) + len(refused) >= 99:
+                    first_half.set()
+                if answer.status_code != 202:
+                    refused.append(answer.status_code)
+                    return None
+                job_id = str(answer.json()["id"])
+                accepted.append(job_id)
+                while True:
+                    await asyncio.sleep(3)
+                    try:
+                        started_at = time.perf_counter()
+                        got = await client.get(f"/v1/jobs/{job_id}")
+                        polls.append(time.perf_counter() - started_at)
+                    except httpx.TransportError:
+                        continue
+                    if got.json()["status"] in ("succeeded", "failed", "cancelled"):
+                        return job_id
+
+        async def load(server_url: str, kill: Any) -> list[str | None]:
+            clients = [asyncio.create_task(one_client(n, server_url)) for n in range(200)]
+            await first_half.wait()
+            await asyncio.to_thread(kill)
+            return list(await asyncio.wait_for(asyncio.gather(*clients), 600))
+
+        restarted: list[Server] = []
+        with running(home, port, rate="1000/minute", workers=16) as server:
+            def kill_and_restart() -> None:
+                assert server.process is not None
+                os.killpg(server.process.pid, signal.SIGKILL)
+                server.process.wait(timeout=30)
+                context = running(home, port, rate="1000/minute", workers=16)
+                restarted.append(context.__enter__())
+                cleanups.append(context)
+
+            cleanups: list[Any] = []
+            try:
+                finished = asyncio.run(load(server.url, kill_and_restart))
+            finally:
+                for context in cleanups:
+                    context.__exit__(None, None, None)
+    assert restarted, "the service was never killed"
+    assert len(accepted) + len(refused) == 200 and set(refused) <= {402}
+    assert sorted(j for j in finished if j) == sorted(accepted)  # every accepted job ended
+    con = sqlite3.connect(home / "jobs.sqlite")
+    assert con.execute("select count(*) from jobs").fetchone()[0] == len(accepted)
+    assert con.execute("select count(*) from jobs where status not in "
+                       "('succeeded', 'failed')").fetchone()[0] == 0
+    for name, left in con.execute("select name, credit_micros from api_keys"):
+        assert left >= 0, name
+        spent = con.execute("select coalesce(sum(j.credit_micros), 0) from jobs j join api_keys "
+                            "k on k.id = j.key_id where k.name = ?", [name]).fetchone()[0]
+        assert spent + left == 15_000_000, name  # what it paid and what it holds
+    ledger = Workbench(home).ledger
+    assert float(ledger.scalar("select coalesce(sum(usd), 0) from costs")) <= 2.0
+    stopped = con.execute("select count(*) from jobs where error like 'BudgetExceeded%'"
+                          ).fetchone()[0]
+    paid = con.execute("select count(*) from jobs where credit_micros > 0").fetchone()[0]
+    assert paid <= 100 and stopped >= 1  # the cap ($2 / $0.02) stopped the rest
+    per_request = ledger.query("select request_key, count(*) n from costs group by 1")
+    assert per_request.empty or int(per_request["n"].max()) == 1
+    polls.sort()
+    print(f"\nGET /v1/jobs/{{id}}: {len(polls)} polls, p50 {polls[len(polls) // 2] * 1000:.0f} ms,"
+          f" p99 {polls[int(len(polls) * 0.99)] * 1000:.0f} ms; accepted {len(accepted)}, "
+          f"refused {len(refused)}")
