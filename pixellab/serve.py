@@ -196,6 +196,16 @@ class Service:
                        catalog=self.workbench.catalog)
         return sum(model.estimate_credits(megapixels=megapixels) for model in chosen.chain)
 
+    async def own_job(self, key: ApiKey, job_id: str,
+                      lookup: Callable[[str, str], Job | None]) -> Job:
+        """``lookup(job_id, key_id)`` for a rate-limited caller, or 404 (another key's job
+        is not confirmed to exist)."""
+        self.throttle(key)
+        job = await asyncio.to_thread(lookup, job_id, key.id)
+        if job is None:
+            raise HTTPException(404, "no such job")
+        return job
+
     def throttle(self, key: ApiKey) -> None:
         if not self.limiter.hit(self.limit, key.id):
             reset = self.limiter.get_window_stats(self.limit, key.id).reset_time
@@ -309,11 +319,7 @@ def create_app(workbench: Workbench, config: ServiceConfig | None = None) -> Fas
     @app.get("/v1/jobs/{job_id}", response_model=JobView,
              responses={404: {"description": "no such job for this key"}})
     async def status(key: Caller, job_id: str) -> JobView:
-        service.throttle(key)
-        job = await asyncio.to_thread(service.book.get, job_id, key.id)
-        if job is None:
-            raise HTTPException(404, "no such job")
-        return view(job)
+        return view(await service.own_job(key, job_id, service.book.get))
 
     @app.get("/v1/jobs/{job_id}/output",
              responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {},
@@ -321,10 +327,7 @@ def create_app(workbench: Workbench, config: ServiceConfig | None = None) -> Fas
                         404: {"description": "no such job"},
                         409: {"description": "the job has no output (yet)"}})
     async def output(key: Caller, job_id: str) -> Response:
-        service.throttle(key)
-        job = await asyncio.to_thread(service.book.get, job_id, key.id)
-        if job is None:
-            raise HTTPException(404, "no such job")
+        job = await service.own_job(key, job_id, service.book.get)
         if job.output_sha256 is None or job.output_media_type is None:
             raise HTTPException(409, f"the job is {job.status}: no output")
         data = await asyncio.to_thread(workbench.store.get, job.output_sha256,
@@ -334,11 +337,7 @@ def create_app(workbench: Workbench, config: ServiceConfig | None = None) -> Fas
     @app.delete("/v1/jobs/{job_id}", response_model=JobView,
                 responses={404: {"description": "no such job"}})
     async def cancel(key: Caller, job_id: str) -> JobView:
-        service.throttle(key)
-        job = await asyncio.to_thread(service.book.cancel, job_id, key.id)
-        if job is None:
-            raise HTTPException(404, "no such job")
-        return view(job)
+        return view(await service.own_job(key, job_id, service.book.cancel))
 
     return app
 

@@ -25,12 +25,12 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pixellab.ledger.spend import micros
+from pixellab.ledger.sqlite import connection, create
 
 _SCHEMA = (
     """create table if not exists api_keys (
@@ -114,30 +114,11 @@ class JobBook:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as con:
-            con.execute("pragma journal_mode = wal")
-            for statement in _SCHEMA:
-                con.execute(statement)
+        create(self.path, _SCHEMA)
 
-    @contextlib.contextmanager
-    def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
-            if write:
-                con.execute("begin immediate")
-                try:
-                    yield con
-                except BaseException:
-                    con.execute("rollback")
-                    raise
-                con.execute("commit")
-            else:
-                yield con
-        finally:
-            con.close()
-
-    # -- keys and wallets -------------------------------------------------------------------
+    def _connection(self, *, write: bool = False
+                    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return connection(self.path, write=write)
 
     def create_key(self, name: str, credits: float) -> str:
         """A new API key for ``name`` with ``credits`` in its wallet; the key is returned

@@ -24,13 +24,14 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
 from pixellab.errors import BudgetExceeded
+from pixellab.ledger.sqlite import connection, create
 
 MICRO = Decimal(1_000_000)
 KEEP_S = 40 * 86400
@@ -84,27 +85,12 @@ class SpendBook:
         self._host = socket.gethostname()
         self._ready = False
 
-    @contextlib.contextmanager
-    def _connection(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
-            if not self._ready:
-                con.execute("pragma journal_mode = wal")
-                for statement in _SCHEMA:
-                    con.execute(statement)
-                self._ready = True
-            if write:
-                con.execute("begin immediate")
-                try:
-                    yield con
-                except BaseException:
-                    con.execute("rollback")
-                    raise
-                con.execute("commit")
-            else:
-                yield con
-        finally:
-            con.close()
+    def _connection(self, *, write: bool = False
+                    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        if not self._ready:
+            create(self.path, _SCHEMA)
+            self._ready = True
+        return connection(self.path, write=write)
 
     def reserve(self, *, project: str, usd: float | Decimal, credits: float | Decimal,
                 caps: Sequence[CapCheck], model_id: str | None = None,
