@@ -274,8 +274,13 @@ EVIDENCE_COLUMNS = ("task", "category", "model", "products", "composite", "pass"
 
 
 def _interval_text(interval: Interval | None, digits: int = 3) -> str:
+    """``+0.012 [-0.004, +0.030]``; an estimate without an interval (one product cannot be
+    resampled) says so instead of printing ``[+nan, +nan]``."""
     if interval is None or math.isnan(interval.estimate):
         return "—"
+    if math.isnan(interval.low) or math.isnan(interval.high):
+        shown = f"{interval.estimate:+.{digits}f}" if digits else f"{interval.estimate:.0f}"
+        return f"{shown} (no interval from n = {interval.n})"
     return (f"{interval.estimate:+.{digits}f} [{interval.low:+.{digits}f}, "
             f"{interval.high:+.{digits}f}]" if digits else
             f"{interval.estimate:.0f} [{interval.low:.0f}, {interval.high:.0f}]")

@@ -319,3 +319,15 @@ def test_defaults_toml_carries_the_chain_and_its_evidence(tmp_path: Path) -> Non
     assert kitchen["cells_adjusted_over"] == 2  # kitchen and the pooled "*"; toys has no test
     assert data == tomllib.loads(path.read_text())  # round-trips
     assert to_toml_data(selection)["routes"]["packshot"]["*"]["products"] == 22
+
+
+def test_an_estimate_resting_on_one_product_prints_without_an_interval_never_nan() -> None:
+    from pixellab.selection import _interval_text
+    from pixellab.stats import Interval
+
+    one = Interval(estimate=0.0123, low=float("nan"), high=float("nan"), n=1)
+    assert _interval_text(one) == "+0.012 (no interval from n = 1)"
+    assert _interval_text(Interval(1510.0, float("nan"), float("nan"), 1), digits=0) == \
+        "1510 (no interval from n = 1)"
+    assert _interval_text(Interval(0.02, -0.01, 0.05, 6)) == "+0.020 [-0.010, +0.050]"
+    assert _interval_text(Interval(float("nan"), float("nan"), float("nan"), 0)) == "—"

@@ -23,6 +23,7 @@ fail with :class:`~pixellab.errors.MissingDependency` (not the model's fault: no
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib.util
 import os
 import threading
@@ -72,6 +73,14 @@ def _file_stem(model: str, scale: int) -> str:
     return model if model == "realesrgan-x4plus" else f"{model}-x{scale}"
 
 
+def _gpu_count(ncnn: Any) -> int:
+    """Vulkan devices ncnn sees; 0 without looking when no Vulkan loader is installed (asking
+    then prints three "dlopen failed libvulkan.so.1" lines on stderr for nothing)."""
+    if ctypes.util.find_library("vulkan") is None:
+        return 0
+    return int(ncnn.get_gpu_count())
+
+
 def _net(stem: str, threads: int) -> Any:
     """The loaded network, once per (file, threads) per process: loading the 64 MB x4plus
     weights costs more than a small image's inference."""
@@ -86,7 +95,7 @@ def _net(stem: str, threads: int) -> Any:
             import ncnn
 
             net = ncnn.Net()
-            net.opt.use_vulkan_compute = ncnn.get_gpu_count() > 0
+            net.opt.use_vulkan_compute = _gpu_count(ncnn) > 0
             net.opt.num_threads = threads
             if net.load_param(str(folder / f"{stem}.param")) != 0 or \
                     net.load_model(str(folder / f"{stem}.bin")) != 0:
