@@ -265,14 +265,29 @@ def score(
     metrics: Annotated[list[str] | None, typer.Option(
         "--metrics", "--metric", help="Only these metrics (repeat or comma-separate).")] = None,
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+    executor: Annotated[str | None, typer.Option(
+        help="threads (default, $PIXELLAB_EXECUTOR) or ray: measure outputs on a Ray "
+             "cluster (pixellab[ray]).")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="With --executor ray: the cluster to join (auto, ray://host:10001); none "
+             "starts a local one.")] = None,
 ) -> None:
     """Score a sweep's outputs (already scored outputs are skipped)."""
+    from pixellab.executors import make_executor
     from pixellab.sweep import Sweep
     from pixellab.workbench import Workbench
 
     chosen = [m.strip() for item in metrics or [] for m in item.split(",") if m.strip()]
-    written = Sweep.resume(sweep_id, Workbench(home)).score(chosen or None)
-    console.print(f"{written} score row(s) written")
+    workbench = Workbench(home)
+    settings = workbench.settings
+    if (executor or settings.executor) not in ("threads", "ray"):
+        raise ConfigError(f"--executor {executor!r}: threads or ray")
+    runner = make_executor(executor or settings.executor, address=address or settings.ray_address)
+    try:
+        written = Sweep.resume(sweep_id, workbench).score(chosen or None, executor=runner)
+    finally:
+        runner.close()
+    console.print(f"{written} score row(s) written on {runner.name}")
 
 
 @app.command("select")

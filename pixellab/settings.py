@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,12 @@ class Settings(BaseSettings):
     """How long a sweep lets finished attempts gather before one commit (0 = commit each at
     once). Larger spends less CPU per attempt; smaller lets a notebook reading the ledger live
     see progress sooner and loses less to a kill (the next run settles it either way)."""
+
+    executor: Literal["threads", "ray"] = "threads"
+    """Where the score pass measures outputs (:mod:`pixellab.executors`)."""
+    ray_address: str | None = None
+    """With ``executor = ray``: a cluster to join (``auto``, ``ray://host:10001``); none starts
+    a local one."""
 
     spend: Path | None = None
     """The spend policy (caps and alerts), instead of ``<home>/spend.toml``."""

@@ -10,12 +10,11 @@ again, so running the demo twice makes zero provider calls the second time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,35 +30,30 @@ from pixellab.budget import Budget
 from pixellab.catalog import Model
 from pixellab.config_files import read_mapping
 from pixellab.datasets import Dataset, Product, load_dataset
-from pixellab.errors import BudgetExceeded, ConfigError, InvalidInputImage, PixellabError
+from pixellab.errors import BudgetExceeded, ConfigError, InvalidInputImage
 from pixellab.evidence import scored_requests
+from pixellab.executors import Executor, make_executor
 from pixellab.heap import bound_retention, release_freed
 from pixellab.intel.records import latest_analyses, record_analyses
 from pixellab.intel.taxonomy import product_data
 from pixellab.ledger import Ledger, LedgerWriter, Statement, queries
 from pixellab.media import kind_for
-from pixellab.media.video import VideoExpectation, sample_frames
+from pixellab.media.video import VideoExpectation
 from pixellab.prompts import Prompt, load_prompt
 from pixellab.requests import Request, file_sha256, inputs_sha256
 from pixellab.runner import RequestOutcome, RetryPolicy, Runner
 from pixellab.scoring import (
     BATCHED,
     JSON_METRICS,
-    TRUTH_COLUMNS,
-    Score,
-    ScoreContext,
-    compute,
-    identity,
     known_metric,
     scorer_version,
 )
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
+from pixellab.scoring.units import Recipe, ScoreUnit, measure
 from pixellab.stats import Interval
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import (
-    decode_image,
     has_alpha,
-    load_input_image,
     normalized_array,
     probe_input_image,
     read_usable_input,
@@ -596,13 +590,15 @@ class Sweep:
     # -- scoring -----------------------------------------------------------------------------
 
     def score(self, metrics: list[str] | None = None, *, clip: ClipScorer | None = None,
-              chunk: int = 256) -> int:
+              chunk: int = 256, executor: Executor | None = None) -> int:
         """Score the sweep's outputs not scored yet; returns the number of score rows written.
 
-        Per-output metrics run in worker threads (numpy, OpenCV and scikit-image release the
-        GIL); CLIP metrics run batched over a chunk of outputs. Results are written chunk by
-        chunk, so memory does not grow with the sweep. A CLIP score recorded missing because
-        CLIP could not run is retried when it can.
+        Per-output metrics run on ``executor`` (default: the workbench's, threads unless
+        ``PIXELLAB_EXECUTOR=ray``; see :mod:`pixellab.executors`), each output a pure
+        :func:`~pixellab.scoring.units.measure` whose bytes the worker reads from the store;
+        CLIP metrics run batched over a chunk of outputs here. Only this process writes the
+        ledger, chunk by chunk, so memory does not grow with the sweep. A CLIP score recorded
+        missing because CLIP could not run is retried when it can.
         """
         ledger, store = self.workbench.ledger, self.workbench.store
         task_scoring = self.task_scoring.get(self.spec.task.value)
@@ -642,85 +638,58 @@ class Sweep:
                 hashes[product.id] = file_sha256(self.input_path(product))
             return hashes[product.id]
 
-        def context(job: tuple[str, str, Product, list[str]]) -> ScoreContext | str:
-            """The job's context, or why its output cannot be scored (one output's problem,
-            recorded as missing scores, never the whole pass's)."""
-            try:
-                return self._context(job[2], store.get(job[0], job[1]))
-            except (PixellabError, OSError) as exc:
-                return f"output unreadable: {type(exc).__name__}: {exc}"
-
-        truth_only = set(task_scoring.truth_only) if task_scoring and not metrics else set()
-
-        def per_output(job: tuple[str, str, Product, list[str]],
-                       ctx: ScoreContext | str) -> list[Score]:
-            if isinstance(ctx, str):
-                return [Score.missing(m, versions[m], ctx) for m in job[3]]
-            return [compute(m, ctx) if m not in truth_only
-                    or job[2].attributes.get(TRUTH_COLUMNS[m])
-                    else Score.missing(m, versions[m], f"the manifest states no "
-                                       f"{TRUTH_COLUMNS[m]} for this product (measured for "
-                                       f"{self.spec.task.value} only where it does)")
-                    for m in job[3] if m not in BATCHED]
-
         clip_reason = clip.unavailable_reason() if clip is not None and batched else None
         clip_runs = clip is not None and bool(batched) and clip_reason is None
-
-        def measure(job: tuple[str, str, Product, list[str]]
-                    ) -> tuple[list[Score], ScoreContext | None]:
-            """The output's per-output scores, and its decoded context only when CLIP will
-            embed it with the rest of the chunk: a decoded 1600 px packshot with its source,
-            mask and reference is ~20 MB, so none is kept longer than it must be."""
-            ctx = context(job)
-            scores = per_output(job, ctx)
-            wants_clip = isinstance(ctx, ScoreContext) and any(m in BATCHED for m in job[3])
-            if wants_clip and clip_reason is not None:  # CLIP cannot run here: say why
-                scores += [Score.missing(m, versions[m], clip_reason)
-                           for m in job[3] if m in BATCHED]
-            kept = ctx if wants_clip and clip_runs and isinstance(ctx, ScoreContext) else None
-            if kept is not None and "clip_identity" in job[3]:
-                try:  # the product crops, here in the worker: the analysis is still cached
-                    crops[job[0]] = identity.product_crops(kept)
-                except ValueError as exc:
-                    crops[job[0]] = str(exc)
-            return scores, kept
-
-        crops: dict[str, tuple[Image.Image, Image.Image] | str] = {}  # clip_identity's inputs
+        recipe = Recipe(task=self.spec.task.value, output_kind=self.spec.task.output_kind,
+                        upscale_factor=self.upscale_factor,
+                        marketplaces=self.workbench.marketplaces, store_url=store.root,
+                        truth_only=frozenset(task_scoring.truth_only)
+                        if task_scoring and not metrics else frozenset(),
+                        clip_reason=clip_reason, clip_runs=clip_runs)
+        units = [ScoreUnit(digest, media_type, product, tuple(todo), versions,
+                           self.input_path(product))
+                 for digest, media_type, product, todo in jobs]
         step = min(chunk, CLIP_CHUNK) if clip_runs else chunk
         written = 0
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
-                                thread_name_prefix="pixellab-score") as pool:
-            for start in range(0, len(jobs), step):
-                part = jobs[start:start + step]
-                measured = list(pool.map(measure, part))
-                results = [scores for scores, _ in measured]
-                ready = {i: ctx for i, (_, ctx) in enumerate(measured) if ctx is not None}
-                del measured
+        owned = executor is None
+        executor = executor or make_executor(self.workbench.settings.executor,
+                                             address=self.workbench.settings.ray_address)
+        try:
+            for start in range(0, len(units), step):
+                part = units[start:start + step]
+                measured = list(executor.map(functools.partial(measure, recipe), part))
                 statements: list[Statement] = []  # deletes first: inserts then merge
+                ready = [(unit, done) for unit, done in zip(part, measured, strict=True)
+                         if done.context is not None]
                 if clip is not None and ready:
                     clip_scores = clip.score(
-                        [ClipItem(part[i][0], ctx.output, caption=caption_for(
-                            self.spec.task.value, part[i][2].title, part[i][2].category),
-                            source_sha256=source_sha(part[i][2]), source=ctx.source,
-                            products=crops.pop(part[i][0], None))
-                         for i, ctx in ready.items()], batched)
-                    for i in ready:
-                        for result in clip_scores[part[i][0]]:
-                            if result.metric not in part[i][3]:
+                        [ClipItem(unit.digest, done.context.output, caption=caption_for(
+                            self.spec.task.value, unit.product.title, unit.product.category),
+                            source_sha256=source_sha(unit.product), source=done.context.source,
+                            products=done.crops)
+                         for unit, done in ready if done.context is not None], batched)
+                    for unit, done in ready:
+                        for result in clip_scores[unit.digest]:
+                            if result.metric not in unit.metrics:
                                 continue
-                            if have.get((part[i][0], result.metric, result.version)):
+                            if have.get((unit.digest, result.metric, result.version)):
                                 statements.append(Ledger.forget_missing_score(
-                                    part[i][0], result.metric, result.version))
-                            results[i].append(result)
+                                    unit.digest, result.metric, result.version))
+                            done.scores.append(result)
+                        done.context = done.crops = None
                     ready.clear()
-                for job, scores in zip(part, results, strict=True):
-                    for result in scores:
+                for unit, done in zip(part, measured, strict=True):
+                    for result in done.scores:
                         statements.append(Ledger.record_score(
-                            job[0], result.metric, result.version, result.value,
+                            unit.digest, result.metric, result.version, result.value,
                             result.missing_reason, result.details))
                         written += 1
+                del measured
                 ledger.write(statements)
                 release_freed()  # this chunk's decoded images, before the next chunk's
+        finally:
+            if owned:
+                executor.close()
         return written
 
     def _score_json(self, wanted: list[str]) -> int:
@@ -748,59 +717,6 @@ class Sweep:
                     "taxonomy", {"answered": category}))
         ledger.write(statements)
         return len(statements)
-
-    def _context(self, product: Product, output: bytes) -> ScoreContext:
-        """What the scorers see. For a degraded upscale sweep the source is the downscaled
-        input and the reference the original, cropped to the size the upscaler returns."""
-        def optional(path: Path | None) -> Any:
-            if path is None or product.refusal is not None:
-                return None
-            try:
-                return load_input_image(path)
-            except InvalidInputImage:
-                return None
-
-        task = self.spec.task
-        if task.output_kind == "video":
-            return self._video_context(product, output, optional)
-        factor = self.upscale_factor
-        if factor is not None:
-            original = optional(product.image)
-            reference = None
-            if original is not None:
-                reference = original.crop((0, 0, original.width // factor * factor,
-                                           original.height // factor * factor))
-            return ScoreContext(task=task.value, output=decode_image(output),
-                                source=optional(self.input_path(product)),
-                                mask=None, reference=reference,
-                                marketplaces=self.workbench.marketplaces,
-                            label_text=product.attributes.get("label_text") or None)
-        return ScoreContext(task=task.value, output=decode_image(output),
-                            source=optional(product.image), mask=optional(product.mask),
-                            reference=optional(product.reference),
-                            marketplaces=self.workbench.marketplaces,
-                            label_text=product.attributes.get("label_text") or None)
-
-    def _video_context(self, product: Product, output: bytes,
-                       optional: Callable[[Path | None], Any]) -> ScoreContext:
-        """A clip as the scorers see it: :data:`~pixellab.media.video.SAMPLE_FRAMES` frames
-        evenly spaced over the clip (decoding stays bounded whatever its length), the first
-        as ``output``, and what the clip measured; the source is the product's (first)
-        photo."""
-        clip = sample_frames(output)
-        info = clip.info
-        width, height = clip.display_size
-        facts = {"duration_s": info.duration_s, "fps": info.fps, "width": width,
-                 "height": height, "frame_count": info.frame_count, "codec": info.codec,
-                 "container": info.container, "decoded": clip.decoded,
-                 "sampled_indices": list(clip.indices),
-                 "sampled_timestamps": [round(t, 3) for t in clip.timestamps]}
-        return ScoreContext(task=self.spec.task.value, output=Image.fromarray(clip.frames[0]),
-                            source=optional(product.image), mask=optional(product.mask),
-                            reference=optional(product.reference),
-                            marketplaces=self.workbench.marketplaces,
-                            label_text=product.attributes.get("label_text") or None,
-                            frames=clip.frames, video=facts)
 
 
 def _unique(requests: Iterator[Request] | Any) -> list[Request]:
