@@ -71,7 +71,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, *, address: str | None = None, num_cpus: int | None = None,
-                 batch: int = 8, max_retries: int = 3) -> None:
+                 batch: int = 8, max_retries: int = 3,
+                 object_store_bytes: int | None = None) -> None:
         if importlib.util.find_spec("ray") is None:
             raise MissingDependency(RAY_HINT)
         import ray
@@ -83,8 +84,11 @@ class RayExecutor:
                                       "ignore_reinit_error": True}
             if address:
                 kwargs["address"] = address
-            elif num_cpus is not None:
-                kwargs["num_cpus"] = num_cpus
+            else:  # a local cluster of our own
+                if num_cpus is not None:
+                    kwargs["num_cpus"] = num_cpus
+                if object_store_bytes is not None:
+                    kwargs["object_store_memory"] = object_store_bytes
             ray.init(**kwargs)
             self._started = True
         self.batch = max(1, batch)

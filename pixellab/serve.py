@@ -126,9 +126,9 @@ class Service:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.book.requeue_running)
-        # Jobs get threads of their own: on the default executor, a few long jobs would hold
-        # every thread that requests' short book lookups need (a poll took 1.8 s, p50, with
-        # 16 jobs running; 21 ms with them apart).
+        # Jobs get threads of their own: on the default executor, long jobs held the threads
+        # that requests' short book lookups need (polls' p50 1.8 s with 16 jobs running;
+        # 83 ms with their own pool, tests/test_serve.py's load test on 2 cores).
         self._jobs = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, self.config.workers), thread_name_prefix="pixellab-job")
         self._tasks = [asyncio.create_task(self._worker(), name=f"pixellab-job-worker-{i}")

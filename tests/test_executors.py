@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[RayExecutor]:
-    executor = RayExecutor(num_cpus=2, batch=2)
+    executor = RayExecutor(num_cpus=2, batch=2, object_store_bytes=256 * 1024 * 1024)
     try:
         yield executor
     finally:

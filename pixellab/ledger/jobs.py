@@ -206,7 +206,12 @@ class JobBook:
         return None if row is None else _job(row)
 
     def claim(self) -> Job | None:
-        """The oldest pending job, now ``running`` (one worker gets it)."""
+        """The oldest pending job, now ``running`` (one worker gets it). Idle workers look
+        without taking the write lock, so an empty queue costs readers nothing."""
+        with self._connection() as con:
+            if con.execute("select 1 from jobs where status = 'pending' limit 1"
+                           ).fetchone() is None:
+                return None
         with self._connection(write=True) as con:
             row = con.execute("select id from jobs where status = 'pending' "
                               "order by created_at, id limit 1").fetchone()
