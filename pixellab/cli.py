@@ -570,7 +570,6 @@ def spend(
     import time
     from datetime import datetime
 
-    from pixellab.spend import periods
     from pixellab.workbench import Workbench
 
     workbench = Workbench(home)
@@ -591,7 +590,8 @@ def spend(
     table = Table(title=f"Spend caps ({workbench.spend_policy_path})")
     for column in ("cap", "period", "used", "limit", "%"):
         table.add_column(column)
-    for cap, label, used in periods(governor, now):
+    for cap in governor.caps:
+        label, used = governor.usage(cap, now)
         sign = "$" if cap.unit == "usd" else ""
         table.add_row(cap.name, label, f"{sign}{used:.2f}", f"{sign}{cap.limit:.2f}",
                       f"{float(used / cap.limit) * 100:.1f}")

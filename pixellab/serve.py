@@ -213,6 +213,12 @@ class Service:
                                 headers={"Retry-After": str(max(1, int(reset - time.time())))})
 
 
+def _accepted(job: Job, *, new: bool) -> JSONResponse:
+    """``202 {id, status}``; a job an Idempotency-Key already made says it is a replay."""
+    return JSONResponse(Accepted(id=job.id, status=job.status).model_dump(), status_code=202,
+                        headers=None if new else {"Idempotent-Replayed": "true"})
+
+
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -247,6 +253,7 @@ def create_app(workbench: Workbench, config: ServiceConfig | None = None) -> Fas
     app = FastAPI(title="pixellab job service", version="1",
                   description=(__doc__ or "").split("\n\n")[0], lifespan=lifespan)
     app.state.service = service
+
     @app.exception_handler(PixellabError)
     async def pixellab_error(request: Request, exc: PixellabError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)[:500]}, status_code=422)
@@ -268,12 +275,11 @@ def create_app(workbench: Workbench, config: ServiceConfig | None = None) -> Fas
         service.throttle(key)
         if task not in IMAGE_TASKS:
             raise HTTPException(422, f"task must be one of {', '.join(IMAGE_TASKS)}")
-        if idempotency_key is not None:
+        if idempotency_key is not None:  # a replay: answer before fetching anything
             known = await asyncio.to_thread(service.book.submit_known, key.id,
                                             idempotency_key)
             if known is not None:
-                return JSONResponse(Accepted(id=known.id, status=known.status).model_dump(),
-                                    status_code=202, headers={"Idempotent-Replayed": "true"})
+                return _accepted(known, new=False)
         if (image is None) == (not image_url):
             raise HTTPException(422, "give exactly one of image (a file) or image_url")
         if image is not None:
@@ -306,15 +312,14 @@ def create_app(workbench: Workbench, config: ServiceConfig | None = None) -> Fas
             raise HTTPException(422, str(exc)) from None
         sha = await asyncio.to_thread(workbench.store.put, data, media_type)
         try:
-            job, _ = await asyncio.to_thread(
+            job, new = await asyncio.to_thread(
                 service.book.submit, key_id=key.id, idempotency_key=idempotency_key,
                 task=task, category=category, input_sha256=sha, input_media_type=media_type,
                 params={}, callback_url=callback_url or None, estimate_credits=estimate)
         except InsufficientCredits as exc:
             raise HTTPException(402, str(exc)) from None
         service._wake.set()
-        return JSONResponse(Accepted(id=job.id, status=job.status).model_dump(),
-                            status_code=202)
+        return _accepted(job, new=new)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView,
              responses={404: {"description": "no such job for this key"}})

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pixellab.errors import ConfigError
+
+ProjectLabel = Annotated[str, Field(min_length=1, max_length=64,
+                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+"""A project label paid calls are counted under (``PIXELLAB_PROJECT``, a sweep's ``project``)."""
 
 
 class Settings(BaseSettings):
@@ -65,8 +69,7 @@ class Settings(BaseSettings):
 
     spend: Path | None = None
     """The spend policy (caps and alerts), instead of ``<home>/spend.toml``."""
-    project: str = Field(default="default", min_length=1, max_length=64,
-                         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    project: ProjectLabel = "default"
     """The project label paid calls are counted under (a sweep's ``project`` overrides it)."""
 
     webhook_url: str = ""

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -194,6 +193,13 @@ class SpendGovernor:
             return start.timestamp(), start.strftime("%Y-%m")
         return start.timestamp(), start.strftime("%Y-%m-%d")
 
+    def usage(self, cap: Cap, now: float) -> tuple[str, Decimal]:
+        """The label of ``cap``'s current period and how much of it is used (settled and
+        reserved calls together)."""
+        since, label = self.period_start(cap.period, now)
+        usd, credits = self.book.totals(since, cap.project)
+        return label, usd if cap.unit == "usd" else credits
+
     def reserve(self, usd: float, credits: float, *, model_id: str | None = None,
                 now: float | None = None) -> str:
         """Hold the call's estimate against every cap that applies to this project."""
@@ -227,9 +233,7 @@ class SpendGovernor:
         thresholds = self.policy.alerts.thresholds
         if not thresholds:
             return None
-        since, label = self.period_start(cap.period, now)
-        usd, credits = self.book.totals(since, cap.project)
-        used = usd if cap.unit == "usd" else credits
+        label, used = self.usage(cap, now)
         fraction = used / cap.limit
         crossed = [t for t in thresholds if fraction >= Decimal(str(t))]
         if not crossed:
@@ -243,8 +247,7 @@ class SpendGovernor:
                    "Calls that would cross the cap are refused before they are made."),
             fields={"cap": cap.slug, "period": label, "threshold": crossed[-1],
                     "used": str(used), "limit": str(cap.limit), "unit": cap.unit})
-        if not self.book.claim_notice(message.key, message.kind, message.payload()["pixellab"],
-                                      now):
+        if not self._claim(message, now):
             return None
         for lower in crossed[:-1]:  # covered by the higher one, never sent later
             key = f"cap:{cap.slug}:{label}:{round(lower * 100)}"
@@ -276,10 +279,7 @@ class SpendGovernor:
                    f"{_amount('usd', Decimal(str(alerts.anomaly_min_usd)))}).",),
             fields={"last_hour_usd": str(last_hour), "median_hour_usd": str(typical),
                     "factor": alerts.anomaly_factor, "hour": label})
-        if not self.book.claim_notice(message.key, message.kind, message.payload()["pixellab"],
-                                      now):
-            return None
-        return message
+        return message if self._claim(message, now) else None
 
     def summary(self, now: float | None = None) -> Message:
         """Today's spend so far (per project, against each daily cap), as a message."""
@@ -288,9 +288,7 @@ class SpendGovernor:
         lines = [f"{project}: {_amount('usd', usd)}, {credits:.2f} credits, {calls} paid calls"
                  for project, usd, credits, calls in self.book.by_project(since)]
         for cap in self.caps:
-            start, period = self.period_start(cap.period, now)
-            usd, credits = self.book.totals(start, cap.project)
-            used = usd if cap.unit == "usd" else credits
+            period, used = self.usage(cap, now)
             lines.append(f"{cap.name} for {period}: {_amount(cap.unit, used)} of "
                          f"{_amount(cap.unit, cap.limit)}")
         return Message(key=f"summary:{label}", kind="summary",
@@ -300,11 +298,15 @@ class SpendGovernor:
     def send_summary(self, now: float | None = None) -> Message | None:
         """Send today's summary once (a second call the same day sends nothing)."""
         message = self.summary(now)
-        if not self.book.claim_notice(message.key, message.kind, message.payload()["pixellab"],
-                                      now):
+        if not self._claim(message, now):
             return None
         self._send(message)
         return message
+
+    def _claim(self, message: Message, now: float | None) -> bool:
+        """True when this process is the one to send ``message`` (see the book)."""
+        return self.book.claim_notice(message.key, message.kind, message.payload()["pixellab"],
+                                      now)
 
     def _send(self, message: Message) -> None:
         thread = threading.Thread(target=self._deliver, args=(message,),
@@ -354,14 +356,4 @@ def governor_for(policy_path: Path | None, ledger_path: Path, project: str
         return None
     return SpendGovernor(SpendBook(book_path(ledger_path)), load_spend_policy(policy_path),
                          project=project)
-
-
-def periods(governor: SpendGovernor, now: float) -> Sequence[tuple[Cap, str, Decimal]]:
-    """(cap, period label, used) for every cap, for ``pixellab spend``."""
-    out = []
-    for cap in governor.caps:
-        since, label = governor.period_start(cap.period, now)
-        usd, credits = governor.book.totals(since, cap.project)
-        out.append((cap, label, usd if cap.unit == "usd" else credits))
-    return out
 

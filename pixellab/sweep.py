@@ -50,6 +50,7 @@ from pixellab.scoring import (
 )
 from pixellab.scoring.clip import ClipItem, ClipScorer, ClipSettings, caption_for
 from pixellab.scoring.units import Recipe, ScoreUnit, measure
+from pixellab.settings import ProjectLabel
 from pixellab.stats import Interval
 from pixellab.tasks import Task, expected_output_size
 from pixellab.validate import (
@@ -104,8 +105,7 @@ class SweepSpec(BaseModel):
     """Run the products in looks and stop running models that are already significantly
     worse than the leader (see :mod:`pixellab.adaptive`); the sweep ends when one model is
     left, the products run out or the budget does."""
-    project: str | None = Field(default=None, min_length=1, max_length=64,
-                                pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    project: ProjectLabel | None = None
     """The project label its paid calls count under for the spend policy's caps (default
     ``PIXELLAB_PROJECT``)."""
     degrade: bool = True
@@ -620,24 +620,6 @@ class Sweep:
         have = queries.recorded_scores(ledger, self.sweep_id)
         retry_missing = bool(batched) and clip is not None and clip.unavailable_reason() is None
         products = {p.id: p for p in self.dataset.products}
-        jobs: list[tuple[str, str, Product, list[str]]] = []
-        seen: set[str] = set()
-        for product_id, digest, media_type in rows.itertuples(index=False):
-            if digest in seen or product_id not in products:
-                continue
-            seen.add(digest)
-            todo = [m for m in wanted
-                    if (key := (digest, m, versions[m])) not in have
-                    or (retry_missing and m in BATCHED and have[key])]
-            if todo:
-                jobs.append((digest, media_type, products[product_id], todo))
-        hashes: dict[str, str] = {}
-
-        def source_sha(product: Product) -> str:  # once per product, not once per output
-            if product.id not in hashes:
-                hashes[product.id] = file_sha256(self.input_path(product))
-            return hashes[product.id]
-
         clip_reason = clip.unavailable_reason() if clip is not None and batched else None
         clip_runs = clip is not None and bool(batched) and clip_reason is None
         recipe = Recipe(task=self.spec.task.value, output_kind=self.spec.task.output_kind,
@@ -646,9 +628,34 @@ class Sweep:
                         truth_only=frozenset(task_scoring.truth_only)
                         if task_scoring and not metrics else frozenset(),
                         clip_reason=clip_reason, clip_runs=clip_runs)
-        units = [ScoreUnit(digest, media_type, product, tuple(todo), versions,
-                           self.input_path(product))
-                 for digest, media_type, product, todo in jobs]
+        # once per product, not once per output (an upscale input's path is found by hashing
+        # the photo)
+        inputs: dict[str, Path] = {}
+        hashes: dict[str, str] = {}
+
+        def input_of(product: Product) -> Path:
+            if product.id not in inputs:
+                inputs[product.id] = self.input_path(product)
+            return inputs[product.id]
+
+        def source_sha(product: Product) -> str:
+            if product.id not in hashes:
+                hashes[product.id] = file_sha256(input_of(product))
+            return hashes[product.id]
+
+        units: list[ScoreUnit] = []
+        seen: set[str] = set()
+        for product_id, digest, media_type in rows.itertuples(index=False):
+            if digest in seen or product_id not in products:
+                continue
+            seen.add(digest)
+            todo = tuple(m for m in wanted
+                         if (key := (digest, m, versions[m])) not in have
+                         or (retry_missing and m in BATCHED and have[key]))
+            if todo:
+                product = products[product_id]
+                units.append(ScoreUnit(digest, media_type, product, todo, versions,
+                                       input_of(product)))
         step = min(chunk, CLIP_CHUNK) if clip_runs else chunk
         written = 0
         owned = executor is None
@@ -659,16 +666,17 @@ class Sweep:
                 part = units[start:start + step]
                 measured = list(executor.map(functools.partial(measure, recipe), part))
                 statements: list[Statement] = []  # deletes first: inserts then merge
-                ready = [(unit, done) for unit, done in zip(part, measured, strict=True)
+                ready = [(unit, done, done.context) for unit, done in zip(part, measured,
+                                                                         strict=True)
                          if done.context is not None]
                 if clip is not None and ready:
                     clip_scores = clip.score(
-                        [ClipItem(unit.digest, done.context.output, caption=caption_for(
+                        [ClipItem(unit.digest, ctx.output, caption=caption_for(
                             self.spec.task.value, unit.product.title, unit.product.category),
-                            source_sha256=source_sha(unit.product), source=done.context.source,
+                            source_sha256=source_sha(unit.product), source=ctx.source,
                             products=done.crops)
-                         for unit, done in ready if done.context is not None], batched)
-                    for unit, done in ready:
+                         for unit, done, ctx in ready], batched)
+                    for unit, done, _ in ready:
                         for result in clip_scores[unit.digest]:
                             if result.metric not in unit.metrics:
                                 continue

@@ -301,18 +301,19 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     (home / "catalog" / "paid.toml").write_text(CATALOG)
     with running(home, rate="100000/minute") as server:
         key = server.key("fuzzer", 1000)
-        done = fuzz(server, key)
+        done = fuzz(server, key, tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "passed" in done.stdout and "429" not in done.stdout
 
 
-def fuzz(server: Server, key: str) -> subprocess.CompletedProcess[str]:
+def fuzz(server: Server, key: str, where: Path) -> subprocess.CompletedProcess[str]:
+    """schemathesis in ``where`` (it writes its example cache to the working directory)."""
     return run_process(
         [str(Path(sys.executable).with_name("schemathesis")), "run",
          f"{server.url}/openapi.json", "--checks", "not_a_server_error",
          "--header", f"Authorization: Bearer {key}", "--max-examples", "25",
          "--generation-deterministic", "--suppress-health-check", "all"],
-        timeout=600)
+        timeout=600, cwd=where)
 
 
 # -- load and faults ---------------------------------------------------------------------------

@@ -281,10 +281,14 @@ FIELD_WEIGHTS = (("category_hint", 0.9), ("breadcrumbs", 0.8), ("title", 0.65), 
 ``local:rules`` tries them in; ``local:embed`` weights its similarities by them)."""
 
 
-def field_texts(data: Mapping[str, Any]) -> list[tuple[str, float]]:
-    """The product's non-empty text fields with their :data:`FIELD_WEIGHTS`."""
+def field_texts(data: Mapping[str, Any], *, skip: tuple[str, ...] = ()
+                ) -> list[tuple[str, float]]:
+    """The product's non-empty text fields (but ``skip``) with their :data:`FIELD_WEIGHTS`;
+    a list field (breadcrumbs, tags) joined with ``/``."""
     texts = []
     for name, weight in FIELD_WEIGHTS:
+        if name in skip:
+            continue
         value = data.get(name)
         text = (" / ".join(str(v) for v in value) if isinstance(value, list)
                 else str(value or "")).strip()
@@ -299,9 +303,7 @@ def answer_for(category: str, confidence: float, data: Mapping[str, Any],
     fields and title (the taxonomy's aesthetic words, a few audience words), else the
     category's defaults; its suggested tasks."""
     info = taxonomy.categories[category]
-    evidence = " ".join(str(data.get(k) or "") for k in ("category_hint", "title")) + " " + \
-        " ".join(str(t) for k in ("breadcrumbs", "tags") for t in data.get(k) or [])
-    evidence = evidence.lower()
+    evidence = " ".join(text for text, _ in field_texts(data, skip=("description",))).lower()
     aesthetic = next((name for name, words in taxonomy.aesthetic_words.items()
                       if any(_word_pattern(w).search(evidence) for w in words)), info.aesthetic)
     audience = info.audience

@@ -94,6 +94,9 @@ _JOB_COLUMNS = ("id, key_id, task, category, input_sha256, input_media_type, par
                 "created_at, updated_at")
 
 
+_IDEMPOTENT = "key_id = ? and idempotency_key = ?"
+
+
 def _job(row: tuple[Any, ...]) -> Job:
     (job_id, key_id, task, category, input_sha256, input_media_type, params, callback_url,
      status, attempts, reserved, credits, usd, model_id, request_key, output_sha256,
@@ -103,6 +106,18 @@ def _job(row: tuple[Any, ...]) -> Job:
                None if credits is None else credits / 1e6, usd, model_id, request_key,
                output_sha256, output_media_type, error, callback_status, created_at,
                updated_at)
+
+
+def _find(con: sqlite3.Connection, where: str, args: list[Any]) -> Job | None:
+    """The job matching ``where`` (a clause on the jobs table), or None."""
+    row = con.execute(f"select {_JOB_COLUMNS} from jobs where {where}", args).fetchone()
+    return None if row is None else _job(row)
+
+
+def _fetch(con: sqlite3.Connection, job_id: str) -> Job:
+    job = _find(con, "id = ?", [job_id])
+    assert job is not None, job_id
+    return job
 
 
 class InsufficientCredits(Exception):
@@ -165,10 +180,9 @@ class JobBook:
         reserved = micros(estimate_credits)
         with self._connection(write=True) as con:
             if idempotency_key is not None:
-                row = con.execute(f"select {_JOB_COLUMNS} from jobs where key_id = ? and "
-                                  "idempotency_key = ?", [key_id, idempotency_key]).fetchone()
-                if row is not None:
-                    return _job(row), False
+                known = _find(con, _IDEMPOTENT, [key_id, idempotency_key])
+                if known is not None:
+                    return known, False
             debited = con.execute("update api_keys set credit_micros = credit_micros - ? "
                                   "where id = ? and credit_micros >= ?",
                                   [reserved, key_id, reserved]).rowcount
@@ -184,26 +198,18 @@ class JobBook:
                 [job_id, key_id, idempotency_key, task, category, input_sha256,
                  input_media_type, json.dumps(params, sort_keys=True), callback_url, reserved,
                  now, now])
-            row = con.execute(f"select {_JOB_COLUMNS} from jobs where id = ?",
-                              [job_id]).fetchone()
-        return _job(row), True
+            return _fetch(con, job_id), True
 
     def submit_known(self, key_id: str, idempotency_key: str) -> Job | None:
         """The job a key already submitted under ``idempotency_key``, if any."""
         with self._connection() as con:
-            row = con.execute(f"select {_JOB_COLUMNS} from jobs where key_id = ? and "
-                              "idempotency_key = ?", [key_id, idempotency_key]).fetchone()
-        return None if row is None else _job(row)
+            return _find(con, _IDEMPOTENT, [key_id, idempotency_key])
 
     def get(self, job_id: str, key_id: str | None = None) -> Job | None:
-        query = f"select {_JOB_COLUMNS} from jobs where id = ?"
-        args: list[Any] = [job_id]
-        if key_id is not None:
-            query += " and key_id = ?"
-            args.append(key_id)
         with self._connection() as con:
-            row = con.execute(query, args).fetchone()
-        return None if row is None else _job(row)
+            if key_id is None:
+                return _find(con, "id = ?", [job_id])
+            return _find(con, "id = ? and key_id = ?", [job_id, key_id])
 
     def claim(self) -> Job | None:
         """The oldest pending job, now ``running`` (one worker gets it). Idle workers look
@@ -219,9 +225,7 @@ class JobBook:
                 return None
             con.execute("update jobs set status = 'running', attempts = attempts + 1, "
                         "updated_at = ? where id = ?", [time.time(), row[0]])
-            full = con.execute(f"select {_JOB_COLUMNS} from jobs where id = ?",
-                               [row[0]]).fetchone()
-        return _job(full)
+            return _fetch(con, row[0])
 
     def requeue_running(self) -> int:
         """At start: jobs a dead service left ``running`` are pending again."""
@@ -251,9 +255,7 @@ class JobBook:
                 "updated_at = ? where id = ?",
                 [status, cost, usd, model_id, request_key, output_sha256, output_media_type,
                  error, time.time(), job_id])
-            full = con.execute(f"select {_JOB_COLUMNS} from jobs where id = ?",
-                               [job_id]).fetchone()
-        return _job(full)
+            return _fetch(con, job_id)
 
     def cancel(self, job_id: str, key_id: str) -> Job | None:
         """Cancel a pending job (its estimate goes back to the wallet); a running or finished
@@ -268,9 +270,7 @@ class JobBook:
                             "where id = ?", [row[1], key_id])
                 con.execute("update jobs set status = 'cancelled', credit_micros = 0, "
                             "updated_at = ? where id = ?", [time.time(), job_id])
-            full = con.execute(f"select {_JOB_COLUMNS} from jobs where id = ?",
-                               [job_id]).fetchone()
-        return _job(full)
+            return _fetch(con, job_id)
 
     def set_callback_status(self, job_id: str, status: str) -> None:
         with self._connection(write=True) as con:

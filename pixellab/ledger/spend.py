@@ -103,9 +103,7 @@ class SpendBook:
             self._settle_the_dead(con)
             for cap in caps:
                 column = "usd_micros" if cap.unit == "usd" else "credit_micros"
-                where = "at >= ?" + (" and project = ?" if cap.project is not None else "")
-                args: list[Any] = [cap.since] + ([cap.project] if cap.project is not None
-                                                 else [])
+                where, args = _scope(cap.since, cap.project)
                 spent, held = con.execute(
                     f"select coalesce(sum(case when state = 'settled' then {column} end), 0), "
                     f"coalesce(sum(case when state = 'reserved' then {column} end), 0) "
@@ -153,8 +151,7 @@ class SpendBook:
 
     def totals(self, since: float, project: str | None = None) -> tuple[Decimal, Decimal]:
         """USD and credits held since ``since`` (settled and reserved), for one project or all."""
-        where = "at >= ?" + (" and project = ?" if project is not None else "")
-        args: list[Any] = [since] + ([project] if project is not None else [])
+        where, args = _scope(since, project)
         with self._connection() as con:
             usd, credits = con.execute(
                 "select coalesce(sum(usd_micros), 0), coalesce(sum(credit_micros), 0) "
@@ -206,6 +203,14 @@ class SpendBook:
             rows = con.execute("select key, kind, at, payload, status, detail, attempts "
                                "from notices order by at, key").fetchall()
         return [Notice(k, kind, at, json.loads(p), s, d, a) for k, kind, at, p, s, d, a in rows]
+
+
+def _scope(since: float, project: str | None) -> tuple[str, list[Any]]:
+    """The ``where`` clause (and its arguments) of the rows since ``since``, of one project
+    or (None) of all."""
+    if project is None:
+        return "at >= ?", [since]
+    return "at >= ? and project = ?", [since, project]
 
 
 def _alive(pid: int) -> bool:
