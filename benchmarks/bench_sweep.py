@@ -58,9 +58,13 @@ def make_dataset(root: Path, seeds: int) -> None:
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
 
 
-def start_emulator(latency: float) -> tuple[subprocess.Popen[str], dict[str, str]]:
+def start_emulator(latency: float, cpus: set[int] | None = None
+                   ) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The emulator in its own process; with ``cpus``, pinned to those cores (``--pin``)."""
     process = subprocess.Popen([sys.executable, "-m", "pixellab.emulator", "--latency",
-                                str(latency)], stdout=subprocess.PIPE, text=True)
+                                str(latency)], stdout=subprocess.PIPE, text=True,
+                               preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus
+                               else None)
     env: dict[str, str] = {}
     assert process.stdout is not None
     while "OPENAI_BASE_URL" not in env:
@@ -110,7 +114,7 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
     seeds = math.ceil(args.n / 4)
     ideal = math.ceil(seeds * 4 / args.concurrency) * args.latency
     figures: dict[str, float] = {}
-    emulator, env = start_emulator(args.latency)
+    emulator, env = start_emulator(args.latency, {1} if args.pin else None)
     try:
         os.environ.update(env)
         os.environ["OPENAI_API_KEY"] = "sk-bench-" + "x" * 24
@@ -176,7 +180,12 @@ def main() -> None:
                         help="bare SDK then pixellab this many times, each pair against a fresh "
                              "emulator; prints the median ratios (a shared machine's load "
                              "moves single runs by a few %%)")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin this process to core 0 and the emulator to core 1, so the "
+                             "emulator's work does not share a core with the client's (Linux)")
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, {0})
     runs = []
     for i in range(args.repeat):
         if args.repeat > 1:

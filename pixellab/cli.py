@@ -167,10 +167,33 @@ def _run_sweep(sweep: Sweep, *, resubmit: bool = False) -> None:
         raise typer.Exit(3)
 
 
+ExecutorOption = Annotated[str | None, typer.Option(
+    "--executor", help="threads (default, $PIXELLAB_EXECUTOR) or ray: run on a Ray cluster "
+                       "(pixellab[ray]).")]
+AddressOption = Annotated[str | None, typer.Option(
+    "--address", help="With --executor ray: the cluster to join (auto, ray://host:10001); none "
+                      "starts a local one.")]
+
+
+def _workbench(home: Path | None, executor: str | None = None,
+               address: str | None = None) -> Workbench:
+    """The workbench of ``home``, its executor and Ray address as the options say."""
+    from pixellab.settings import current
+    from pixellab.workbench import Workbench
+
+    if executor not in (None, "threads", "ray"):
+        raise ConfigError(f"--executor {executor!r}: threads or ray")
+    update = {key: value for key, value in (("executor", executor), ("ray_address", address))
+              if value}
+    return Workbench(home, settings=current().model_copy(update=update))
+
+
 @sweep_app.command("run")
 def sweep_run(
     file: Annotated[Path, typer.Argument(help="Sweep spec (YAML or TOML).")],
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
     notebook: Annotated[Path | None, typer.Option(
         help="Run this notebook with FILE as its papermill parameters instead, keeping the "
              "executed notebook and its HTML under REPORTS/<name>/<UTC time>/.")] = None,
@@ -179,12 +202,11 @@ def sweep_run(
 ) -> None:
     """Plan and run a sweep; requests that already succeeded are reused, not re-run."""
     from pixellab.sweep import Sweep, SweepSpec
-    from pixellab.workbench import Workbench
 
     if notebook is not None:
         _run_notebook(file, notebook, reports, home)
         return
-    _run_sweep(Sweep(SweepSpec.from_file(file), Workbench(home)))
+    _run_sweep(Sweep(SweepSpec.from_file(file), _workbench(home, executor, address)))
 
 
 def _run_notebook(file: Path, notebook: Path, reports: Path, home: Path | None) -> None:
@@ -251,12 +273,13 @@ def sweep_resume(
         "--resubmit", help="Create again the jobs that were paid for without a usable answer "
                            "(outcome unknown after a crash or a cut connection, or output "
                            "deleted by the provider). This may pay twice.")] = False,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Run what a sweep has not finished (after a crash, a budget stop, or new products)."""
     from pixellab.sweep import Sweep
-    from pixellab.workbench import Workbench
 
-    _run_sweep(Sweep.resume(sweep_id, Workbench(home)), resubmit=resubmit)
+    _run_sweep(Sweep.resume(sweep_id, _workbench(home, executor, address)), resubmit=resubmit)
 
 
 @app.command()
@@ -265,24 +288,17 @@ def score(
     metrics: Annotated[list[str] | None, typer.Option(
         "--metrics", "--metric", help="Only these metrics (repeat or comma-separate).")] = None,
     home: Annotated[Path | None, typer.Option(help="Data dir.")] = None,
-    executor: Annotated[str | None, typer.Option(
-        help="threads (default, $PIXELLAB_EXECUTOR) or ray: measure outputs on a Ray "
-             "cluster (pixellab[ray]).")] = None,
-    address: Annotated[str | None, typer.Option(
-        help="With --executor ray: the cluster to join (auto, ray://host:10001); none "
-             "starts a local one.")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Score a sweep's outputs (already scored outputs are skipped)."""
     from pixellab.executors import make_executor
     from pixellab.sweep import Sweep
-    from pixellab.workbench import Workbench
 
     chosen = [m.strip() for item in metrics or [] for m in item.split(",") if m.strip()]
-    workbench = Workbench(home)
+    workbench = _workbench(home, executor, address)
     settings = workbench.settings
-    if (executor or settings.executor) not in ("threads", "ray"):
-        raise ConfigError(f"--executor {executor!r}: threads or ray")
-    runner = make_executor(executor or settings.executor, address=address or settings.ray_address)
+    runner = make_executor(settings.executor, address=settings.ray_address)
     try:
         written = Sweep.resume(sweep_id, workbench).score(chosen or None, executor=runner)
     finally:

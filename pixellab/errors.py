@@ -33,12 +33,27 @@ names the thing to fix (a file and key, a product, a model). Tracebacks are for 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pixellab.redact import display_url
 
 
 class PixellabError(Exception):
     """Root of every pixellab error."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by state, not by calling ``__init__`` again (most take keyword-only
+        arguments that ``args`` does not hold): so an error crosses a process boundary whole,
+        as a Ray worker's does (:mod:`pixellab.cluster`)."""
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[PixellabError], args: tuple[Any, ...],
+             state: dict[str, Any]) -> PixellabError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 # --- configuration -------------------------------------------------------------------------

@@ -61,6 +61,31 @@ class ThreadExecutor:
         self._pool.shutdown(wait=True)
 
 
+def connect_ray(address: str | None = None, *, num_cpus: int | None = None,
+                object_store_bytes: int | None = None) -> tuple[Any, bool]:
+    """The ``ray`` module, connected: to ``address`` (``auto``, ``ray://host:10001``), else to
+    the cluster this process already joined, else to a local one started here (``num_cpus``,
+    ``object_store_bytes``). Returns ``(ray, started)``: whether this call connected, so the
+    caller that did shuts it down. :class:`MissingDependency` without the extra."""
+    if importlib.util.find_spec("ray") is None:
+        raise MissingDependency(RAY_HINT)
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "ignore_reinit_error": True}
+    if address:
+        kwargs["address"] = address
+    else:  # a local cluster of our own
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+        if object_store_bytes is not None:
+            kwargs["object_store_memory"] = object_store_bytes
+    ray.init(**kwargs)
+    return ray, True
+
+
 def _run_batch(function: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
     return [function(item) for item in batch]
 
@@ -73,24 +98,9 @@ class RayExecutor:
     def __init__(self, *, address: str | None = None, num_cpus: int | None = None,
                  batch: int = 8, max_retries: int = 3,
                  object_store_bytes: int | None = None) -> None:
-        if importlib.util.find_spec("ray") is None:
-            raise MissingDependency(RAY_HINT)
-        import ray
-
-        self._ray = ray
-        self._started = False
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "ignore_reinit_error": True}
-            if address:
-                kwargs["address"] = address
-            else:  # a local cluster of our own
-                if num_cpus is not None:
-                    kwargs["num_cpus"] = num_cpus
-                if object_store_bytes is not None:
-                    kwargs["object_store_memory"] = object_store_bytes
-            ray.init(**kwargs)
-            self._started = True
+        self._ray, self._started = connect_ray(address, num_cpus=num_cpus,
+                                               object_store_bytes=object_store_bytes)
+        ray = self._ray
         self.batch = max(1, batch)
         self._task = ray.remote(max_retries=max_retries)(_run_batch)
 

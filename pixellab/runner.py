@@ -23,9 +23,10 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -54,7 +55,7 @@ from pixellab.errors import (
     QuotaExhausted,
     RateLimited,
 )
-from pixellab.ledger import Ledger, LedgerWriter, ResumeState, Row, Statement, now
+from pixellab.ledger import Ledger, ResumeState, Row, Statement, now
 from pixellab.media import MediaKind, kind_for
 from pixellab.providers.base import Job, JobState, Provider, ProviderRequest, Reconciling
 from pixellab.requests import Request
@@ -84,6 +85,41 @@ class RetryPolicy:
     webhook_poll_factor: float = 4.0
     reconcile_timeout_s: float = 30.0
     """How long asking a provider whether an ambiguous create made a job may take."""
+
+
+class WriteBehind(Protocol):
+    """What the runner needs of the ledger's writer (:class:`LedgerWriter` in one process; on
+    a cluster, a proxy to the one process that writes, see :mod:`pixellab.cluster`)."""
+
+    def submit(self, statements: Sequence[Statement]) -> asyncio.Future[None]: ...
+
+    def journal(self, row: Row) -> asyncio.Future[None]: ...
+
+    def flush(self) -> None: ...
+
+
+class Limits(Protocol):
+    """Concurrency quotas per provider and per model: an attempt holds one slot of each while
+    it talks to the provider."""
+
+    def slot(self, model: Model) -> AbstractAsyncContextManager[None]: ...
+
+
+class LocalLimits:
+    """The quotas of one process: a semaphore per provider and per model."""
+
+    def __init__(self, catalog: Catalog, providers: Iterable[str]) -> None:
+        self._providers = {name: asyncio.Semaphore(catalog.provider_settings(name).max_concurrency)
+                           for name in providers}
+        self._models: dict[str, asyncio.Semaphore] = {}
+
+    @asynccontextmanager
+    async def slot(self, model: Model) -> Any:
+        limit = self._models.get(model.id)
+        if limit is None:
+            limit = self._models[model.id] = asyncio.Semaphore(model.max_concurrency)
+        async with self._providers[model.provider], limit:
+            yield
 
 
 @dataclass
@@ -134,13 +170,13 @@ _INPUT_CACHE_BYTES = 64 * 1024 * 1024
 class Runner:
     """Runs requests against providers and records every attempt through ``writer``."""
 
-    def __init__(self, *, catalog: Catalog, providers: dict[str, Provider], writer: LedgerWriter,
+    def __init__(self, *, catalog: Catalog, providers: dict[str, Provider], writer: WriteBehind,
                  store: Store, budget: Budget | None = None, sweep_id: str | None = None,
                  concurrency: int = 8, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_done: Callable[[RequestOutcome], None] | None = None,
                  signals: JobSignals | None = None, resume: ResumeState | None = None,
-                 resubmit: bool = False) -> None:
+                 resubmit: bool = False, limits: Limits | None = None) -> None:
         self.catalog = catalog
         self.providers = providers
         self.writer = writer
@@ -161,10 +197,7 @@ class Runner:
         self.resubmit = resubmit
         self._stop: BudgetExceeded | None = None
         self._stopped_providers: dict[str, str] = {}
-        self._provider_limits = {
-            name: asyncio.Semaphore(catalog.provider_settings(name).max_concurrency)
-            for name in providers}
-        self._model_limits: dict[str, asyncio.Semaphore] = {}
+        self.limits = limits or LocalLimits(catalog, providers)
         self._backoff = (wait_exponential(multiplier=self.retry.initial_wait_s,
                                           max=self.retry.max_wait_s)
                          + wait_random(0, self.retry.initial_wait_s / 2))
@@ -460,7 +493,7 @@ class Runner:
                 self._write_behind([start])
         provider_request = dataclasses.replace(provider_request, attempt_id=attempt_id)
         try:
-            async with self._provider_limits[model.provider], self._model_limit(model):
+            async with self.limits.slot(model):
                 try:
                     async with asyncio.timeout(model.timeout_s):
                         if resume is not None and resume["provider_job_id"]:
@@ -652,12 +685,6 @@ class Runner:
             return
         await self.signals.wait(model.provider, job.provider_job_id,
                                 self.retry.poll_interval_s * self.retry.webhook_poll_factor)
-
-    def _model_limit(self, model: Model) -> asyncio.Semaphore:
-        limit = self._model_limits.get(model.id)
-        if limit is None:
-            limit = self._model_limits[model.id] = asyncio.Semaphore(model.max_concurrency)
-        return limit
 
 
 def _billed_outcome(error: ProviderError, job: Job | None) -> Outcome | Literal["unknown"] | None:

@@ -28,6 +28,7 @@ from pixellab.adaptive import Drop
 from pixellab.blocking import run_blocking
 from pixellab.budget import Budget
 from pixellab.catalog import Model
+from pixellab.cluster import run_on_ray
 from pixellab.config_files import read_mapping
 from pixellab.datasets import Dataset, Product, load_dataset
 from pixellab.errors import BudgetExceeded, ConfigError, InvalidInputImage
@@ -41,7 +42,7 @@ from pixellab.media import kind_for
 from pixellab.media.video import VideoExpectation
 from pixellab.prompts import Prompt, load_prompt
 from pixellab.requests import Request, file_sha256, inputs_sha256
-from pixellab.runner import RequestOutcome, RetryPolicy, Runner
+from pixellab.runner import RequestOutcome, RetryPolicy, Runner, RunSummary
 from pixellab.scoring import (
     BATCHED,
     JSON_METRICS,
@@ -512,9 +513,23 @@ class Sweep:
         if on_planned is not None:
             on_planned(self.sweep_id, len(planned), len(todo))
         spent = queries.sweep_spent_usd(ledger, self.sweep_id)
+        writer = LedgerWriter(ledger, batch_window_s=workbench.settings.ledger_batch_window_s)
+        if workbench.settings.executor == "ray":
+            try:
+                summary = await run_on_ray(
+                    todo, catalog=workbench.catalog, store_url=workbench.store.root,
+                    ledger=ledger, writer=writer, sweep_id=self.sweep_id,
+                    concurrency=spec.concurrency, retry=retry,
+                    resume=ledger.resume_state([r.request_key for r in todo]),
+                    resubmit=resubmit, cap_usd=spec.budget_usd, spent_usd=spent,
+                    policy_path=workbench.spend_policy_path,
+                    project=spec.project or workbench.settings.project, progress=progress,
+                    address=workbench.settings.ray_address)
+            finally:
+                writer.close()
+            return self._result(planned, todo, summary, writer)
         governor = workbench.spend_governor(spec.project)
         budget = Budget(spec.budget_usd, already_spent_usd=spent, governor=governor)
-        writer = LedgerWriter(ledger, batch_window_s=workbench.settings.ledger_batch_window_s)
         settings = WebhookSettings.from_env() if signals is None else None
         try:
             async with webhooks_for(workbench.providers, settings) as configured:
@@ -530,6 +545,10 @@ class Sweep:
             writer.close()
             if governor is not None:
                 await asyncio.to_thread(governor.flush)
+        return self._result(planned, todo, summary, writer)
+
+    def _result(self, planned: list[Request], todo: list[Request], summary: RunSummary,
+                writer: LedgerWriter) -> SweepResult:
         return SweepResult(sweep_id=self.sweep_id, planned=len(planned),
                            cached=len(planned) - len(todo), outcomes=summary.outcomes,
                            succeeded=summary.count("succeeded"), failed=summary.count("failed"),
