@@ -14,6 +14,12 @@ product photo and mask) are put in a store; both executors measure ``identity``,
   per output but its scores).
 
     .venv/bin/python benchmarks/bench_scale.py --n 400     # ~3 min on 2 cores
+
+``--sweep N`` also runs a sweep of N products through ``local:autoenhance`` (free, CPU-bound:
+the local model runs wherever the request does) in this process and on the local cluster
+(:mod:`pixellab.cluster`: shards on the workers, the ledger written here), and reports both
+walls, what the cluster adds per request (the hub's ledger and budget calls, the quota
+actor's slots) and whether the ledger rows are the same.
 """
 
 from __future__ import annotations
@@ -73,12 +79,57 @@ def _nothing(unit: object) -> None:
     return None
 
 
+def sweep_on_both(root: Path, n: int, cpus: int) -> None:
+    """The same sweep in-process and on the local cluster (already started by the caller)."""
+    from pixellab.settings import Settings
+    from pixellab.sweep import Sweep, SweepSpec
+    from pixellab.workbench import Workbench
+
+    data = root / "sweep-data"
+    (data / "images").mkdir(parents=True)
+    rows = ["id,title,description,category,image"]
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(
+            data / "images" / f"p{i}.png")
+        rows.append(f"p{i},Product {i},A product,bench,images/p{i}.png")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    spec = SweepSpec.parse({"name": "scale", "task": "enhance", "dataset": str(data),
+                            "models": ["local:autoenhance"], "concurrency": 2 * cpus})
+    walls, found = {}, {}
+    for executor in ("threads", "ray"):
+        bench = Workbench(root / executor, settings=Settings(executor=executor))  # type: ignore[arg-type]
+        started = time.perf_counter()
+        result = Sweep(spec, bench).run(score=False)
+        walls[executor] = time.perf_counter() - started
+        found[executor] = bench.ledger.query(
+            "select product_id, status, output_sha256 from requests order by 1").values.tolist()
+        print(f"sweep on {executor}: {result.succeeded} of {n} in {walls[executor]:.1f} s "
+              f"({1000 * walls[executor] / n:.1f} ms a request)")
+    print(f"sweep ray / threads = {walls['ray'] / walls['threads']:.2f}; same ledger rows: "
+          f"{found['ray'] == found['threads']}; driver peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--sweep", type=int, default=0,
+                        help="also a sweep of this many products, in-process and on the cluster")
+    parser.add_argument("--no-score", action="store_true", help="skip the score-pass part")
     args = parser.parse_args()
+    if args.no_score:
+        from pixellab.executors import connect_ray
+
+        ray, _ = connect_ray(num_cpus=args.cpus)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                sweep_on_both(Path(tmp), args.sweep, args.cpus)
+        finally:
+            ray.shutdown()
+        return
     from pixellab.executors import RayExecutor, ThreadExecutor
     from pixellab.scoring.units import Recipe, measure
 
@@ -111,6 +162,8 @@ def main() -> None:
             started = time.perf_counter()
             remote = [m.scores for m in ray.map(work, units)]
             ray_wall = time.perf_counter() - started
+            if args.sweep:
+                sweep_on_both(Path(tmp), args.sweep, args.cpus)
         finally:
             ray.close()
         rss_ray = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -247,6 +247,9 @@ def sweep_estimate(
                   "runs to its end")
     for model_id, usd in sorted(estimate.by_model_usd.items()):
         console.print(f"  {model_id}: ${usd:.4f}")
+    if estimate.judge_calls:
+        console.print(f"  judge: at most ${estimate.judge_usd:.4f} ({estimate.judge_calls} "
+                      "calls: every pair it could judge, in both orders)")
     if more_products:
         console.print(f"{more_products} more product(s) like these: about "
                       f"${estimate.usd_for_products(more_products):.4f} "
@@ -369,6 +372,8 @@ def select_command(
         if agreement and agreement.get("n", 0) >= 2:
             console.print(f"{task}: people vs composite ranking, Kendall tau "
                           f"{agreement['kendall_tau']:.2f} over {int(agreement['n'])} models")
+    for task, note in selection.judge.items():
+        console.print(f"{task}: {note}", soft_wrap=True)
     console.print(_styled("bold green", "Routing table:",
                           f" {write_defaults(selection, target)}"))
 

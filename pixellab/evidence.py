@@ -36,7 +36,8 @@ def scored_requests(ledger: Ledger, sweep_ids: Sequence[str] | None = None,
     :mod:`pixellab.scoring.composite`: 0 for a model's failure, NaN when not measurable)."""
     task_scoring = task_scoring or load_task_scoring()
     requests = queries.request_table(ledger, sweep_ids)
-    scores = queries.score_table(ledger, sweep_ids)
+    requests = requests[requests["task"] != "judge"]  # a judge's calls are evidence about arms
+    scores = queries.score_table(ledger, sweep_ids)  # of other sweeps, not an arm of their own
     if not scores.empty:
         wide = scores.pivot_table(index="output_sha256", columns="metric", values="value",
                                   aggfunc="first", dropna=False)

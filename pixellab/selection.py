@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pixellab import evidence
+from pixellab import evidence, judge
 from pixellab.ledger import Ledger, queries
 from pixellab.ratings import ratings_table
 from pixellab.routing import ALL_CATEGORIES
@@ -214,6 +214,9 @@ class Selection:
     cross-validated agreement against the hand weights' (used when ``better``)."""
     task_scoring: dict[str, TaskScoring] = field(default_factory=dict)
     """The scoring the decision ranked by (the fitted composite where it was used)."""
+    judge: dict[str, str] = field(default_factory=dict)
+    """Per task a pairwise judge voted on: whether its votes were counted with people's, and
+    why (its measured agreement with them against the task's threshold)."""
 
     def decision(self, task: str, category: str = ALL_CATEGORIES) -> Decision | None:
         return next((d for d in self.decisions
@@ -326,6 +329,10 @@ def select(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
             if weights.better:
                 task_scoring[str(task)] = config.model_copy(
                     update={"composite": weights.as_composite(config.composite)})
+    judged, judge_notes = judge.trusted_votes(ledger, sweep_ids, task_scoring)
+    if not judged.empty:  # a judge that agrees with people well enough votes beside them
+        votes = pd.concat([votes, judged[[c for c in votes.columns if c in judged.columns]]],
+                          ignore_index=True)
     frame = evidence.scored_requests(ledger, sweep_ids, task_scoring)
     dropped: dict[str, dict[str, str]] = {}
     for row in ledger.adaptive_drops(sweep_ids).itertuples(index=False):
@@ -336,6 +343,7 @@ def select(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
                                                if not frame.empty else ()))
     selection.fitted = fitted
     selection.task_scoring = task_scoring
+    selection.judge = judge_notes
     return selection
 
 

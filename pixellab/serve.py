@@ -64,7 +64,7 @@ from pixellab.workbench import Workbench
 T = TypeVar("T")
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 CALLBACK_SECRET_ENV = "PIXELLAB_CALLBACK_SECRET"
-IMAGE_TASKS = tuple(t.value for t in Task if t is not Task.ANALYZE)
+IMAGE_TASKS = tuple(t.value for t in Task if t not in (Task.ANALYZE, Task.JUDGE))
 
 
 class JobView(BaseModel):

@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pixellab import adaptive
+from pixellab import adaptive, judge
 from pixellab.adaptive import Drop
 from pixellab.blocking import run_blocking
 from pixellab.budget import Budget
@@ -60,6 +60,7 @@ from pixellab.validate import (
     probe_input_image,
     read_usable_input,
 )
+from pixellab.verdicts import JudgeSpec
 from pixellab.webhooks import JobSignals, WebhookSettings, webhooks_for
 from pixellab.workbench import Workbench
 
@@ -109,6 +110,9 @@ class SweepSpec(BaseModel):
     project: ProjectLabel | None = None
     """The project label its paid calls count under for the spend policy's caps (default
     ``PIXELLAB_PROJECT``)."""
+    judge: JudgeSpec | None = None
+    """Judge every two arms' outputs of a product with a vision model, in both orders, after
+    the score pass (see :mod:`pixellab.judge`); its calls are priced in the estimate."""
     degrade: bool = True
     """upscale only: send each photo downscaled by ``params.scale`` (bicubic) and score the
     output against the original (PSNR/SSIM need ground truth). False upscales the photos as
@@ -201,6 +205,8 @@ class SweepResult:
     """Adaptive sweeps: the models stopped early, with why."""
     not_run: int = 0
     """Adaptive sweeps: requests of the full plan never run (dropped models, an early stop)."""
+    judged: SweepResult | None = None
+    """The judge pass's run (its sweep ``<id>.judge``), when the spec turns the judge on."""
 
     def absorb(self, part: SweepResult) -> None:
         """Add one look's counts (adaptive sweeps run a sweep in parts)."""
@@ -236,6 +242,11 @@ class CostEstimate:
     ``unsupported_format``, ``outside_dataset``): they will fail before any call and cost
     nothing. Inputs that fail only when fully decoded (truncated pixel data, a blank photo)
     are priced: the estimate stays an upper bound."""
+
+    judge_usd: float = 0.0
+    """The judge pass at most (every pair it could judge, both orders, the judge's first
+    model; ``usd`` and ``usd_worst`` include it)."""
+    judge_calls: int = 0
 
     usd_per_product: float = 0.0
     """What one more product would cost through every arm, prompt and seed of the sweep
@@ -454,9 +465,39 @@ class Sweep:
                     usd += cost
                     credits += model.estimate_credits(megapixels=megapixels)
                     by_model[model.id] = by_model.get(model.id, 0.0) + cost
-        return CostEstimate(planned=len(planned), to_run=len(todo), usd=usd, usd_worst=worst,
-                            credits=credits, by_model_usd=by_model, unusable=unusable,
+        calls, judge_usd, judge_worst = self._judge_bound(unique)
+        return CostEstimate(planned=len(planned), to_run=len(todo), usd=usd + judge_usd,
+                            usd_worst=worst + judge_worst, credits=credits,
+                            by_model_usd=by_model, unusable=unusable, judge_usd=judge_usd,
+                            judge_calls=calls,
                             usd_per_product=every_product / len(priced) if priced else 0.0)
+
+    def _judge_chain(self) -> tuple[Model, ...]:
+        assert self.spec.judge is not None
+        chain = tuple(self.workbench.catalog.model(m) for m in self.spec.judge.models)
+        for model in chain:
+            if Task.JUDGE not in model.tasks:
+                raise ConfigError(f"{model.id} does not judge (its tasks: "
+                                  f"{', '.join(t.value for t in model.tasks)})",
+                                  key="judge.models")
+        return chain
+
+    def _judge_bound(self, planned: list[Request]) -> tuple[int, float, float]:
+        """(calls, USD, USD worst case) of the judge pass at most: every two arms of each
+        product, prompt and seed, twice; before any output exists, so an upper bound."""
+        if self.spec.judge is None:
+            return 0, 0.0, 0.0
+        arms: dict[tuple[Any, ...], set[str]] = {}
+        for request in planned:
+            key = (request.product_id, request.prompt_id, request.params.get("seed"))
+            arms.setdefault(key, set()).add(request.arm)
+        pairs = sum(len(found) * (len(found) - 1) // 2 for found in arms.values())
+        if self.spec.judge.max_pairs is not None:
+            pairs = min(pairs, self.spec.judge.max_pairs)
+        chain = self._judge_chain()
+        calls = 2 * pairs
+        return (calls, calls * chain[0].estimate_usd(megapixels=1.0),
+                calls * sum(m.estimate_usd(megapixels=1.0) for m in chain))
 
     # -- running -----------------------------------------------------------------------------
 
@@ -495,47 +536,87 @@ class Sweep:
         release_freed()  # the run's decoded inputs and outputs, before the score pass
         if score:
             result.scores_written += await asyncio.to_thread(self.score)
+            if spec.judge is not None and not result.stopped_reason:
+                result.judged = await self.ajudge(retry=retry, signals=signals)
+        return result
+
+    def judge(self, *, retry: RetryPolicy | None = None) -> SweepResult:
+        """Run the judge pass now (see :meth:`ajudge`)."""
+        return run_blocking(self.ajudge(retry=retry))
+
+    async def ajudge(self, *, retry: RetryPolicy | None = None,
+                     signals: JobSignals | None = None) -> SweepResult:
+        """The judge pass (the spec's ``judge:``): the pairs :func:`pixellab.judge.candidate_pairs`
+        picks from the scored outputs, each judged in both orders in the sweep
+        ``<id>.judge``, capped at the estimate's judge bound (and at what the sweep's
+        ``budget_usd`` leaves); the verdicts are then recorded as the judge's ratings."""
+        spec = self.spec.judge
+        if spec is None:
+            raise ConfigError(f"sweep {self.sweep_id!r} has no judge: section", key="judge")
+        ledger, store = self.workbench.ledger, self.workbench.store
+        chain = self._judge_chain()
+        frame = scored_requests(ledger, [self.sweep_id], self.task_scoring)
+        pairs = judge.candidate_pairs(frame, spec)
+        requests = judge.judge_requests(
+            pairs, chain=chain, inputs={p.id: self.input_path(p) for p in self.products()},
+            store=store, spec=spec, task_scoring=self.task_scoring)
+        _, cap, _ = self._judge_bound(self.plan())
+        if self.spec.budget_usd is not None:
+            cap = min(cap, max(0.0, self.spec.budget_usd
+                               - queries.sweep_spent_usd(ledger, self.sweep_id)))
+        result = await self._execute(requests, progress=None, on_planned=None, retry=retry,
+                                     signals=signals, resubmit=False, judge_cap_usd=cap)
+        status = "stopped_budget" if result.stopped_reason else "finished"
+        ledger.write([Ledger.set_sweep_status(result.sweep_id, status,
+                                              result.stopped_reason or "")])
+        await asyncio.to_thread(judge.record_verdicts, ledger, store, [result.sweep_id])
         return result
 
     async def _execute(self, planned: list[Request], *,
                        progress: Callable[[RequestOutcome], None] | None,
                        on_planned: Callable[[str, int, int], None] | None,
                        retry: RetryPolicy | None, signals: JobSignals | None,
-                       resubmit: bool) -> SweepResult:
-        """Record ``planned`` in the ledger and run what is not done yet."""
+                       resubmit: bool, judge_cap_usd: float | None = None) -> SweepResult:
+        """Record ``planned`` in the ledger and run what is not done yet: the sweep's own
+        requests, or with ``judge_cap_usd`` its judge pass's, in the sweep ``<id>.judge``
+        under that cap."""
         workbench, ledger, spec = self.workbench, self.workbench.ledger, self.spec
+        judging = judge_cap_usd is not None
+        sweep_id = judge.judge_sweep_id(self.sweep_id) if judging else self.sweep_id
+        budget_usd = judge_cap_usd if judging else spec.budget_usd
         ledger.record_plan(
-            Ledger.upsert_sweep(self.sweep_id, spec.name, spec.task.value,
-                                spec.model_dump(mode="json"), spec.budget_usd, "running"),
-            self.sweep_id, [r.row() for r in planned])
+            Ledger.upsert_sweep(sweep_id, spec.name + judge.SUFFIX if judging else spec.name,
+                                Task.JUDGE.value if judging else spec.task.value,
+                                spec.model_dump(mode="json"), budget_usd, "running"),
+            sweep_id, [r.row() for r in planned])
         done = ledger.succeeded_request_keys([r.request_key for r in planned])
         todo = _unique(r for r in planned if r.request_key not in done)
         if on_planned is not None:
-            on_planned(self.sweep_id, len(planned), len(todo))
-        spent = queries.sweep_spent_usd(ledger, self.sweep_id)
+            on_planned(sweep_id, len(planned), len(todo))
+        spent = queries.sweep_spent_usd(ledger, sweep_id)
         writer = LedgerWriter(ledger, batch_window_s=workbench.settings.ledger_batch_window_s)
         if workbench.settings.executor == "ray":
             try:
                 summary = await run_on_ray(
                     todo, catalog=workbench.catalog, store_url=workbench.store.root,
-                    ledger=ledger, writer=writer, sweep_id=self.sweep_id,
+                    ledger=ledger, writer=writer, sweep_id=sweep_id,
                     concurrency=spec.concurrency, retry=retry,
                     resume=ledger.resume_state([r.request_key for r in todo]),
-                    resubmit=resubmit, cap_usd=spec.budget_usd, spent_usd=spent,
+                    resubmit=resubmit, cap_usd=budget_usd, spent_usd=spent,
                     policy_path=workbench.spend_policy_path,
                     project=spec.project or workbench.settings.project, progress=progress,
                     address=workbench.settings.ray_address)
             finally:
                 writer.close()
-            return self._result(planned, todo, summary, writer)
+            return self._result(sweep_id, planned, todo, summary, writer)
         governor = workbench.spend_governor(spec.project)
-        budget = Budget(spec.budget_usd, already_spent_usd=spent, governor=governor)
+        budget = Budget(budget_usd, already_spent_usd=spent, governor=governor)
         settings = WebhookSettings.from_env() if signals is None else None
         try:
             async with webhooks_for(workbench.providers, settings) as configured:
                 runner = Runner(catalog=workbench.catalog, providers=workbench.providers,
                                 writer=writer, store=workbench.store, budget=budget,
-                                sweep_id=self.sweep_id, concurrency=spec.concurrency,
+                                sweep_id=sweep_id, concurrency=spec.concurrency,
                                 retry=retry, on_done=progress,
                                 signals=signals if signals is not None else configured,
                                 resume=ledger.resume_state([r.request_key for r in todo]),
@@ -545,11 +626,12 @@ class Sweep:
             writer.close()
             if governor is not None:
                 await asyncio.to_thread(governor.flush)
-        return self._result(planned, todo, summary, writer)
+        return self._result(sweep_id, planned, todo, summary, writer)
 
-    def _result(self, planned: list[Request], todo: list[Request], summary: RunSummary,
-                writer: LedgerWriter) -> SweepResult:
-        return SweepResult(sweep_id=self.sweep_id, planned=len(planned),
+    @staticmethod
+    def _result(sweep_id: str, planned: list[Request], todo: list[Request],
+                summary: RunSummary, writer: LedgerWriter) -> SweepResult:
+        return SweepResult(sweep_id=sweep_id, planned=len(planned),
                            cached=len(planned) - len(todo), outcomes=summary.outcomes,
                            succeeded=summary.count("succeeded"), failed=summary.count("failed"),
                            stopped=summary.count("stopped"),

@@ -15,13 +15,15 @@ class Task(StrEnum):
     ANGLES_TO_VIDEO = "angles_to_video"
     """Several photos of one product (its ``angles``) combined into one clip."""
     ANALYZE = "analyze"
+    JUDGE = "judge"
+    """Two outputs of another task compared by a vision model (:mod:`pixellab.verdicts`)."""
 
     @property
     def output_kind(self) -> str:
         """``image``, ``video`` or ``json``: what a valid output of this task must be."""
         if self in (Task.IMAGE_TO_VIDEO, Task.ANGLES_TO_VIDEO):
             return "video"
-        if self is Task.ANALYZE:
+        if self in (Task.ANALYZE, Task.JUDGE):
             return "json"
         return "image"
 

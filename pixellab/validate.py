@@ -24,6 +24,7 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pixellab.errors import InvalidImage, InvalidInputImage
 from pixellab.intel.taxonomy import parse_analysis
+from pixellab.verdicts import parse_verdict
 
 __all__ = [
     "ALLOWED_IMAGE_FORMATS",
@@ -670,9 +672,10 @@ MAX_JSON_BYTES = 1024 * 1024
 
 
 def check_json_output(data: bytes, task: str) -> ImageCheck:
-    """Check a JSON output (``analyze``): UTF-8 JSON, bounded, and valid for the task's schema
-    (for ``analyze``: every field inside the taxonomy's enums, see
-    :func:`pixellab.intel.taxonomy.parse_analysis`). Never raises on bad bytes."""
+    """Check a JSON output (``analyze``, ``judge``): UTF-8 JSON, bounded, and valid for the
+    task's schema (for ``analyze``: every field inside the taxonomy's enums, see
+    :func:`pixellab.intel.taxonomy.parse_analysis`; for ``judge``: a verdict, see
+    :func:`pixellab.verdicts.parse_verdict`). Never raises on bad bytes."""
     media_type = "application/json"
 
     def fail(reason: str, message: str) -> ImageCheck:
@@ -686,12 +689,15 @@ def check_json_output(data: bytes, task: str) -> ImageCheck:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return fail("undecodable", "the answer is not UTF-8")
-    if task == "analyze":
+    schemas: dict[str, tuple[str, Callable[[str], object]]] = {
+        "analyze": ("analysis", parse_analysis), "judge": ("verdict", parse_verdict)}
+    if task in schemas:
+        what, parse = schemas[task]
         try:
-            parse_analysis(text)
+            parse(text)
         except ValueError as exc:
             reason = "undecodable" if "json" in str(exc).lower() else "schema"
-            return fail(reason, f"not a valid analysis: {exc}")
+            return fail(reason, f"not a valid {what}: {exc}")
     else:
         import json
 

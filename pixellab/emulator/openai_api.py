@@ -52,18 +52,25 @@ Protocol quirks reproduced on purpose (providers.md §3.2-3.4, §5):
 * ``chat/completions`` with a ``json_schema`` response format returns a JSON object valid for
   that schema (:func:`instance_for_schema`), so ``chat.completions.parse`` works end to end;
   the ``reply`` fault answers a given text instead (a model that broke out of the schema).
+  When a judge truth is set (:meth:`pixellab.emulator.Emulator.judge`), a ``json_schema``
+  named ``pixellab_judge`` is answered by the emulated judge instead
+  (:mod:`pixellab.emulator.judge`); the faults that change content still apply to it.
+* Chat usage counts images as OpenAI does (:func:`prompt_tokens`), not their base64 as text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -74,10 +81,17 @@ from pixellab.emulator.context import ConnectionReset, Context, set_model
 from pixellab.emulator.faults import Fault
 from pixellab.emulator.imaging import choose_operation
 from pixellab.emulator.jobs import Job
+from pixellab.emulator.judge import (
+    JUDGE_SCHEMA_NAME,
+    JudgeDesk,
+    data_url_bytes,
+    verdict,
+)
 from pixellab.emulator.video import VideoInputError, sora_plan, thumbnail
 from pixellab.validate import decode_image
 
-__all__ = ["DEFAULT_IMAGE_MODEL", "instance_for_schema", "oai_error", "routes"]
+__all__ = ["DEFAULT_IMAGE_MODEL", "image_tokens", "instance_for_schema", "oai_error",
+           "prompt_tokens", "routes"]
 
 DEFAULT_IMAGE_MODEL = "gpt-image-2.6-sunburst"
 MAX_EDIT_IMAGES = 16
@@ -104,6 +118,86 @@ def moderation_blocked(fault: Fault | None, stage: str) -> JSONResponse:
     return oai_error(400, message, type_="image_generation_user_error",
                      code="moderation_blocked",
                      moderation_details={"moderation_stage": stage, "categories": categories})
+
+
+# Vision input cost of GPT-4o class models, from OpenAI's docs "Images and vision" ->
+# "Calculating costs" (https://platform.openai.com/docs/guides/images-vision#calculating-costs):
+# detail "low" is a flat 85 tokens; "high" (and "auto", the default) scales the image to fit in
+# 2048x2048, then so its shortest side is 768 px, and charges 85 + 170 per 512 px tile.
+_IMAGE_BASE_TOKENS = 85
+_IMAGE_TILE_TOKENS = 170
+_IMAGE_FIT = 2048
+_IMAGE_SHORT_SIDE = 768
+_IMAGE_TILE = 512
+
+
+def image_tokens(width: int, height: int, detail: str | None = "auto") -> int:
+    """Prompt tokens one input image costs (see the docs cited above); both scalings only
+    shrink, and a scaled side is truncated to whole pixels, as OpenAI's worked examples do."""
+    if detail == "low":
+        return _IMAGE_BASE_TOKENS
+    w, h = float(max(1, width)), float(max(1, height))
+    if max(w, h) > _IMAGE_FIT:
+        scale = _IMAGE_FIT / max(w, h)
+        w, h = float(int(w * scale)), float(int(h * scale))
+    if min(w, h) > _IMAGE_SHORT_SIDE:
+        scale = _IMAGE_SHORT_SIDE / min(w, h)
+        w, h = float(int(w * scale)), float(int(h * scale))
+    tiles = math.ceil(w / _IMAGE_TILE) * math.ceil(h / _IMAGE_TILE)
+    return _IMAGE_BASE_TOKENS + _IMAGE_TILE_TOKENS * tiles
+
+
+def _image_part_tokens(image: Any) -> int:
+    """Tokens of one ``image_url`` part; an image that cannot be read (not a ``data:`` URL, or
+    not an image) costs the base 85, as nothing better is known about it."""
+    if isinstance(image, str):
+        image = {"url": image}
+    if not isinstance(image, dict):
+        return _IMAGE_BASE_TOKENS
+    detail = image.get("detail")
+    if detail == "low":
+        return _IMAGE_BASE_TOKENS
+    data = data_url_bytes(str(image.get("url") or ""))
+    if data is None:
+        return _IMAGE_BASE_TOKENS
+    try:
+        with Image.open(io.BytesIO(data)) as opened:  # reads the header only
+            width, height = opened.size
+    except Exception:  # any decoder error (or a decompression bomb) means "unreadable"
+        return _IMAGE_BASE_TOKENS
+    return image_tokens(width, height, str(detail) if detail is not None else "auto")
+
+
+def prompt_tokens(messages: Any) -> int:
+    """``usage.prompt_tokens`` of a chat call: text at 4 characters a token, images by
+    :func:`image_tokens`.
+
+    Text is each message's fields other than ``content`` (role, name, tool calls) as JSON, its
+    string content, and its ``text`` parts; other non-image parts count as their JSON. Counting
+    the whole body as text would charge an image's base64 as thousands of tokens.
+    """
+    if not isinstance(messages, list):
+        return max(1, len(json.dumps(messages)) // 4)
+    chars = images = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            chars += len(json.dumps(message))
+            continue
+        chars += len(json.dumps({k: v for k, v in message.items() if k != "content"}))
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    images += _image_part_tokens(part.get("image_url"))
+                elif isinstance(part, dict) and part.get("type") == "text":
+                    chars += len(str(part.get("text") or ""))
+                else:
+                    chars += len(json.dumps(part))
+        elif content is not None:
+            chars += len(json.dumps(content))
+    return max(1, chars // 4 + images)
 
 
 def _resolve_ref(ref: str, root: dict[str, Any]) -> dict[str, Any]:
@@ -175,9 +269,20 @@ def instance_for_schema(schema: dict[str, Any], root: dict[str, Any] | None = No
     return text + "x" * max(0, min_length - len(text))
 
 
-def routes(ctx: Context) -> list[Route]:
-    """The OpenAI routes, bound to one emulator's shared state."""
+def _criteria_names(schema: dict[str, Any]) -> list[str]:
+    """The criterion names of a judge schema: the properties of its ``criteria`` object."""
+    props = schema.get("properties")
+    node = props.get("criteria") if isinstance(props, dict) else None
+    if isinstance(node, dict) and "$ref" in node:
+        node = _resolve_ref(str(node["$ref"]), schema)
+    names = node.get("properties") if isinstance(node, dict) else None
+    return [str(name) for name in names] if isinstance(names, dict) else []
+
+
+def routes(ctx: Context, judge: JudgeDesk | None = None) -> list[Route]:
+    """The OpenAI routes, bound to one emulator's shared state (``judge``: its judge truth)."""
     engine = ctx.engine
+    judge = judge if judge is not None else JudgeDesk()
 
     def with_request_id(handler: Callable[[Request], Awaitable[Response]]
                         ) -> Callable[[Request], Awaitable[Response]]:
@@ -370,8 +475,14 @@ def routes(ctx: Context) -> list[Route]:
             return str(job.fault.option("content", ""))
         response_format = body.get("response_format") or {}
         if response_format.get("type") == "json_schema":
-            schema = (response_format.get("json_schema") or {}).get("schema") or {}
-            content = json.dumps(instance_for_schema(schema))
+            spec = response_format.get("json_schema") or {}
+            schema = spec.get("schema") or {}
+            answer = instance_for_schema(schema)
+            drawn = judge.draw() if spec.get("name") == JUDGE_SCHEMA_NAME else None
+            if drawn is not None and isinstance(answer, dict):
+                truth, rng = drawn
+                answer.update(verdict(body["messages"], truth, rng, _criteria_names(schema)))
+            content = json.dumps(answer)
         elif response_format.get("type") == "json_object":
             content = "{}"
         else:
@@ -415,9 +526,9 @@ def routes(ctx: Context) -> list[Route]:
             answer.headers["x-request-id"] = job.id
             return answer
         content = chat_content(body, job)
-        prompt_tokens = max(1, len(json.dumps(body.get("messages"))) // 4)
+        prompt_count = prompt_tokens(body["messages"])
         completion_tokens = max(1, len(content) // 4)
-        job.usage = {"text_input": prompt_tokens, "text_output": completion_tokens}
+        job.usage = {"text_input": prompt_count, "text_output": completion_tokens}
         engine.finish(job, "succeeded")
         engine.accepted(job)
         if (broken := broken_answer(job)) is not None:
@@ -428,8 +539,8 @@ def routes(ctx: Context) -> list[Route]:
             "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                          "message": {"role": "assistant", "content": content, "refusal": None,
                                      "annotations": []}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": {"prompt_tokens": prompt_count, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_count + completion_tokens},
         }, headers={"x-request-id": job.id})
 
     # --- videos (Sora) ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +45,7 @@ from pixellab.emulator.context import (
 from pixellab.emulator.faults import FaultPlan
 from pixellab.emulator.files import FileStore
 from pixellab.emulator.jobs import CreateHook, JobEngine, JobRecord
+from pixellab.emulator.judge import JudgeDesk, JudgeTruth
 from pixellab.emulator.webhooks import (
     FalSigner,
     WebhookAttempt,
@@ -101,6 +103,9 @@ class Emulator:
     frame rate and cap the size of the clips rendered (None: the model's own, e.g. 24 fps at
     1280x720), which keeps tests fast while duration, aspect ratio and bill stay as asked.
     OpenAI video assets expire ``retention_s`` after completion too (``expires_at``).
+
+    :meth:`judge` makes OpenAI chat calls of pixellab's judge schema answer from a known truth
+    (:mod:`pixellab.emulator.judge`), so judging can be tested against what it should find.
     """
 
     http_url: str
@@ -135,6 +140,7 @@ class Emulator:
                                  video_latency_s=video_latency_s, video_fps=video_fps,
                                  video_max_side=video_max_side)
         sender = WebhookSender(schedules=webhook_schedules, fal_window_s=fal_webhook_window_s)
+        self._judge = JudgeDesk()
         self._ctx = Context(engine=self._engine, files=self._files, faults=self.faults,
                             webhook_secret=self.webhook_secret, fal_signer=FalSigner(),
                             sender=sender, log=self.log, retention_s=retention_s,
@@ -250,6 +256,28 @@ class Emulator:
         sink.status = status
         return sink
 
+    # --- the emulated judge ----------------------------------------------------------------------
+
+    def judge(self, quality: Mapping[str, float], *, noise: float = 0.0,
+              position_bias: float = 0.0, tie_margin: float = 0.0, seed: int = 0) -> None:
+        """Answer pixellab's judge calls (chat completions whose ``json_schema`` is named
+        ``pixellab_judge``) from a known truth instead of a schema filler.
+
+        ``quality`` maps the sha256 hex of an image's bytes (as sent in its ``data:`` URL) to a
+        latent quality (unlisted images: 0.0). With probability ``position_bias`` "A" wins
+        outright; otherwise ``d = q(A) - q(B) + gauss(0, noise)`` decides: "A" above
+        ``tie_margin``, "B" below ``-tie_margin``, else "tie" (:func:`pixellab.emulator.judge.
+        verdict`). Draws are seeded by ``seed`` and the call's number since this call, so a test
+        is reproducible. Replaces any earlier truth; also ``POST /__emu/judge``.
+        """
+        self._judge.set(JudgeTruth(quality=dict(quality), noise=noise,
+                                   position_bias=position_bias, tie_margin=tie_margin,
+                                   seed=seed))
+
+    def clear_judge(self) -> None:
+        """Stop judging: judge calls get the plain schema filler again (``DELETE /__emu/judge``)."""
+        self._judge.set(None)
+
     # --- life cycle -------------------------------------------------------------------------------
 
     def start(self) -> Emulator:
@@ -349,11 +377,12 @@ class Emulator:
         routes = [
             *replicate_api.routes(ctx),
             *fal_api.routes(ctx),
-            *openai_api.routes(ctx),
+            *openai_api.routes(ctx, self._judge),
             Route("/files/{name}", self._serve_file, methods=["GET", "HEAD"]),
             Route("/__emu/log", self._get_log, methods=["GET"]),
             Route("/__emu/jobs", self._get_jobs, methods=["GET"]),
             Route("/__emu/faults", self._faults_route, methods=["GET", "POST", "DELETE"]),
+            Route("/__emu/judge", self._judge_route, methods=["GET", "POST", "DELETE"]),
             Route("/__emu/sink/{name}", self._sink_route, methods=["GET", "POST"]),
         ]
         return TransportCapture(Starlette(
@@ -394,6 +423,32 @@ class Emulator:
                 return JSONResponse({"detail": f"bad fault: {exc}"}, status_code=400)
         return JSONResponse([{**fault.as_json(), "remaining": left}
                              for fault, left in self.faults.pending()])
+
+    async def _judge_route(self, request: Request) -> Response:
+        """``GET`` shows the judge truth (null: none), ``DELETE`` clears it, ``POST`` sets it from
+        JSON with :meth:`judge`'s fields: ``{"quality": {sha256: q}, "noise"?,
+        "position_bias"?, "tie_margin"?, "seed"?}``."""
+        if request.method == "DELETE":
+            self.clear_judge()
+            return JSONResponse({"cleared": True})
+        if request.method == "POST":
+            try:
+                body = await request.json()
+                spec = dict(body)
+                quality = spec.pop("quality")
+                if not isinstance(quality, dict):
+                    raise TypeError("quality must be an object of sha256 -> number")
+                unknown = set(spec) - {"noise", "position_bias", "tie_margin", "seed"}
+                if unknown:
+                    raise KeyError(f"unknown fields {sorted(unknown)}")
+                self.judge(quality, noise=float(spec.get("noise", 0.0)),
+                           position_bias=float(spec.get("position_bias", 0.0)),
+                           tie_margin=float(spec.get("tie_margin", 0.0)),
+                           seed=int(spec.get("seed", 0)))
+            except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+                return JSONResponse({"detail": f"bad judge: {exc}"}, status_code=400)
+        truth = self._judge.truth
+        return JSONResponse(truth.as_json() if truth is not None else None)
 
     async def _sink_route(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -338,6 +338,12 @@ class Ledger:
                  arm_a, arm_b, winner, sweep_id, comment])
 
     @staticmethod
+    def replace_rating(rating_id: str, rater: str, **fields: Any) -> list[Statement]:
+        """:meth:`record_rating`, replacing a vote of the same id (a judge's verdict is recorded
+        again, the same, whenever its pass reruns)."""
+        return [Ledger.delete_rating(rating_id), Ledger.record_rating(rating_id, rater, **fields)]
+
+    @staticmethod
     def delete_rating(rating_id: str) -> Statement:
         return ("delete from ratings where rating_id = ?", [rating_id])
 

@@ -246,8 +246,15 @@ def analyses_without(ledger: Ledger, sweep_id: str, metric: str) -> pd.DataFrame
 # -- ratings ----------------------------------------------------------------------------------
 
 
+JUDGE_RATER = "judge:"
+"""A judge's raw verdicts are ratings by ``judge:<model id>`` (:mod:`pixellab.judge`); every
+reading of people's votes leaves them out."""
+_PEOPLE = f"rater not like '{JUDGE_RATER}%'"
+
+
 def has_ratings(ledger: Ledger) -> bool:
-    return bool(ledger.scalar("select count(*) from ratings"))
+    """Whether people have voted (a judge's verdicts do not count)."""
+    return bool(ledger.scalar(f"select count(*) from ratings where {_PEOPLE}"))
 
 
 def rating_count(ledger: Ledger, rater: str) -> int:
@@ -261,10 +268,12 @@ def rated_pairs(ledger: Ledger, rater: str) -> pd.DataFrame:
 
 
 def ratings(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
-            rater: str | None = None) -> pd.DataFrame:
+            rater: str | None = None, judges: bool = False) -> pd.DataFrame:
     """Stored ratings, oldest first, optionally of some sweeps and one rater, with
-    ``preferred``: the arm the vote favoured, or ``tie``."""
+    ``preferred``: the arm the vote favoured, or ``tie``. People's votes, or with ``judges``
+    the judges' raw verdicts."""
     where, params = _in("sweep_id", sweep_ids)
+    where += f" and rater like '{JUDGE_RATER}%'" if judges else f" and {_PEOPLE}"
     if rater:
         where += " and rater = ?"
         params.append(rater)
@@ -274,3 +283,17 @@ def ratings(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
                      as preferred,
                    output_a, output_b, sweep_id, comment
             from ratings where true {where} order by rated_at, rating_id""", params)
+
+
+def judge_results(ledger: Ledger, judge_sweep_ids: Sequence[str]) -> pd.DataFrame:
+    """The judge calls of the judge sweeps: each request's params (what was shown, in order),
+    its status, its model and its output; with what the calls cost."""
+    where, params = _in("s.sweep_id", judge_sweep_ids)
+    return ledger.query(
+        f"""select r.request_key, r.product_id, r.category, r.params, r.status, r.model_id,
+                   r.output_sha256, o.media_type, s.sweep_id,
+                   (select coalesce(sum(c.usd), 0) from costs c
+                     where c.request_key = r.request_key) as usd
+            from requests r join sweep_requests s using (request_key)
+            left join outputs o on o.sha256 = r.output_sha256
+            where r.task = 'judge' {where}""", params)

@@ -80,6 +80,7 @@ from pixellab.providers.base import (
 from pixellab.providers.download import limits
 from pixellab.tasks import Task
 from pixellab.validate import decode_image
+from pixellab.verdicts import judge_messages, response_format
 
 _CONTENT_CODES = ("moderation_blocked", "content_policy_violation")
 _QUOTA_CODES = ("insufficient_quota",)
@@ -221,6 +222,8 @@ class OpenAIProvider(KeyedProvider):
     async def submit(self, request: ProviderRequest) -> Job:
         if request.task is Task.ANALYZE:
             return await self._analyze(request)
+        if request.task is Task.JUDGE:
+            return await self._judge(request)
         if is_video(request):
             return await self._create_video(request)
         model = request.model
@@ -270,14 +273,37 @@ class OpenAIProvider(KeyedProvider):
         if not isinstance(product, dict):
             raise InvalidRequest(f"{model.id}: analyze needs the product's text (params.product)",
                                  model_id=model.id)
+        return await self._chat_json(
+            request, analysis_messages(product, request.image, request.image_media_type),
+            load_taxonomy().response_format(), exclude=("prompt", "product"))
+
+    async def _judge(self, request: ProviderRequest) -> Job:
+        """Two outputs compared against the source photo (:mod:`pixellab.verdicts`): the
+        outputs come as the request's two extra photos, in the order they are shown."""
+        model = request.model
+        params = request.params
+        outputs = params.get("angles")
+        criteria = params.get("criteria")
+        if (request.image is None or not isinstance(outputs, list) or len(outputs) != 2
+                or not isinstance(criteria, dict) or not criteria):
+            raise InvalidRequest(f"{model.id}: judge needs the source photo, two outputs and "
+                                 "the criteria", model_id=model.id)
+        messages = judge_messages(
+            {str(k): str(v) for k, v in criteria.items()}, request.image,
+            request.image_media_type, outputs[0], outputs[1],
+            task=str(params.get("judged_task") or "?"), detail=str(params.get("detail", "low")))
+        return await self._chat_json(request, messages, response_format(list(criteria)),
+                                     exclude=tuple(params))
+
+    async def _chat_json(self, request: ProviderRequest, messages: list[dict[str, Any]],
+                         answer_format: dict[str, Any], *, exclude: tuple[str, ...]) -> Job:
+        model = request.model
         arguments = {k: v for k, v in model.provider_inputs(request.params).items()
-                     if k not in ("prompt", "product")}
+                     if k not in exclude}
         create: Any = self.client.chat.completions.with_raw_response.create
         try:
-            raw = await create(
-                model=model.endpoint, timeout=model.timeout_s,
-                messages=analysis_messages(product, request.image, request.image_media_type),
-                response_format=load_taxonomy().response_format(), **arguments)
+            raw = await create(model=model.endpoint, timeout=model.timeout_s,
+                               messages=messages, response_format=answer_format, **arguments)
             response = raw.parse()
         except Exception as exc:
             raise map_error(exc, model.id, creating=True) from None

@@ -119,6 +119,12 @@ class TaskScoring(BaseModel):
     gates: dict[str, float] = Field(default_factory=dict)
     composite: Composite | None = None
     """How the metrics combine into the score that ranks models (see scoring/composite.py)."""
+    judge_criteria: dict[str, str] = Field(default_factory=dict)
+    """What a pairwise judge weighs for this task, name → text (:mod:`pixellab.verdicts`;
+    empty: its default criteria)."""
+    judge_min_agreement: float = Field(default=0.7, ge=0.5, le=1.0)
+    """The decision counts a judge's votes for this task only when the lower bound of its
+    accuracy against people's votes on the same pairs (95 % Wilson) reaches this."""
     truth_only: tuple[str, ...] = ()
     """Metrics computed only for products whose dataset states their ground truth, recorded
     missing (at no cost) for the rest: ``label_text`` reads labels by OCR (~0.5 s a read), worth
