@@ -51,7 +51,7 @@ from typing import Any
 
 from pixellab.budget import Budget, Reservation
 from pixellab.catalog import Catalog, Model
-from pixellab.errors import BudgetExceeded
+from pixellab.errors import BudgetExceeded, ConfigError
 from pixellab.executors import connect_ray
 from pixellab.ledger import Ledger, LedgerWriter, ResumeState, Row, Statement, money
 from pixellab.ledger.journal import SubmitJournal
@@ -343,6 +343,11 @@ async def run_on_ray(requests: Sequence[Request], *, catalog: Catalog, store_url
     """Run ``requests`` on the cluster at ``address`` (None: the one this process joined, or a
     local one, which then stays up for the score pass and later sweeps of this process); the
     ledger units stream back through ``writer``. See the module docstring."""
+    if address and address.startswith("ray://"):
+        raise ConfigError(
+            f"a sweep on a cluster runs its driver on a cluster node (the hub journals on the "
+            f"driver's disk beside the ledger): run it there with --address auto, not "
+            f"{address} (Ray Client); the score pass works through ray:// too", key="address")
     ray, _ = connect_ray(address)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -258,3 +258,17 @@ def test_the_driver_killed_after_an_accepted_create_resumes_without_paying_twice
     sweep = Sweep.resume("dk", bench)
     sweep.run(retry=RetryPolicy(poll_interval_s=0.05), score=False)
     assert_paid_once(bench, emulator, "Driverkill", 10)
+
+
+def test_a_sweep_through_ray_client_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """Ray Client runs the driver off the cluster: the hub would journal on another disk."""
+    from pixellab.errors import ConfigError
+
+    dataset = write_dataset(tmp_path / "ds", n=1)
+    bench = Workbench(tmp_path / "home", settings=Settings(  # type: ignore[arg-type]
+        executor="ray", ray_address="ray://10.0.0.1:10001"))
+    spec = SweepSpec.parse({"name": "client", "task": "enhance", "dataset": str(dataset),
+                            "models": ["local:autoenhance"]})
+    with pytest.raises(ConfigError, match="--address auto"):
+        Sweep(spec, bench).run(score=False)
+    assert bench.ledger.scalar("select count(*) from attempts") == 0
