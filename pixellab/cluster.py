@@ -57,7 +57,7 @@ from pixellab.ledger import Ledger, LedgerWriter, ResumeState, Row, Statement, m
 from pixellab.ledger.journal import SubmitJournal
 from pixellab.providers import default_providers
 from pixellab.requests import Request
-from pixellab.runner import RequestOutcome, RetryPolicy, Runner, RunSummary
+from pixellab.runner import LocalLimits, RequestOutcome, RetryPolicy, Runner, RunSummary
 from pixellab.spend import governor_for
 from pixellab.store import Store
 
@@ -66,6 +66,8 @@ QUOTAS_ACTOR = "pixellab-quotas"
 LEASE_S = 15.0
 """A slot is lent for this long and renewed by its holder every third of it: a holder that
 died (its worker, or the driver and with it its workers) gives it back by not renewing."""
+IN_PROCESS = ("local",)
+"""Providers that run in the worker itself: their quotas are per worker, not cluster-wide."""
 SHARD_TRIES = 3
 """A shard whose worker died is run again (what it had not finished) up to this many times."""
 
@@ -192,8 +194,10 @@ class Hub:
         self._held[token] = (holder, reservation)
         return token
 
-    def settle(self, token: str, usd: float, credits: float | None) -> None:
-        held = self._held.pop(token, None)
+    def settle(self, token: str | None, usd: float, credits: float | None) -> None:
+        """``token`` None: a call reserved as free that cost something after all."""
+        held = self._held.pop(token, None) if token is not None else ("", Reservation(
+            Decimal(0)))
         if held is not None:
             self._budget.settle(held[1], usd, credits)
 
@@ -246,6 +250,8 @@ class _HubBudget(Budget):
 
     def reserve(self, estimate_usd: float, estimate_credits: float = 0.0, *,
                 model_id: str | None = None) -> Reservation:
+        if estimate_usd <= 0 and estimate_credits <= 0:  # a free call cannot overspend:
+            return Reservation(Decimal(0))                # no round trip to the hub
         answer = self._ray.get(self._hub.reserve.remote(self._holder, estimate_usd,
                                                         estimate_credits, model_id))
         if isinstance(answer, BudgetExceeded):
@@ -254,7 +260,8 @@ class _HubBudget(Budget):
 
     def settle(self, reservation: Reservation, actual_usd: float,
                actual_credits: float | None = None) -> None:
-        self._hub.settle.remote(reservation.booked, actual_usd, actual_credits)
+        if reservation.booked is not None or actual_usd > 0 or (actual_credits or 0) > 0:
+            self._hub.settle.remote(reservation.booked, actual_usd, actual_credits)
 
 
 class ClusterLimits:
@@ -264,6 +271,7 @@ class ClusterLimits:
                  extra: Sequence[tuple[str, int]] = ()) -> None:
         self._quotas, self._catalog, self._holder = quotas, catalog, holder
         self._extra = list(extra)
+        self._local = LocalLimits(catalog, IN_PROCESS)
         self._renewing: asyncio.Task[None] | None = None
 
     async def _renew(self) -> None:
@@ -273,6 +281,10 @@ class ClusterLimits:
 
     @asynccontextmanager
     async def slot(self, model: Model) -> Any:
+        if model.provider in IN_PROCESS:  # its quota is this worker's CPU, not an account's
+            async with self._local.slot(model):
+                yield
+            return
         if self._renewing is None:  # ends with the shard's event loop
             self._renewing = asyncio.get_running_loop().create_task(self._renew())
         keys = [(f"provider:{model.provider}",

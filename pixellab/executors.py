@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -97,20 +98,28 @@ class RayExecutor:
 
     def __init__(self, *, address: str | None = None, num_cpus: int | None = None,
                  batch: int = 8, max_retries: int = 3,
-                 object_store_bytes: int | None = None) -> None:
+                 object_store_bytes: int | None = None, window: int | None = None) -> None:
         self._ray, self._started = connect_ray(address, num_cpus=num_cpus,
                                                object_store_bytes=object_store_bytes)
         ray = self._ray
         self.batch = max(1, batch)
+        self.window = window
         self._task = ray.remote(max_retries=max_retries)(_run_batch)
 
     def map(self, function: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        """In order, with at most ``window`` batches in flight (4 per CPU of the cluster by
+        default), so the driver holds a bounded number of task specs and results whatever
+        the number of items."""
         ray = self._ray
         shared = ray.put(function)
-        batches = [list(items[i:i + self.batch]) for i in range(0, len(items), self.batch)]
-        pending = [self._task.remote(shared, batch) for batch in batches]
-        for ref in pending:  # in order; each batch as soon as it and those before it are done
-            yield from ray.get(ref)
+        window = self.window or max(2, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        pending: deque[Any] = deque()
+        for start in range(0, len(items), self.batch):
+            pending.append(self._task.remote(shared, list(items[start:start + self.batch])))
+            if len(pending) >= window:
+                yield from ray.get(pending.popleft())
+        while pending:  # each batch as soon as it and those before it are done
+            yield from ray.get(pending.popleft())
 
     def close(self) -> None:
         if self._started:
