@@ -39,6 +39,7 @@ an fsspec URL such as ``s3://``). Workers poll for results; provider webhooks ar
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 import uuid
@@ -152,8 +153,9 @@ class Hub:
     time, in the order each caller made them)."""
 
     def __init__(self, ledger_path: str, cap_usd: float | None, spent_usd: float,
-                 policy_path: str | None, project: str) -> None:
+                 policy_path: str | None, project: str, name: str = "") -> None:
         self._ledger_path = Path(ledger_path)
+        self._name = name
         self._journal: SubmitJournal | None = None
         self._units: list[list[Statement]] = []
         self._outcomes: list[tuple[str, RequestOutcome]] = []
@@ -164,7 +166,7 @@ class Hub:
     def journal(self, row: Row) -> None:
         """On disk before this returns (see :class:`SubmitJournal`), then queued."""
         if self._journal is None:
-            self._journal = SubmitJournal.create(self._ledger_path)
+            self._journal = SubmitJournal.create(self._ledger_path, owner=self._name)
         self._journal.append(row)
         self._units.append([row])
 
@@ -332,6 +334,48 @@ def _run_shard(shard: _Shard) -> tuple[int, str | None, dict[str, str]]:
     return summary.provider_calls, summary.stopped_reason, summary.stopped_providers
 
 
+def hub_name(ledger_path: Path, sweep_id: str | None) -> str:
+    """One hub per ledger and sweep on a cluster (see :func:`fence`)."""
+    digest = hashlib.sha256(f"{ledger_path.resolve()}\x1f{sweep_id}".encode()).hexdigest()
+    return f"pixellab-hub-{digest[:24]}"
+
+
+def fence(ray: Any, ledger_path: Path, sweep_id: str | None, *, timeout_s: float = 60.0) -> bool:
+    """Kill the hub an earlier driver of this sweep left, and wait until its journal is free.
+
+    Why: a driver killed with SIGKILL leaves its hub and shard workers running until Ray
+    notices, seconds later; meanwhile the hub would still journal creates the workers then
+    send, in a journal the next run cannot fold while the hub holds it, so a resume started at
+    once would not see those creates and would make them again (measured: two products
+    created twice). After the kill no worker of the old run can journal, so none can create;
+    once its journal is free the resume folds it and settles what it holds.
+    Its journals are named after it, so they are waited for even when Ray already forgot the
+    actor but its process has not exited yet. Returns whether there was such a hub."""
+    name = hub_name(ledger_path, sweep_id)
+    try:
+        old = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        old = None
+    else:
+        ray.kill(old, no_restart=True)
+    folder = SubmitJournal.folder(ledger_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        named = old is not None
+        if named:
+            try:
+                ray.get_actor(name, namespace=NAMESPACE)
+            except ValueError:
+                named = False
+        held = [path for path in folder.glob(f"{name}-*.jsonl")
+                if SubmitJournal.rows(path) is None] if folder.is_dir() else []
+        if not named and not held:
+            return old is not None
+        time.sleep(0.1)
+    raise ConfigError(f"the hub of an earlier run of sweep {sweep_id!r} did not stop within "
+                      f"{timeout_s:g} s; nothing was run", key="sweep")
+
+
 def quota_book(ray: Any) -> Any:
     """The cluster's one :class:`QuotaBook` (created by the first sweep that needs it)."""
     return ray.remote(QuotaBook).options(
@@ -347,8 +391,8 @@ def _shards(requests: Sequence[Request], count: int) -> Iterator[list[Request]]:
 
 async def run_on_ray(requests: Sequence[Request], *, catalog: Catalog, store_url: str,
                      ledger: Ledger, writer: LedgerWriter, sweep_id: str | None,
-                     concurrency: int, retry: RetryPolicy | None, resume: ResumeState,
-                     resubmit: bool, cap_usd: float | None, spent_usd: float,
+                     concurrency: int, retry: RetryPolicy | None, resubmit: bool,
+                     cap_usd: float | None, spent_usd: float,
                      policy_path: Path | None, project: str,
                      progress: Callable[[RequestOutcome], None] | None,
                      address: str | None = None, shards: int | None = None) -> RunSummary:
@@ -363,14 +407,18 @@ async def run_on_ray(requests: Sequence[Request], *, catalog: Catalog, store_url
     ray, _ = connect_ray(address)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    await asyncio.to_thread(fence, ray, ledger.path, sweep_id)
+    resume = await asyncio.to_thread(ledger.resume_state, [r.request_key for r in requests])
+
     summary = RunSummary()
     written: list[asyncio.Future[None]] = []
     finished: dict[str, set[str]] = {}
     hub = ray.remote(Hub).options(
+        name=hub_name(ledger.path, sweep_id), namespace=NAMESPACE,
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(str(ledger.path), cap_usd, spent_usd,
-             str(policy_path) if policy_path else None, project)
+             str(policy_path) if policy_path else None, project, hub_name(ledger.path, sweep_id))
     quotas = quota_book(ray)
     task = ray.remote(_run_shard).options(max_retries=0)
     died = tuple(getattr(ray.exceptions, name) for name in (

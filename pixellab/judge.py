@@ -31,9 +31,11 @@ import numpy as np
 import pandas as pd
 
 from pixellab.catalog import Model
+from pixellab.errors import ConfigError
 from pixellab.ledger import Ledger, Statement, queries
 from pixellab.ledger.queries import JUDGE_RATER
 from pixellab.media.json import open_envelope
+from pixellab.ratings import Shown
 from pixellab.requests import Request, file_sha256, inputs_sha256
 from pixellab.scoring import TaskScoring
 from pixellab.stats import bradley_terry, rank_agreement, t_interval, wilson_interval
@@ -51,13 +53,6 @@ def judge_sweep_id(sweep_id: str) -> str:
 
 
 @dataclass(frozen=True)
-class Side:
-    arm: str
-    output_sha256: str
-    media_type: str
-
-
-@dataclass(frozen=True)
 class JudgePair:
     """Two arms' outputs of one product, ``x`` the arm first in name order."""
 
@@ -67,8 +62,8 @@ class JudgePair:
     sweep_id: str
     prompt_id: str | None
     seed: int | None
-    x: Side
-    y: Side
+    x: Shown
+    y: Shown
 
 
 def _digest(*parts: object) -> str:
@@ -123,8 +118,8 @@ def candidate_pairs(frame: pd.DataFrame, spec: JudgeSpec) -> list[JudgePair]:
                 sweep_id=str(one["sweep_id"]),
                 prompt_id=None if pd.isna(one.get("prompt_id")) else str(one["prompt_id"]),
                 seed=None if seed is None or pd.isna(seed) else int(seed),
-                x=Side(str(one["arm"]), str(one["output_sha256"]), str(one["media_type"])),
-                y=Side(str(two["arm"]), str(two["output_sha256"]), str(two["media_type"])))))
+                x=Shown(str(one["arm"]), str(one["output_sha256"]), str(one["media_type"])),
+                y=Shown(str(two["arm"]), str(two["output_sha256"]), str(two["media_type"])))))
     ranked.sort(key=lambda item: item[0])
     pairs = [pair for _, pair in ranked]
     return pairs[: spec.max_pairs] if spec.max_pairs else pairs
@@ -152,8 +147,9 @@ def judge_requests(pairs: Sequence[JudgePair], *, chain: tuple[Model, ...],
             paths = tuple(store.local_path(side.output_sha256, side.media_type)
                           for side in (first, second))
             if any(path is None for path in paths):
-                raise ValueError(f"judging needs the store on a local file system, not "
-                                 f"{store.root}")
+                raise ConfigError(f"judging reads the outputs from the store's files: it needs "
+                                  f"a store on a local file system, not {store.root}",
+                                  key="store")
             shown = tuple(str(path) for path in paths)
             params: dict[str, Any] = {
                 "judged_task": pair.task, "detail": spec.detail, "sweep": pair.sweep_id,

@@ -600,9 +600,8 @@ class Sweep:
                 summary = await run_on_ray(
                     todo, catalog=workbench.catalog, store_url=workbench.store.root,
                     ledger=ledger, writer=writer, sweep_id=sweep_id,
-                    concurrency=spec.concurrency, retry=retry,
-                    resume=ledger.resume_state([r.request_key for r in todo]),
-                    resubmit=resubmit, cap_usd=budget_usd, spent_usd=spent,
+                    concurrency=spec.concurrency, retry=retry, resubmit=resubmit,
+                    cap_usd=budget_usd, spent_usd=spent,
                     policy_path=workbench.spend_policy_path,
                     project=spec.project or workbench.settings.project, progress=progress,
                     address=workbench.settings.ray_address)

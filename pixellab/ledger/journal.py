@@ -40,10 +40,13 @@ class SubmitJournal:
         return ledger_path.with_name(ledger_path.name + ".journal")
 
     @classmethod
-    def create(cls, ledger_path: Path) -> SubmitJournal:
+    def create(cls, ledger_path: Path, owner: str = "") -> SubmitJournal:
+        """A journal of this process; ``owner`` prefixes its name, so another process can
+        wait for that owner's journals to be free (a cluster hub's, see
+        :func:`pixellab.cluster.fence`)."""
         folder = cls.folder(ledger_path)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{uuid.uuid4().hex}.jsonl"
+        path = folder / f"{owner + '-' if owner else ''}{uuid.uuid4().hex}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return cls(path, fd)
