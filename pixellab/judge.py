@@ -327,9 +327,19 @@ def calibration(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
     first-position share, agreement with people (see :func:`agreement`; the rank agreement
     pooled only), spend, the task's threshold and whether the judge is ``trusted`` there
     (accuracy's lower bound reaches it)."""
+    return _calibrated(ledger, sweep_ids, task_scoring, resamples, seed)[0]
+
+
+def _calibrated(ledger: Ledger, sweep_ids: Sequence[str] | None,
+                task_scoring: Mapping[str, TaskScoring] | None, resamples: int,
+                seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`calibration`'s table and the combined votes it rests on, the judges' ratings
+    read once; nothing more is read where no judge voted (every ``select`` asks)."""
     raw = queries.ratings(ledger, sweep_ids, judges=True)
-    people = queries.ratings(ledger, sweep_ids)
     votes = judge_votes(raw)
+    if votes.empty:
+        return pd.DataFrame(), votes
+    people = queries.ratings(ledger, sweep_ids)
     bias = position_bias(raw)
     spend = queries.judge_results(ledger, [judge_sweep_id(s) for s in sweep_ids or []])
     rows = []
@@ -353,7 +363,7 @@ def calibration(ledger: Ledger, sweep_ids: Sequence[str] | None = None, *,
                 "trusted": bool(found["accuracy_low"] >= threshold),
                 "usd": float(spend.loc[spend["params"].map(_judged_task) == task,
                                        "usd"].sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), votes
 
 
 def _judged_task(params: Any) -> str:
@@ -365,10 +375,9 @@ def trusted_votes(ledger: Ledger, sweep_ids: Sequence[str] | None,
                   task_scoring: Mapping[str, TaskScoring]) -> tuple[pd.DataFrame, dict[str, str]]:
     """The judges' votes the decision may count (tasks where a judge is trusted, pooled over
     categories) and, per task judged, one sentence saying what was done and why."""
-    table = calibration(ledger, sweep_ids, task_scoring=task_scoring, resamples=0)
+    table, votes = _calibrated(ledger, sweep_ids, task_scoring, 0, 0)
     if table.empty:
         return pd.DataFrame(), {}
-    votes = judge_votes(queries.ratings(ledger, sweep_ids, judges=True))
     notes: dict[str, str] = {}
     used = []
     for row in table[table["category"] == "*"].itertuples(index=False):
