@@ -83,7 +83,6 @@ class QuotaBook:
         self._held: dict[str, int] = {}
         self._leases: dict[str, tuple[tuple[str, ...], str, float]] = {}
         self._changed: asyncio.Condition | None = None
-        self.peak: dict[str, int] = {}
 
     async def acquire(self, keys: list[tuple[str, int]], holder: str, lease_s: float) -> str:
         """A token for one slot of each ``(key, limit)``, once every key has one free."""
@@ -99,8 +98,7 @@ class QuotaBook:
                 except TimeoutError:
                     pass
             for key, _ in keys:
-                held = self._held[key] = self._held.get(key, 0) + 1
-                self.peak[key] = max(self.peak.get(key, 0), held)
+                self._held[key] = self._held.get(key, 0) + 1
             token = uuid.uuid4().hex
             self._leases[token] = (tuple(key for key, _ in keys), holder,
                                    time.monotonic() + lease_s)
@@ -120,13 +118,6 @@ class QuotaBook:
         tokens = [t for t, (_, owner, _) in self._leases.items() if owner == holder]
         await self._give_back(tokens)
         return len(tokens)
-
-    async def peaks(self, reset: bool = False) -> dict[str, int]:
-        """The most slots held at once per key (since the last reset)."""
-        found = dict(self.peak)
-        if reset:
-            self.peak = dict(self._held)
-        return found
 
     async def _give_back(self, tokens: Sequence[str]) -> None:
         if self._changed is None:
