@@ -37,6 +37,7 @@ from tenacity import (
     wait_random,
 )
 
+from pixellab.background import background_pool
 from pixellab.billing import BillingRule, Outcome, Usage
 from pixellab.budget import Budget
 from pixellab.catalog import Catalog, Model
@@ -540,9 +541,9 @@ class Runner:
                 raise InvalidOutput("no_output", f"{model.id} finished without an output",
                                     model_id=model.id)
             output = job.output
-            check, stored, digest = await asyncio.to_thread(
-                self._check_and_store, kind, request, output.data, output.media_type,
-                expected, source_bytes)
+            check, stored, digest = await asyncio.get_running_loop().run_in_executor(
+                background_pool(), self._check_and_store, kind, request, output.data,
+                output.media_type, expected, source_bytes)
             if not check.ok:
                 raise InvalidOutput(check.reason or "invalid", f"{model.id}: {check.message}",
                                     model_id=model.id, provider_job_id=job.provider_job_id)
@@ -591,9 +592,11 @@ class Runner:
     def _check_and_store(self, kind: MediaKind, request: Request, data: bytes,
                          declared_media_type: str, expected: tuple[int, int] | None,
                          source: bytes) -> tuple[ImageCheck, bytes, str]:
-        """Check an output and, if it passes, store it: in a worker thread (decoding a large
-        image would stall every other request), in one hop rather than two (a hop costs ~0.1
-        ms of CPU). The digest is empty for an output that failed its check."""
+        """Check an output and, if it passes, store it: in a low-priority worker thread
+        (:mod:`pixellab.background`: decoding a large image would stall every other request,
+        and even a small one's check, done at the loop's priority, delays the sends behind it),
+        in one hop rather than two (a hop costs ~0.1 ms of CPU). The digest is empty for an
+        output that failed its check."""
         check = kind.check(data, task=request.task, declared_media_type=declared_media_type,
                            expected_size=expected, source=source, params=request.params)
         if not check.ok:

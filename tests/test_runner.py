@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pixellab import background
 from pixellab.billing import Usage
 from pixellab.catalog import load_catalog
 from pixellab.errors import (
@@ -494,3 +499,43 @@ async def test_an_image_returned_for_a_video_task_is_not_a_video_and_the_chain_f
     outcome = (await h.run()).outcomes[0]
     assert outcome.status == "failed" and primary.calls == 1 and fallback.calls == 1
     assert h.column("select distinct error_reason from attempts") == ["not_a_video"]
+
+
+def _thread_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux keeps nice per thread")
+async def test_outputs_are_checked_and_stored_in_threads_below_the_loops_priority(
+        harness, monkeypatch) -> None:
+    """P10: checking answers at the loop's priority delayed the sends queued behind them (~5 %
+    of a sweep's wall time in bench_sweep); the checks run at nice 19, the loop's thread keeps
+    its own priority, and the outputs are checked and stored all the same."""
+    monkeypatch.setattr(background, "_pool", None)
+    loop_nice = _thread_nice()
+    h = harness(n=3)
+    try:
+        summary = await h.run()
+        pool = background._pool
+        assert pool is not None, "the run did not check its outputs in the background pool"
+        assert pool.submit(_thread_nice).result() == background.BACKGROUND_NICE
+    finally:
+        if background._pool is not None:
+            background._pool.shutdown(wait=False)
+    assert _thread_nice() == loop_nice
+    assert [o.status for o in summary.outcomes] == ["succeeded"] * 3
+    stored = h.workbench.ledger.query(
+        "select o.sha256, o.media_type from attempts a join outputs o on o.sha256 = "
+        "a.output_sha256")
+    assert len(stored) == 3
+    assert all(h.workbench.store.exists(d, m) for d, m in stored.itertuples(index=False))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux keeps nice per thread")
+def test_lowering_a_thread_never_raises_it_back() -> None:
+    def lowered_twice() -> tuple[bool, int]:
+        assert background.lower_this_thread(19)
+        return background.lower_this_thread(10), _thread_nice()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(lowered_twice).result() == (True, 19)
