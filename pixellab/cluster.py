@@ -144,7 +144,7 @@ class Hub:
     time, in the order each caller made them)."""
 
     def __init__(self, ledger_path: str, cap_usd: float | None, spent_usd: float,
-                 policy_path: str | None, project: str, name: str = "") -> None:
+                 policy_path: str | None, project: str, name: str) -> None:
         self._ledger_path = Path(ledger_path)
         self._name = name
         self._journal: SubmitJournal | None = None
@@ -404,12 +404,13 @@ async def run_on_ray(requests: Sequence[Request], *, catalog: Catalog, store_url
     summary = RunSummary()
     written: list[asyncio.Future[None]] = []
     finished: dict[str, set[str]] = {}
+    actor_name = hub_name(ledger.path, sweep_id)  # the actor's name and its journals' prefix
     hub = ray.remote(Hub).options(
-        name=hub_name(ledger.path, sweep_id), namespace=NAMESPACE,
+        name=actor_name, namespace=NAMESPACE,
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(str(ledger.path), cap_usd, spent_usd,
-             str(policy_path) if policy_path else None, project, hub_name(ledger.path, sweep_id))
+             str(policy_path) if policy_path else None, project, actor_name)
     quotas = quota_book(ray)
     task = ray.remote(_run_shard).options(max_retries=0)
     died = tuple(getattr(ray.exceptions, name) for name in (
