@@ -169,9 +169,11 @@ def generate(image: str | os.PathLike[str], task: Task | str, *, category: str |
              out: str | os.PathLike[str] | None = None,
              product_id: str | None = None) -> Generated:
     """Route ``image`` for ``task`` and run the chain; see :func:`agenerate`."""
+    workbench = workbench or Workbench()
     return run_blocking(agenerate(image, task, category=category, workbench=workbench,
                                   routes=routes, params=params, prompt=prompt, title=title,
-                                  seed=seed, out=out, product_id=product_id))
+                                  seed=seed, out=out, product_id=product_id),
+                        cleanup=workbench.aclose)
 
 
 async def agenerate(image: str | os.PathLike[str], task: Task | str, *,

@@ -507,7 +507,8 @@ class Sweep:
             signals: JobSignals | None = None, resubmit: bool = False) -> SweepResult:
         """Run synchronously; works inside a running event loop too (e.g. a notebook)."""
         return run_blocking(self.arun(progress=progress, on_planned=on_planned, retry=retry,
-                                      score=score, signals=signals, resubmit=resubmit))
+                                      score=score, signals=signals, resubmit=resubmit),
+                            cleanup=self.workbench.aclose)
 
     async def arun(self, *, progress: Callable[[RequestOutcome], None] | None = None,
                    on_planned: Callable[[str, int, int], None] | None = None,
@@ -542,7 +543,7 @@ class Sweep:
 
     def judge(self, *, retry: RetryPolicy | None = None) -> SweepResult:
         """Run the judge pass now (see :meth:`ajudge`)."""
-        return run_blocking(self.ajudge(retry=retry))
+        return run_blocking(self.ajudge(retry=retry), cleanup=self.workbench.aclose)
 
     async def ajudge(self, *, retry: RetryPolicy | None = None,
                      signals: JobSignals | None = None) -> SweepResult:

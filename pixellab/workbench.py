@@ -75,6 +75,16 @@ class Workbench:
         self.providers: dict[str, Provider] = providers or default_providers()
         self._governors: dict[str, SpendGovernor | None] = {}
 
+    async def aclose(self) -> None:
+        """Close the connections the providers hold in the running loop: the synchronous runs
+        (``Sweep.run``, ``pixellab.generate``) call it before their loop ends, so the next run
+        starts clean (see :class:`pixellab.providers.base.LoopBound`). The workbench stays
+        usable: a later call opens new ones."""
+        for provider in self.providers.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
+
     @property
     def spend_policy_path(self) -> Path:
         """``<home>/spend.toml``, else ``$PIXELLAB_SPEND`` for the default home."""

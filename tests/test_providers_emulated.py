@@ -111,6 +111,21 @@ def test_a_5xx_on_create_is_settled_or_charged_as_unknown_never_retried_blind(
         assert [r[2] for r in rows[:-1]] == ["OutcomeUnknown"]
 
 
+@pytest.mark.parametrize("model_id", [REPLICATE, FAL, OPENAI])
+def test_one_workbench_runs_sweep_after_sweep_each_on_its_own_event_loop(
+        workbench: Workbench, emulator: Emulator, dataset_dir: Path, model_id: str) -> None:
+    # A notebook's habit: each Sweep.run is an event loop of its own. The SDK clients of the
+    # first must not be reused on its closed loop (fal-client failed every call of the second).
+    before = len(emulator.creates(model_id.split(":")[0]))
+    for seed in (0, 1, 2):
+        spec = SweepSpec.parse({"name": f"emu-{seed}", "task": "enhance",
+                                "dataset": str(dataset_dir), "chain": [model_id], "limit": 2,
+                                "prompts": [], "seeds": [seed]})
+        result = Sweep(spec, workbench).run(retry=FAST)
+        assert (result.succeeded, result.failed) == (2, 0), attempts(workbench)
+    assert len(emulator.creates(model_id.split(":")[0])) == before + 6
+
+
 def spend(workbench: Workbench, model_id: str) -> float:
     return float(workbench.ledger.scalar(
         "select coalesce(sum(usd), 0) from costs where model_id = ?", [model_id]))

@@ -430,31 +430,35 @@ def routes(ctx: Context, judge: JudgeDesk | None = None) -> list[Route]:
             return oai_error(400, f"Image file too large: each image must be smaller than "
                              f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB.",
                              type_="invalid_request_error", param="image")
-        params: dict[str, Any] = {}
-        source: bytes | None = None
-        images_seen = 0
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                data = await value.read()
-                if key in ("image", "image[]"):
-                    images_seen += 1
-                    if len(data) > MAX_IMAGE_BYTES:
-                        return oai_error(400, f"Image file too large: each image must be "
-                                         f"smaller than {MAX_IMAGE_BYTES // (1024 * 1024)} MB.",
-                                         type_="invalid_request_error", param="image")
-                    if source is None:
-                        source = data
-                params.setdefault(key, f"<file {value.filename!r}, {len(data)} bytes>")
-            else:
-                params[key] = value
-        if source is None:
-            return oai_error(400, "Missing required parameter: 'image'.",
-                             type_="invalid_request_error", param="image")
-        if images_seen > MAX_EDIT_IMAGES:
-            return oai_error(400, f"Too many images: {images_seen} were given, at most "
-                             f"{MAX_EDIT_IMAGES} are allowed.", type_="invalid_request_error",
-                             param="image")
-        return await images(request, params, source, images_seen)
+        try:
+            params: dict[str, Any] = {}
+            source: bytes | None = None
+            images_seen = 0
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    data = await value.read()
+                    if key in ("image", "image[]"):
+                        images_seen += 1
+                        if len(data) > MAX_IMAGE_BYTES:
+                            return oai_error(
+                                400, f"Image file too large: each image must be smaller than "
+                                f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB.",
+                                type_="invalid_request_error", param="image")
+                        if source is None:
+                            source = data
+                    params.setdefault(key, f"<file {value.filename!r}, {len(data)} bytes>")
+                else:
+                    params[key] = value
+            if source is None:
+                return oai_error(400, "Missing required parameter: 'image'.",
+                                 type_="invalid_request_error", param="image")
+            if images_seen > MAX_EDIT_IMAGES:
+                return oai_error(400, f"Too many images: {images_seen} were given, at most "
+                                 f"{MAX_EDIT_IMAGES} are allowed.",
+                                 type_="invalid_request_error", param="image")
+            return await images(request, params, source, images_seen)
+        finally:
+            await form.close()  # its parts are spooled temporary files
 
     async def generations(request: Request) -> Response:
         if not authorized(request):

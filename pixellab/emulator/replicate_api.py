@@ -363,22 +363,23 @@ def routes(ctx: Context) -> list[Route]:
     async def create_file(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
-        form = await request.form(max_part_size=_MAX_UPLOAD)
-        upload = form.get("content")
-        if upload is None or isinstance(upload, str):
-            return problem(400, "multipart field 'content' (a file) is required")
-        data = await upload.read()
-        name = upload.filename or "upload.bin"
-        content_type = (upload.content_type if upload.content_type not in (None, "")
-                        else mimetypes.guess_type(name)[0]) or "application/octet-stream"
-        stored = ctx.files.put(data, content_type, name, ttl_s=ctx.file_ttl_s)
-        raw_meta = form.get("metadata")
-        try:
-            metadata = json.loads(raw_meta) if isinstance(raw_meta, str) else {}
-        except json.JSONDecodeError:
-            metadata = {}
-        file_meta[stored.id] = metadata if isinstance(metadata, dict) else {}
-        return JSONResponse(file_json(stored.id), status_code=201)
+        # Closed when answered: its parts are spooled temporary files.
+        async with request.form(max_part_size=_MAX_UPLOAD) as form:
+            upload = form.get("content")
+            if upload is None or isinstance(upload, str):
+                return problem(400, "multipart field 'content' (a file) is required")
+            data = await upload.read()
+            name = upload.filename or "upload.bin"
+            content_type = (upload.content_type if upload.content_type not in (None, "")
+                            else mimetypes.guess_type(name)[0]) or "application/octet-stream"
+            stored = ctx.files.put(data, content_type, name, ttl_s=ctx.file_ttl_s)
+            raw_meta = form.get("metadata")
+            try:
+                metadata = json.loads(raw_meta) if isinstance(raw_meta, str) else {}
+            except json.JSONDecodeError:
+                metadata = {}
+            file_meta[stored.id] = metadata if isinstance(metadata, dict) else {}
+            return JSONResponse(file_json(stored.id), status_code=201)
 
     async def get_file(request: Request) -> Response:
         if not authorized(request):

@@ -8,11 +8,13 @@ each saying whether a retry of the same model can help.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pixellab.billing import Usage
 from pixellab.catalog import Model
@@ -32,8 +34,9 @@ from pixellab.tasks import Task
 
 __all__ = [
     "ContentRejected", "InvalidOutput", "InvalidRequest", "Job", "JobState", "MissingCredentials",
-    "KeyedProvider", "OutcomeUnknown", "Output", "Provider", "ProviderError", "ProviderRequest",
-    "ProviderTimeout", "ProviderUnavailable", "RateLimited", "Reconciling", "Usage",
+    "KeyedProvider", "LoopBound", "OutcomeUnknown", "Output", "Provider", "ProviderError",
+    "ProviderRequest", "ProviderTimeout", "ProviderUnavailable", "RateLimited", "Reconciling",
+    "Usage",
     "credential_from_env", "error_for_status", "transport_error",
 ]
 
@@ -104,7 +107,9 @@ class Job:
 
 @runtime_checkable
 class Provider(Protocol):
-    """What the runner needs from a provider adapter."""
+    """What the runner needs from a provider adapter. An adapter that holds connections open
+    may also define ``async def aclose()``, called before a synchronous run's loop ends (see
+    :class:`LoopBound`)."""
 
     name: str
 
@@ -177,6 +182,44 @@ def transport_error(exc: BaseException, message: str, *, model_id: str | None,
     return ProviderUnavailable(f"{message} ({type(exc).__name__})", model_id=model_id)
 
 
+_Client = TypeVar("_Client")
+
+
+class LoopBound(Generic[_Client]):
+    """An async SDK client for the event loop that is running, made on first use in it.
+
+    Why: an SDK's async client keeps connections, locks and tasks of the loop it was first used
+    in. Each synchronous run (``Sweep.run``, ``pixellab.generate``) is a loop of its own, so a
+    notebook's second sweep on one workbench would reuse them on a closed loop: fal-client then
+    failed every call with "Event loop is closed", and the OpenAI SDK left a failing close task
+    behind. A new loop gets a new client; :meth:`aclose` closes the running loop's, which the
+    synchronous runs do before their loop ends (:meth:`pixellab.workbench.Workbench.aclose`).
+    """
+
+    def __init__(self, make: Callable[[], _Client],
+                 close: Callable[[_Client], Awaitable[None]]) -> None:
+        self._make = make
+        self._close = close
+        self._client: _Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> _Client:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # synchronous use (a sync SDK method): any loop's client will do
+            loop = self._loop
+        if self._client is None or loop is not self._loop:
+            self._client, self._loop = self._make(), loop
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop, if one was made (another loop's, which cannot
+        be closed from here, is only let go)."""
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await self._close(client)
+
+
 class KeyedProvider:
     """Credential handling shared by the remote adapters: an explicit key, else the provider's
     environment variable; a missing key is a reason to skip, never an exception."""
@@ -194,6 +237,9 @@ class KeyedProvider:
 
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}()"
+
+    async def aclose(self) -> None:
+        """Close what this adapter holds open in the running loop (see :class:`LoopBound`)."""
 
 
 def credential_from_env(variable: str) -> str | None:

@@ -51,6 +51,7 @@ from pixellab.providers.base import (
     Job,
     JobState,
     KeyedProvider,
+    LoopBound,
     Output,
     ProviderRequest,
     error_for_status,
@@ -183,6 +184,12 @@ def configure_endpoints() -> None:
             setattr(fal_wire, constant, value)
 
 
+async def _close_client(client: fal_client.AsyncClient) -> None:
+    """fal-client has no close: its HTTP client (an async cached property) is closed."""
+    http = await client._client
+    await http.aclose()
+
+
 class FalProvider(KeyedProvider):
     """fal queue jobs: upload, submit, status, result, cancel, download."""
 
@@ -192,14 +199,18 @@ class FalProvider(KeyedProvider):
     def __init__(self, *, key: str | None = None, webhook_url: str | None = None) -> None:
         super().__init__(key=key)
         self.webhook_url = webhook_url
-        self._client: fal_client.AsyncClient | None = None
+        self._clients = LoopBound(self._make_client, _close_client)
+
+    def _make_client(self) -> fal_client.AsyncClient:
+        configure_endpoints()
+        return fal_client.AsyncClient(key=self.key(), default_timeout=60.0)
 
     @property
     def client(self) -> fal_client.AsyncClient:
-        if self._client is None:
-            configure_endpoints()
-            self._client = fal_client.AsyncClient(key=self.key(), default_timeout=60.0)
-        return self._client
+        return self._clients.get()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model

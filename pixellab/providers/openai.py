@@ -72,6 +72,7 @@ from pixellab.providers.base import (
     Job,
     JobState,
     KeyedProvider,
+    LoopBound,
     Output,
     ProviderRequest,
     error_for_status,
@@ -200,6 +201,10 @@ def chat_usage(response: Any) -> Usage | None:
                  text_output_tokens=_count(usage, "completion_tokens"))
 
 
+async def _close_client(client: openai.AsyncOpenAI) -> None:
+    await client.close()
+
+
 class OpenAIProvider(KeyedProvider):
     """OpenAI image edits (with an input image) and generations (prompt only)."""
 
@@ -209,15 +214,19 @@ class OpenAIProvider(KeyedProvider):
     def __init__(self, *, key: str | None = None, base_url: str | None = None) -> None:
         super().__init__(key=key)
         self._base_url = base_url
-        self._client: openai.AsyncOpenAI | None = None
+        self._clients = LoopBound(self._make_client, _close_client)
         self._ids = itertools.count(1)
+
+    def _make_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key=self.key(), base_url=self._base_url, max_retries=0,
+                                  timeout=120.0)
 
     @property
     def client(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(api_key=self.key(), base_url=self._base_url,
-                                              max_retries=0, timeout=120.0)
-        return self._client
+        return self._clients.get()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
 
     async def submit(self, request: ProviderRequest) -> Job:
         if request.task is Task.ANALYZE:

@@ -48,6 +48,7 @@ from pixellab.providers.base import (
     Job,
     JobState,
     KeyedProvider,
+    LoopBound,
     Output,
     ProviderRequest,
     error_for_status,
@@ -146,6 +147,11 @@ def _first_url(output: Any) -> str | None:
     return url if isinstance(url, str) else None
 
 
+async def _close_client(client: replicate.Client) -> None:
+    """Its async HTTP client (the sync one holds no loop's state)."""
+    await client._async_client.aclose()
+
+
 class ReplicateProvider(KeyedProvider):
     """Replicate predictions: create (with file upload), poll, cancel, download."""
 
@@ -157,15 +163,18 @@ class ReplicateProvider(KeyedProvider):
         super().__init__(key=key)
         self._base_url = base_url
         self.webhook_url = webhook_url
-        self._client: replicate.Client | None = None
+        self._clients = LoopBound(self._make_client, _close_client)
+
+    def _make_client(self) -> replicate.Client:
+        return replicate.Client(api_token=self.key(), base_url=self._base_url,
+                                timeout=httpx.Timeout(30.0, connect=5.0))
 
     @property
     def client(self) -> replicate.Client:
-        if self._client is None:
-            self._client = replicate.Client(api_token=self.key(),
-                                            base_url=self._base_url,
-                                            timeout=httpx.Timeout(30.0, connect=5.0))
-        return self._client
+        return self._clients.get()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
 
     async def submit(self, request: ProviderRequest) -> Job:
         model = request.model
