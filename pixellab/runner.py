@@ -56,6 +56,7 @@ from pixellab.errors import (
     QuotaExhausted,
     RateLimited,
 )
+from pixellab.heap import old_objects_frozen
 from pixellab.ledger import Ledger, ResumeState, Row, Statement, now
 from pixellab.media import MediaKind, kind_for
 from pixellab.providers.base import Job, JobState, Provider, ProviderRequest, Reconciling
@@ -235,10 +236,11 @@ class Runner:
                 if self._on_done is not None:
                     self._on_done(outcome)
 
-        try:
-            await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
-        finally:
-            await self._all_writes_durable()
+        with old_objects_frozen():  # no full collection walks the whole heap meanwhile
+            try:
+                await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+            finally:
+                await self._all_writes_durable()
         summary.stopped_reason = str(self._stop) if self._stop else None
         summary.provider_calls = self.provider_calls
         summary.stopped_providers = dict(self._stopped_providers)

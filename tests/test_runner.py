@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pixellab import background
+from pixellab import background, heap
 from pixellab.billing import Usage
 from pixellab.catalog import load_catalog
 from pixellab.errors import (
@@ -539,3 +540,40 @@ def test_lowering_a_thread_never_raises_it_back() -> None:
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(lowered_twice).result() == (True, 19)
+
+
+class _HeapWatcher(ScriptedProvider):
+    """Notes, at each create, how many objects the collector is told to leave alone."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.frozen_at_submit: list[int] = []
+
+    async def submit(self, request: ProviderRequest) -> Job:
+        self.frozen_at_submit.append(gc.get_freeze_count())
+        return await super().submit(request)
+
+
+async def test_while_requests_are_in_flight_full_collections_skip_the_heap_that_was_there(
+        harness) -> None:
+    """P10: requests live for seconds, so their objects reach the oldest generation and set off
+    full collections, each walking every module and DataFrame in the process with the loop
+    stopped (~200 ms apiece in bench_sweep). During the run the heap that existed before it is
+    frozen out of collection; afterwards the collector has it back."""
+    before = gc.get_freeze_count()
+    watcher = _HeapWatcher("replicate")
+    summary = await harness(primary=watcher, n=3).run()
+    assert [o.status for o in summary.outcomes] == ["succeeded"] * 3
+    assert len(watcher.frozen_at_submit) == 3
+    assert min(watcher.frozen_at_submit) > max(before, 1000)
+    assert gc.get_freeze_count() == before
+
+
+def test_overlapping_runs_keep_the_heap_frozen_until_the_last_one_ends() -> None:
+    before = gc.get_freeze_count()
+    with heap.old_objects_frozen():
+        frozen = gc.get_freeze_count()
+        with heap.old_objects_frozen():
+            pass
+        assert gc.get_freeze_count() >= frozen > before
+    assert gc.get_freeze_count() == before
