@@ -19,11 +19,14 @@ never raises on bad bytes and reports an :class:`ImageCheck` instead. The blank 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 import struct
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -590,6 +593,62 @@ def _same_pixels(a: Image.Image, b: Image.Image) -> bool:
     return bool(np.array_equal(normalized_array(a), normalized_array(b)))
 
 
+_PRINT_STEP = 8
+_SOURCE_PRINTS: OrderedDict[tuple[int, int], tuple[bytes, tuple[tuple[int, int], bytes] | None]]
+_SOURCE_PRINTS = OrderedDict()
+_SOURCE_PRINTS_MAX = 512
+_source_prints_lock = threading.Lock()
+
+
+def _pixel_print(pixels: np.ndarray) -> bytes:
+    """A digest of every 8th row and column of :func:`normalized_array` pixels, taken as RGBA
+    (opaque when there is no alpha), so that pixels :func:`_same_pixels` calls equal always
+    print the same; different pixels almost always print differently."""
+    sample = pixels[::_PRINT_STEP, ::_PRINT_STEP]
+    if sample.shape[-1] == 3:
+        sample = np.dstack([sample, np.full(sample.shape[:2], 255, np.uint8)])
+    return hashlib.blake2b(np.ascontiguousarray(sample).tobytes(), digest_size=16).digest()
+
+
+def _source_print(source: bytes) -> tuple[tuple[int, int], bytes] | None:
+    """(size, :func:`_pixel_print`) of a source photo, or None where it does not decode;
+    remembered for the last 512 photos.
+
+    Why: a sweep checks arms × prompts × seeds outputs against each photo, and decoding it for
+    each (an 800 px JPEG costs ~9 ms) was most of the no-op check. Keyed by the bytes' length
+    and hash, confirmed by their first and last 64 bytes, without keeping the bytes."""
+    key = (len(source), hash(source))
+    tag = source[:64] + source[-64:]
+    with _source_prints_lock:
+        known = _SOURCE_PRINTS.get(key)
+        if known is not None and known[0] == tag:
+            _SOURCE_PRINTS.move_to_end(key)
+            return known[1]
+    try:
+        image = decode_image(source)
+        printed: tuple[tuple[int, int], bytes] | None = (
+            image.size, _pixel_print(normalized_array(image)))
+    except InvalidImage:
+        printed = None
+    with _source_prints_lock:
+        _SOURCE_PRINTS[key] = (tag, printed)
+        while len(_SOURCE_PRINTS) > _SOURCE_PRINTS_MAX:
+            _SOURCE_PRINTS.popitem(last=False)
+    return printed
+
+
+def _same_as_source(image: Image.Image, pixels: np.ndarray,
+                    source: bytes | Image.Image) -> bool:
+    """:func:`_same_pixels` of an output and its source; a source given as bytes is decoded
+    only when its size and pixel print match the output's (a no-op, or nearly one)."""
+    if isinstance(source, Image.Image):
+        return _same_pixels(image, source)
+    printed = _source_print(source)
+    if printed is None or printed[0] != image.size or printed[1] != _pixel_print(pixels):
+        return False
+    return _same_pixels(image, decode_image(source))
+
+
 def check_image_output(
     data: bytes,
     *,
@@ -643,23 +702,16 @@ def check_image_output(
     if require_alpha and not has_alpha(image):
         return fail("missing_alpha", f"image has no alpha channel (mode {image.mode})")
     try:
-        stats = measure_blank(image)
+        pixels = normalized_array(image)
+        stats = measure_blank(pixels)
     except Exception as exc:  # noqa: BLE001 - an odd mode/layout is a verdict on the bytes
         return fail("undecodable", f"pixels could not be read ({type(exc).__name__}: {exc})")
     blank = stats.reason(blank_std_threshold)
     if blank is not None:
         return fail(blank, stats.message(blank, blank_std_threshold))
     if source is not None:
-        src: Image.Image | None
-        if isinstance(source, Image.Image):
-            src = source
-        else:
-            try:
-                src = decode_image(source)
-            except InvalidImage:
-                src = None
         try:
-            same = src is not None and _same_pixels(image, src)
+            same = _same_as_source(image, pixels, source)
         except Exception:  # noqa: BLE001 - an incomparable source: no verdict on no-op
             same = False
         if same:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from pixellab import validate
 from pixellab.errors import InvalidImage, InvalidInputImage
 from pixellab.validate import (
     ALLOWED_IMAGE_FORMATS,
@@ -351,10 +352,26 @@ def test_output_identical_to_source_image_in_another_mode_is_no_op() -> None:
     assert check_image_output(opaque_rgba, source=noisy()).reason == "no_op"
 
 
-def test_output_differing_from_source_by_one_pixel_is_not_no_op() -> None:
+@pytest.mark.parametrize("where", [(0, 0), (3, 5)], ids=["sampled", "between_samples"])
+def test_output_differing_from_source_by_one_pixel_is_not_no_op(where: tuple[int, int]) -> None:
     arr = np.asarray(noisy()).copy()
-    arr[0, 0] = 255 - arr[0, 0]
+    arr[where] = 255 - arr[where]
     assert check_image_output(encode(Image.fromarray(arr), "PNG"), source=PNG).ok
+
+
+def test_a_source_photo_is_decoded_once_for_all_the_outputs_checked_against_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep checks arms x prompts x seeds outputs against each photo: the photo is decoded
+    for the first of them only, and a no-op among the later ones is still caught."""
+    source = encode(noisy(seed=11), "PNG")
+    outputs = [encode(noisy(seed=20 + i), "PNG") for i in range(5)]
+    decoded: list[bool] = []  # whether each decode was of the source
+    real = validate.decode_image
+    monkeypatch.setattr(validate, "decode_image",
+                        lambda data, **kw: decoded.append(data == source) or real(data, **kw))
+    assert all(check_image_output(o, source=source).ok for o in outputs)
+    assert decoded.count(True) == 1 and len(decoded) == 6
+    assert check_image_output(source, source=source).reason == "no_op"
 
 
 def test_checks_run_in_order_so_a_black_wrong_size_image_reports_dimensions() -> None:
