@@ -583,14 +583,16 @@ def _same_pixels(a: Image.Image, b: Image.Image) -> bool:
     if a.size != b.size:
         return False
     if has_alpha(a) or has_alpha(b):
-        arr_a = normalized_array(a)
-        arr_b = normalized_array(b)
-        if arr_a.shape[-1] == 3:
-            arr_a = np.dstack([arr_a, np.full(arr_a.shape[:2], 255, np.uint8)])
-        if arr_b.shape[-1] == 3:
-            arr_b = np.dstack([arr_b, np.full(arr_b.shape[:2], 255, np.uint8)])
-        return bool(np.array_equal(arr_a, arr_b))
+        return bool(np.array_equal(_as_rgba(normalized_array(a)),
+                                   _as_rgba(normalized_array(b))))
     return bool(np.array_equal(normalized_array(a), normalized_array(b)))
+
+
+def _as_rgba(pixels: np.ndarray) -> np.ndarray:
+    """:func:`normalized_array` pixels with an alpha band: opaque where they had none."""
+    if pixels.shape[-1] == 4:
+        return pixels
+    return np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
 
 
 _PRINT_STEP = 8
@@ -604,9 +606,7 @@ def _pixel_print(pixels: np.ndarray) -> bytes:
     """A digest of every 8th row and column of :func:`normalized_array` pixels, taken as RGBA
     (opaque when there is no alpha), so that pixels :func:`_same_pixels` calls equal always
     print the same; different pixels almost always print differently."""
-    sample = pixels[::_PRINT_STEP, ::_PRINT_STEP]
-    if sample.shape[-1] == 3:
-        sample = np.dstack([sample, np.full(sample.shape[:2], 255, np.uint8)])
+    sample = _as_rgba(pixels[::_PRINT_STEP, ::_PRINT_STEP])
     return hashlib.blake2b(np.ascontiguousarray(sample).tobytes(), digest_size=16).digest()
 
 

@@ -238,9 +238,6 @@ class KeyedProvider:
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}()"
 
-    async def aclose(self) -> None:
-        """Close what this adapter holds open in the running loop (see :class:`LoopBound`)."""
-
 
 def credential_from_env(variable: str) -> str | None:
     """A provider key from the environment only (never from parameters or files we write)."""
